@@ -1,0 +1,36 @@
+# Two set-up commands: `make demo` and `make test`. Both create (or reuse) .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch==2.13.0 is the CPU build that pip finds locally; installed only when no torch is present,
+# so a user who brings a CUDA torch keeps it.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: venv install install-test demo test lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+venv: $(PY)
+
+install: $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e .
+
+install-test: $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[test]"
+
+demo: install
+	$(VENV)/bin/cganseg demo --out demo_output
+
+test: install-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+lint: install-test
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

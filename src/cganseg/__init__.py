@@ -1,0 +1,2 @@
+"""cganseg: cell segmentation from small annotated sets with cycle GANs."""
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""``python -m cganseg``: the same as the ``cganseg`` command."""
+
+import sys
+
+from cganseg.cli import main
+
+sys.exit(main())

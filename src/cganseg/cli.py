@@ -1,0 +1,255 @@
+"""The ``cganseg`` command: parses arguments and calls the library; no logic of its own.
+
+User errors (:class:`~cganseg.errors.InputError`) print one line and exit with code 2; a diverged
+training run exits with 3; Ctrl-C exits with 130 after the trainer has saved ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from cganseg import __version__
+from cganseg.errors import InputError, TrainingDiverged
+
+_EXIT_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 2, 3, 130
+
+
+def _add_train_seg(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-seg",
+        help="conventional training of a segmenter (the paper's baseline)",
+        description="Train a segmenter the conventional way on an annotated folder. Options not "
+        "given come from --config (YAML), else from the defaults shown in config.yaml of a run.",
+    )
+    p.add_argument("--data", help="data-set folder (DIR/images + DIR/masks, or Cellpose-style)")
+    p.add_argument("--out", help="run folder to create (or to continue with --resume)")
+    p.add_argument("--config", type=Path, help="YAML file of options (keys as in config.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=("unet", "deepsea", "cellpose"))
+    g.add_argument("--width", type=int, help="base channels (default: the backbone's own)")
+    g.add_argument(
+        "--classes",
+        dest="n_classes",
+        type=int,
+        choices=(2, 3),
+        help="2: background/cell (paper); 3: +boundary, separates touching cells",
+    )
+    g = p.add_argument_group("training")
+    g.add_argument("--crop", help="training crop, e.g. 256 or 256x320")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--iterations", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--schedule", choices=("cosine", "constant"))
+    g.add_argument("--p-vanilla", type=float, help="probability of conventional augmentation")
+    g.add_argument("--val-every", type=int, help="validate and checkpoint every N steps")
+    g.add_argument("--patience", type=int, help="early stopping after N validations (0: off)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    g.add_argument(
+        "--no-amp",
+        dest="amp",
+        action="store_false",
+        default=None,
+        help="disable mixed precision on CUDA",
+    )
+    g.add_argument("--workers", dest="num_workers", type=int, help="data-loading processes")
+    g = p.add_argument_group("data")
+    g.add_argument("--n-train", type=int, help="use only N training pairs (e.g. the paper's 200)")
+    g.add_argument("--val-fraction", type=float)
+    g.add_argument("--test-fraction", type=float)
+    g.add_argument("--split", dest="split_file", help="JSON split file (train/val/test names)")
+    g.add_argument("--layout", choices=("auto", "folders", "cellpose"))
+    g.add_argument("--mask-suffix", help="Cellpose layout: mask file suffix (default _masks)")
+    g.add_argument("--image-suffix", help="Cellpose layout: image file suffix (default none)")
+    g.add_argument("--channels", help="'gray' or channel indices like 0,1,2 (default: all)")
+    g.add_argument("--min-size", type=int, help="smallest object kept, in pixels (default 15)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train_seg)
+
+
+def _cmd_train_seg(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cganseg.training.config import SegTrainConfig, parse_size
+    from cganseg.training.seg_trainer import train_segmenter
+
+    given = {
+        k: getattr(args, k)
+        for k in (
+            "data",
+            "out",
+            "model",
+            "width",
+            "n_classes",
+            "batch_size",
+            "iterations",
+            "lr",
+            "schedule",
+            "p_vanilla",
+            "val_every",
+            "patience",
+            "seed",
+            "device",
+            "amp",
+            "num_workers",
+            "n_train",
+            "val_fraction",
+            "test_fraction",
+            "split_file",
+            "layout",
+            "mask_suffix",
+            "image_suffix",
+            "channels",
+            "min_size",
+        )
+        if getattr(args, k) is not None
+    }
+    if args.crop is not None:
+        given["crop"] = parse_size(args.crop)
+    options: dict = {}
+    if args.config is not None:
+        try:
+            options = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(
+                f"cannot read config ({str(exc).splitlines()[0]})", args.config
+            ) from None
+        if not isinstance(options, dict):
+            raise InputError("config must be a YAML mapping of option: value", args.config)
+    options.update(given)
+    if not options.get("out"):
+        raise InputError("--out RUN_DIR is required")
+    if args.resume:
+        options.setdefault("data", "")
+    elif not options.get("data"):
+        raise InputError("--data DIR is required")
+    cfg = SegTrainConfig.from_dict(options, args.config)
+    summary = train_segmenter(cfg, resume=args.resume, progress=not args.quiet, given=given)
+    best = summary["best_val_f1_iou50"]
+    line = f"done: {summary['step']} steps, best validation F1@0.5 {best:.3f}"
+    if "test_f1_iou50" in summary:
+        line += f", test F1@0.5 {summary['test_f1_iou50']:.3f} (see {cfg.out}/test)"
+    print(line)
+    return 0
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment images into instance label TIFFs")
+    p.add_argument("checkpoint", type=Path, help="checkpoint file or run folder (uses best.pt)")
+    p.add_argument("input", type=Path, help="an image, or a folder of images")
+    p.add_argument("out_dir", type=Path, help="folder for NAME.tif label images")
+    p.add_argument("--overlays", action="store_true", help="also write overlays/NAME.png")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--min-size", type=int, help="smallest object kept (default: the model's)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_segment)
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from cganseg.inference.segment import collect_inputs, load_segmenter, segment_files
+
+    inputs = collect_inputs(args.input)
+    out = args.out_dir.resolve()
+    if any(p.parent.resolve() == out for p in inputs):
+        raise InputError(
+            "output folder is the input folder; choose another to keep your images", out
+        )
+    seg = load_segmenter(args.checkpoint, args.device, args.min_size)
+    written = segment_files(
+        seg,
+        inputs,
+        args.out_dir,
+        overlays=args.overlays,
+        tile_size=args.tile_size,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(f"wrote {len(written)} label image(s) to {args.out_dir}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score predicted label images against ground truth")
+    p.add_argument("gt", type=Path, help="ground-truth label folder (or data-set folder)")
+    p.add_argument("pred", type=Path, help="predicted label folder")
+    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json/csv and plot")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cganseg.evaluation.evaluate import evaluate_folders
+
+    report = evaluate_folders(args.gt, args.pred, args.out, progress=not args.quiet)
+    i50 = report["thresholds"].index(0.5) if 0.5 in report["thresholds"] else 0
+    pi = report["per_image"]
+    print(
+        f"{report['n_images']} images: F1@0.5 {pi['f1'][i50]:.3f} (per image), "
+        f"{report['pooled']['f1'][i50]:.3f} (pooled), mean F1 over IoU 0.5:0.95 "
+        f"{sum(pi['f1']) / len(pi['f1']):.3f}, Dice {report['dice']:.3f}; see {args.out}"
+    )
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train, segment and evaluate on the bundled demo data")
+    p.add_argument("--out", type=Path, default=Path("demo_output"))
+    p.add_argument("--iterations", type=int, default=None, help="training steps (default 400)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cganseg.demo import run_demo
+
+    report = run_demo(
+        args.out, iterations=args.iterations, device=args.device, progress=not args.quiet
+    )
+    print(f"demo report: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cganseg",
+        description="Cell segmentation from small annotated sets (cGAN-Seg, Zargari et al. 2024).",
+    )
+    parser.add_argument("--version", action="version", version=f"cganseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train_seg, _add_segment, _add_evaluate, _add_demo):
+        add(sub)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_INPUT
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print(
+            "interrupted; a training run saved last.pt and continues with --resume", file=sys.stderr
+        )
+        return _EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

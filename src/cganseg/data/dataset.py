@@ -1,0 +1,126 @@
+"""Loading a data set into memory and serving random training crops to PyTorch.
+
+The paper's data sets are small (hundreds of pairs), so every pair is read, checked and normalised
+once, up front: a bad file stops the run before anything is written, and training never waits on
+the disk.
+
+Randomness is keyed, not global: :class:`SeededSampler` yields ``(index, sample_seed)`` pairs that
+depend only on the run seed and the sample's position in the stream. Crops and augmentation draw
+from ``numpy.random.default_rng(sample_seed)``. So results do not depend on the number of DataLoader
+workers, and a run resumed at step ``s`` sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from tqdm.auto import tqdm
+
+from cganseg.data.augment import ConventionalAugment
+from cganseg.data.folders import Pair
+from cganseg.data.io import Channels, read_image, read_labels
+from cganseg.data.normalize import normalize_percentile
+from cganseg.data.targets import labels_to_classes
+from cganseg.errors import InputError
+
+
+@dataclass
+class Sample:
+    """One loaded pair: normalised image (C, H, W) float32 and instance labels (H, W)."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+
+
+def load_samples(
+    pairs: Sequence[Pair], channels: Channels = None, progress: bool = True, desc: str = "loading"
+) -> list[Sample]:
+    """Read, check and normalise pairs; all images must share one channel count."""
+    samples: list[Sample] = []
+    for pair in tqdm(pairs, desc=desc, unit="img", disable=not progress, leave=False):
+        image = read_image(pair.image, channels)
+        labels = read_labels(pair.mask)
+        if image.shape[1:] != labels.shape:
+            raise InputError(
+                f"image is {image.shape[1]}x{image.shape[2]} but its mask {pair.mask.name} is "
+                f"{labels.shape[0]}x{labels.shape[1]}",
+                pair.image,
+            )
+        if samples and image.shape[0] != samples[0].image.shape[0]:
+            raise InputError(
+                f"image has {image.shape[0]} channel(s) but {samples[0].name} has "
+                f"{samples[0].image.shape[0]}; choose them with --channels (gray or 0,1,2)",
+                pair.image,
+            )
+        samples.append(Sample(pair.name, normalize_percentile(image), labels))
+    return samples
+
+
+def pad_to_at_least(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]):
+    """Reflect-pad an image and its labels at the bottom/right up to ``size`` (no-op if larger)."""
+    ph, pw = max(0, size[0] - labels.shape[0]), max(0, size[1] - labels.shape[1])
+    if ph == 0 and pw == 0:
+        return image, labels
+    return (
+        np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="reflect"),
+        np.pad(labels, ((0, ph), (0, pw)), mode="reflect"),
+    )
+
+
+class CropDataset(Dataset):
+    """Random crops of loaded samples with conventional augmentation and class targets."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        crop: tuple[int, int],
+        n_classes: int,
+        augment: ConventionalAugment | None = None,
+    ) -> None:
+        self.samples = list(samples)
+        self.crop = crop
+        self.n_classes = n_classes
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key
+        rng = np.random.default_rng(seed)
+        sample = self.samples[index]
+        image, labels = pad_to_at_least(sample.image, sample.labels, self.crop)
+        ch, cw = self.crop
+        y = int(rng.integers(0, labels.shape[0] - ch + 1))
+        x = int(rng.integers(0, labels.shape[1] - cw + 1))
+        img = torch.from_numpy(np.ascontiguousarray(image[:, y : y + ch, x : x + cw]))
+        mask = torch.from_numpy(labels[y : y + ch, x : x + cw].astype(np.int64))
+        if self.augment is not None:
+            img, mask = self.augment(img, mask, rng)
+        target = labels_to_classes(mask.numpy(), self.n_classes)
+        return img, torch.from_numpy(target)
+
+
+class SeededSampler(Sampler):
+    """Endless stream of ``(index, sample_seed)``: epoch-wise permutations keyed by the seed.
+
+    ``start`` skips the first samples of the stream, so resuming at step ``s`` with batch size
+    ``b`` uses ``start = s * b``.
+    """
+
+    def __init__(self, n: int, seed: int, start: int = 0) -> None:
+        self.n, self.seed, self.start = n, seed, start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        i = self.start
+        while True:
+            epoch, pos = divmod(i, self.n)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            state = np.random.SeedSequence([self.seed, epoch, pos]).generate_state(1)[0]
+            yield int(perm[pos]), int(state)
+            i += 1

@@ -1,0 +1,169 @@
+"""Reading and writing microscopy images and label masks.
+
+Images: TIFF (tifffile), PNG and JPEG (imageio); 8/16/32-bit integer or float; grayscale or
+multi-channel, stored channel-last (H, W, C) or channel-first (C, H, W). They come back as
+``(C, H, W)`` arrays in their own dtype; intensity normalisation is a separate step
+(:mod:`cganseg.data.normalize`).
+
+Masks: instance label images (0 = background, one integer id per cell) of any unsigned or signed
+integer type, or binary masks (0/1 or 0/255), which are split into instances by connected
+components (4-connectivity) with a warning, because touching cells then merge into one.
+
+Every problem with a file is raised as :class:`~cganseg.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+from skimage.measure import label as connected_components
+
+from cganseg.atomic import atomic_path
+from cganseg.errors import InputError
+
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+
+#: ``channels`` argument of :func:`read_image`: keep all, average to gray, or pick indices.
+Channels = str | Sequence[int] | None
+
+
+class BinaryMaskWarning(UserWarning):
+    """A mask was binary, so touching cells in it merged into one instance."""
+
+
+def list_image_files(folder: str | Path) -> list[Path]:
+    """Sorted image files (by extension, case-insensitive) directly inside ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("not a folder", folder)
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot list folder ({exc.strerror or exc})", folder) from None
+    files = [
+        p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    ]
+    return sorted(p for p in files if p.is_file())
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """Read a file's pixel array as stored; any failure becomes one InputError line."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise InputError(
+            f"unsupported file type {suffix!r} (use {', '.join(IMAGE_EXTENSIONS)})", path
+        )
+    if not path.is_file():
+        raise InputError("file not found", path)
+    if path.stat().st_size == 0:
+        raise InputError("file is empty (0 bytes)", path)
+    try:
+        arr = tifffile.imread(path) if suffix in TIFF_EXTENSIONS else iio.imread(path)
+    except Exception as exc:  # noqa: BLE001 - every decoder error means the same to the user
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read image ({reason})", path) from None
+    arr = np.asarray(arr)
+    if arr.size == 0 or min(arr.shape) == 0:
+        raise InputError(f"image has no pixels (shape {arr.shape})", path)
+    return arr
+
+
+def _to_chw(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Bring a 2-D or 3-D array to (C, H, W), guessing channel-last vs channel-first."""
+    arr = np.squeeze(arr) if arr.ndim > 2 else arr
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim != 3:
+        raise InputError(
+            f"image has shape {arr.shape}; expected a 2-D image, optionally with channels "
+            "(z-stacks and time series are not supported: save one 2-D image per file)",
+            path,
+        )
+    if arr.shape[-1] <= 4 and arr.shape[0] > 4:
+        arr = np.moveaxis(arr, -1, 0)
+    elif not (arr.shape[0] <= 4 < arr.shape[-1]) and arr.shape[-1] <= arr.shape[0]:
+        arr = np.moveaxis(arr, -1, 0)
+    if path.suffix.lower() not in TIFF_EXTENSIONS and arr.shape[0] == 4:
+        arr = arr[:3]  # RGBA PNG/JPEG: the alpha channel carries no cell signal
+    elif arr.shape[0] == 2 and path.suffix.lower() not in TIFF_EXTENSIONS:
+        arr = arr[:1]  # gray + alpha
+    return arr
+
+
+def read_image(path: str | Path, channels: Channels = None) -> np.ndarray:
+    """Read an image as (C, H, W) in its stored dtype.
+
+    ``channels``: ``None`` keeps every channel (RGBA PNGs lose alpha), ``"gray"`` averages the
+    channels into one, a list of indices keeps those channels in that order.
+    """
+    path = Path(path)
+    arr = _to_chw(read_array(path), path)
+    if arr.dtype.kind not in "uif" and arr.dtype != bool:
+        raise InputError(f"unsupported pixel type {arr.dtype}", path)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InputError("image contains NaN or infinite values", path)
+    if channels is None:
+        return arr
+    if isinstance(channels, str):
+        if channels != "gray":
+            raise InputError(f"unknown channels option {channels!r} (use 'gray' or indices)")
+        return arr.astype(np.float32).mean(axis=0, keepdims=True)
+    idx = list(channels)
+    bad = [i for i in idx if not 0 <= i < arr.shape[0]]
+    if bad:
+        raise InputError(
+            f"image has {arr.shape[0]} channel(s); channel index {bad[0]} is out of range", path
+        )
+    return arr[idx]
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """Read an instance label mask as a 2-D integer array (int32, or int64 for huge ids)."""
+    path = Path(path)
+    arr = read_array(path)
+    arr = np.squeeze(arr) if arr.ndim > 2 else arr
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and (arr[..., :3] == arr[..., :1]).all():
+        arr = arr[..., 0]  # a gray mask saved as RGB(A)
+    if arr.ndim != 2:
+        raise InputError(
+            f"mask has shape {arr.shape}; expected a single-channel 2-D label image", path
+        )
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind == "f":
+        raise InputError(f"mask has float pixels ({arr.dtype}); save labels as integers", path)
+    if arr.dtype.kind not in "ui":
+        raise InputError(f"mask has unsupported pixel type {arr.dtype}", path)
+    if arr.dtype.kind == "i" and arr.min() < 0:
+        raise InputError(f"mask has negative labels (min {arr.min()})", path)
+    values = np.unique(arr)
+    if len(values) == 2 and values[1] in (1, 255) and arr.dtype.itemsize == 1:
+        warnings.warn(
+            "binary masks (0/1 or 0/255) are split into instances by connected components, "
+            "so touching cells merge into one; save instance label masks to keep them apart",
+            BinaryMaskWarning,
+            stacklevel=2,
+        )
+        return connected_components(arr > 0, connectivity=1).astype(np.int32)
+    return arr.astype(np.int64 if values[-1] > np.iinfo(np.int32).max else np.int32)
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> None:
+    """Write an instance label image as TIFF: uint16, or uint32 when ids exceed 65535."""
+    labels = np.asarray(labels)
+    dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """Write a uint8/uint16 image (H, W) or (H, W, 3) as PNG."""
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, image, extension=".png")

@@ -1,0 +1,219 @@
+"""Evaluate predicted instance masks against ground truth, per image and pooled.
+
+Implements the evaluation of the cGAN-Seg paper (Zargari et al., iScience 2024, "Evaluation"):
+precision, recall and F-score of matched cells over IoU thresholds 0.5 ... 0.95, computed per
+test image and averaged (the paper's convention, ``per_image``), plus pixel Dice. The same
+counts summed over the data set before scoring (StarDist's default) are reported as ``pooled``,
+because the two conventions can differ a lot on sets with uneven cell counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from cganseg.atomic import write_text
+from cganseg.errors import InputError
+from cganseg.evaluation.dice import DiceCounts, dice_counts
+from cganseg.evaluation.matching import (
+    COUNT_KEYS,
+    SCORE_KEYS,
+    THRESHOLDS,
+    match_counts,
+    scores_from_counts,
+)
+
+METRIC_KEYS = ("tp", "fp", "fn", *SCORE_KEYS)
+F1_AT = 0.5
+"""IoU threshold of the per-image ``f1_iou50`` column (the paper's Table 1)."""
+
+
+def _to_lists(metrics: dict[str, np.ndarray]) -> dict[str, list]:
+    return {k: np.asarray(metrics[k]).tolist() for k in METRIC_KEYS}
+
+
+def evaluate_pairs(
+    pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> dict[str, Any]:
+    """Report dict for ``(name, gt, pred)`` label-image pairs.
+
+    Keys: ``thresholds``; ``per_image`` (each metric computed per image, then averaged; tp/fp/fn
+    are mean counts per image) and ``pooled`` (tp/fp/fn/IoU sums over the set, then scored),
+    each mapping tp, fp, fn, precision, recall, f1, accuracy, panoptic_quality and
+    mean_matched_iou to a list aligned with ``thresholds``; ``dice`` (mean per-image Dice),
+    ``dice_pooled`` (Dice of summed pixel counts), ``n_images`` and ``images`` (one row per
+    image: name, n_gt, n_pred, f1_iou50, dice). Edge cases follow
+    :func:`cganseg.evaluation.matching.scores_from_counts`.
+    """
+    thresholds = [float(t) for t in thresholds]
+    if not thresholds:
+        raise ValueError("at least one IoU threshold is needed")
+    # F1 at 0.5 is always reported per image, so match at 0.5 too when it is not requested.
+    all_t = sorted({*thresholds, F1_AT})
+    sel = [all_t.index(t) for t in thresholds]
+    i50 = all_t.index(F1_AT)
+    totals = {k: np.zeros(len(thresholds)) for k in COUNT_KEYS}
+    per_image_sum = {k: np.zeros(len(thresholds)) for k in METRIC_KEYS}
+    dice_total = DiceCounts(0, 0, 0)
+    rows: list[dict[str, Any]] = []
+    for name, gt, pred in pairs:
+        if gt.shape != pred.shape:
+            raise InputError(f"shape {gt.shape} of ground truth differs from {pred.shape}", name)
+        full = match_counts(gt, pred, all_t)
+        counts = {k: v[sel] for k, v in full.items()}
+        scores = scores_from_counts(counts)
+        for k in COUNT_KEYS:
+            totals[k] += counts[k]
+        for k in METRIC_KEYS:
+            per_image_sum[k] += counts[k] if k in counts else scores[k]
+        dc = dice_counts(gt, pred)
+        dice_total = dice_total + dc
+        f1_50 = scores_from_counts({k: v[i50] for k, v in full.items()})["f1"]
+        rows.append(
+            {
+                "name": name,
+                "n_gt": int(full["tp"][0] + full["fn"][0]),
+                "n_pred": int(full["tp"][0] + full["fp"][0]),
+                "f1_iou50": float(f1_50),
+                "dice": dc.dice,
+            }
+        )
+    if not rows:
+        raise ValueError("no image pairs to evaluate")
+    n = len(rows)
+    pooled = {k: totals[k].astype(np.int64) for k in ("tp", "fp", "fn")}
+    pooled.update(scores_from_counts(totals))
+    return {
+        "thresholds": thresholds,
+        "per_image": _to_lists({k: v / n for k, v in per_image_sum.items()}),
+        "pooled": _to_lists(pooled),
+        "dice": float(np.mean([r["dice"] for r in rows])),
+        "dice_pooled": dice_total.dice,
+        "n_images": n,
+        "images": rows,
+    }
+
+
+def _dataset_folder(folder: Path) -> Path:
+    """A data-set folder's ``masks/`` subfolder if it has one, else the folder itself."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("folder not found", folder)
+    return folder / "masks" if (folder / "masks").is_dir() else folder
+
+
+def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in files:
+        if f.stem in out:
+            raise InputError(f"two label images share the name {f.stem!r} ({out[f.stem].name})", f)
+        out[f.stem] = f
+    if not out:
+        raise InputError("no label images found", folder)
+    return out
+
+
+def pair_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair ground-truth and prediction files by stem, sorted by ground-truth name.
+
+    A ground-truth ``NAME_masks.tif`` also pairs with a prediction ``NAME.*``. Every file must
+    find exactly one partner.
+    """
+    from cganseg.data.io import list_image_files
+
+    gt_dir, pred_dir = _dataset_folder(gt_dir), _dataset_folder(pred_dir)
+    gts = _by_stem(list_image_files(gt_dir), gt_dir)
+    preds = _by_stem(list_image_files(pred_dir), pred_dir)
+    pairs: list[tuple[Path, Path]] = []
+    used: dict[str, Path] = {}
+    for stem, gt_file in sorted(gts.items()):
+        keys = [stem] + ([stem.removesuffix("_masks")] if stem.endswith("_masks") else [])
+        key = next((k for k in keys if k in preds), None)
+        if key is None:
+            raise InputError(f"no prediction in {pred_dir} for this ground truth", gt_file)
+        if key in used:
+            raise InputError(f"prediction also pairs with {used[key].name}", preds[key])
+        used[key] = gt_file
+        pairs.append((gt_file, preds[key]))
+    orphans = sorted(set(preds) - set(used))
+    if orphans:
+        raise InputError(f"no ground truth in {gt_dir} for this prediction", preds[orphans[0]])
+    return pairs
+
+
+def _read_pairs(
+    pairs: list[tuple[Path, Path]],
+) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
+    from cganseg.data.io import read_labels
+
+    for gt_file, pred_file in pairs:
+        gt, pred = read_labels(gt_file), read_labels(pred_file)
+        if gt.shape != pred.shape:
+            raise InputError(
+                f"size {gt.shape} differs from prediction {pred_file} of size {pred.shape}",
+                gt_file,
+            )
+        yield pred_file.stem, gt, pred
+
+
+def _csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    """Write metrics.json, metrics.csv, per_image.csv and f1_vs_iou.png (each atomically)."""
+    from cganseg.reports.plots import plot_f1_vs_iou
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    header = ["threshold"] + [f"{s}_{k}" for s in ("per_image", "pooled") for k in METRIC_KEYS]
+    rows = [
+        [t] + [report[s][k][i] for s in ("per_image", "pooled") for k in METRIC_KEYS]
+        for i, t in enumerate(report["thresholds"])
+    ]
+    write_text(out_dir / "metrics.csv", _csv_text(header, rows))
+    img_header = ["name", "n_gt", "n_pred", "f1_iou50", "dice"]
+    img_rows = [[r[k] for k in img_header] for r in report["images"]]
+    write_text(out_dir / "per_image.csv", _csv_text(img_header, img_rows))
+    t = report["thresholds"]
+    plot_f1_vs_iou(
+        {"per image (mean)": (t, report["per_image"]["f1"]), "pooled": (t, report["pooled"]["f1"])},
+        out_dir / "f1_vs_iou.png",
+        title=f"F1 vs IoU threshold ({report['n_images']} images)",
+    )
+
+
+def evaluate_folders(
+    gt: Path,
+    pred: Path,
+    out_dir: Path,
+    thresholds: Sequence[float] = THRESHOLDS,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a folder of predicted label images against a folder of ground truth.
+
+    Each folder may be a data-set folder, in which case its ``masks/`` subfolder is used.
+    Files are paired by stem (see :func:`pair_files`); a missing partner, an empty folder or a
+    size mismatch raises :class:`~cganseg.errors.InputError`. Writes the report files with
+    :func:`write_report` and returns the report dict of :func:`evaluate_pairs`.
+    """
+    pairs = pair_files(gt, pred)
+    bar = tqdm(
+        _read_pairs(pairs), total=len(pairs), desc="evaluate", unit="img", disable=not progress
+    )
+    report = evaluate_pairs(bar, thresholds)
+    write_report(report, out_dir)
+    return report

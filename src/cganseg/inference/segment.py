@@ -1,0 +1,142 @@
+"""Segmenting images with a trained segmenter: checkpoint -> model -> instance label files.
+
+Glue between the checkpoint format, the tiled predictor (:mod:`.tiling`) and the instance
+post-processing (:mod:`.instances`). A checkpoint of ``train-seg`` and one of ``train`` both hold
+the segmenter under the same keys, so either works here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cganseg.data.io import IMAGE_EXTENSIONS, list_image_files, read_image, write_labels
+from cganseg.data.normalize import normalize_percentile
+from cganseg.errors import InputError
+from cganseg.inference.instances import probabilities_to_instances
+from cganseg.inference.tiling import predict_probabilities
+from cganseg.models.registry import build_segmenter
+from cganseg.reports.overlays import save_overlay
+from cganseg.training.checkpoint import SEGMENTER_FORMAT, load_checkpoint, resolve_checkpoint
+
+
+@dataclass
+class Segmenter:
+    """A trained segmenter and what it needs to run: channels and post-processing settings."""
+
+    model: torch.nn.Module
+    channels: Any
+    min_size: int
+    device: torch.device
+
+    def segment(self, image: np.ndarray, tile_size: int = 512, batch_size: int = 4) -> np.ndarray:
+        """Instance labels (H, W) for a normalised (C, H, W) image."""
+        probs = predict_probabilities(
+            self.model,
+            image,
+            tile_size=tile_size,
+            batch_size=batch_size,
+            device=self.device,
+            amp=self.device.type == "cuda",
+        )
+        return probabilities_to_instances(probs, min_size=self.min_size)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
+
+
+def segmenter_payload(model: torch.nn.Module, channels: Any, min_size: int) -> dict[str, Any]:
+    """The checkpoint entries that :func:`load_segmenter` needs."""
+    return {
+        "format": SEGMENTER_FORMAT,
+        "model_config": dict(model.config),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "channels": channels,
+        "min_size": min_size,
+    }
+
+
+def load_segmenter(
+    path: str | Path, device: str = "auto", min_size: int | None = None
+) -> Segmenter:
+    """Rebuild the segmenter of a checkpoint file or run folder."""
+    ckpt_path = resolve_checkpoint(path)
+    payload = load_checkpoint(ckpt_path)
+    if "model_config" not in payload or "model_state" not in payload:
+        raise InputError("checkpoint holds no segmenter", ckpt_path)
+    dev = resolve_device(device)
+    model = build_segmenter(**payload["model_config"])
+    try:
+        model.load_state_dict(payload["model_state"])
+    except RuntimeError as exc:
+        raise InputError(
+            f"segmenter weights do not fit its config ({str(exc)[:200]})", ckpt_path
+        ) from None
+    model.to(dev).eval()
+    size = payload.get("min_size", 15) if min_size is None else min_size
+    return Segmenter(model, payload.get("channels"), int(size), dev)
+
+
+def collect_inputs(path: str | Path) -> list[Path]:
+    """An image file, or every image in a folder (or in its ``images/`` subfolder)."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(f"unsupported file type {path.suffix!r}", path)
+        return [path]
+    if not path.exists():
+        raise InputError("input not found", path)
+    folder = path / "images" if (path / "images").is_dir() else path
+    files = list_image_files(folder)
+    if not files:
+        raise InputError("no images found", folder)
+    return files
+
+
+def segment_files(
+    segmenter: Segmenter,
+    inputs: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    overlays: bool = False,
+    tile_size: int = 512,
+    batch_size: int = 4,
+    progress: bool = True,
+) -> list[Path]:
+    """Write ``OUT/NAME.tif`` labels per input, optionally ``OUT/overlays/NAME.png``."""
+    out_dir = Path(out_dir)
+    stems = [p.stem for p in inputs]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise InputError(f"two inputs share the name {dup!r}; outputs would overwrite each other")
+    written = []
+    for path in tqdm(inputs, desc="segmenting", unit="img", disable=not progress):
+        image = normalize_percentile(read_image(path, segmenter.channels))
+        if image.shape[0] != segmenter.model.config["in_channels"]:
+            raise InputError(
+                f"image has {image.shape[0]} channel(s) but the model expects "
+                f"{segmenter.model.config['in_channels']}",
+                path,
+            )
+        labels = segmenter.segment(image, tile_size=tile_size, batch_size=batch_size)
+        target = out_dir / f"{path.stem}.tif"
+        write_labels(target, labels)
+        if overlays:
+            save_overlay(out_dir / "overlays" / f"{path.stem}.png", image, labels)
+        written.append(target)
+    return written

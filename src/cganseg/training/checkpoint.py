@@ -1,0 +1,57 @@
+"""Checkpoints: plain data, written atomically, read without unpickling code.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts. It is saved to a temporary
+file and moved into place, so a crash leaves the previous checkpoint intact, and it is read with
+``torch.load(..., weights_only=True)``, so a crafted file cannot run code when a lab shares it.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cganseg.atomic import atomic_path
+from cganseg.errors import InputError
+
+SEGMENTER_FORMAT = "cganseg.segmenter/1"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint as plain data; anything else is refused with a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("checkpoint not found", path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise InputError(
+            f"refused to load: the file holds objects other than plain data ({first})", path
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, wrong format, I/O error, ...
+        raise InputError(f"not a readable checkpoint ({type(exc).__name__}: {exc})", path) from None
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise InputError("not a cganseg checkpoint (no 'format' entry)", path)
+    return payload
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder whose ``best.pt`` (else ``last.pt``) is used."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise InputError("run folder holds no best.pt or last.pt", path)
+    if not path.exists():
+        raise InputError("checkpoint not found", path)
+    return path

@@ -1,0 +1,103 @@
+"""Options of a conventional training run (``cganseg train-seg``), saved as ``config.yaml``.
+
+Every option is recorded with the run, so a run folder says how it was made and ``--resume`` can
+continue it with the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cganseg.atomic import write_text
+from cganseg.errors import InputError
+
+
+@dataclass
+class SegTrainConfig:
+    """Conventional training: the paper's baseline scenarios B (N pairs) and C (all pairs)."""
+
+    data: str
+    out: str
+    layout: str = "auto"
+    mask_suffix: str = "_masks"
+    image_suffix: str = ""
+    channels: str | None = None  # None: all; "gray"; or "0,1,2"
+    model: str = "unet"
+    width: int | None = None  # None: the backbone's default
+    n_classes: int = 3  # 2: background/cell (the paper); 3: + boundary, separates touching cells
+    crop: list[int] = field(default_factory=lambda: [256, 256])
+    batch_size: int = 8
+    iterations: int = 2000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.05
+    schedule: str = "cosine"  # or "constant"
+    val_every: int = 100
+    patience: int = 10  # validations without improvement before stopping; 0 = never stop early
+    log_every: int = 10
+    n_train: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    split_file: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision, used on CUDA only
+    num_workers: int = 2
+    p_vanilla: float = 0.5
+    min_size: int = 15
+    tile_size: int = 512
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> SegTrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown option(s) in config: {', '.join(unknown)}", source)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise InputError(f"incomplete config ({exc})", source) from None
+
+    def save(self, path: str | Path) -> None:
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> SegTrainConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"cannot read config ({str(exc).splitlines()[0]})", path) from None
+        if not isinstance(data, dict):
+            raise InputError("config must be a YAML mapping of option: value", path)
+        return cls.from_dict(data, path)
+
+
+def parse_size(text: str) -> list[int]:
+    """``"256"`` -> [256, 256]; ``"128x192"`` -> [128, 192]."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise InputError(f"size must look like 256 or 256x320, got {text!r}")
+    return parts
+
+
+def parse_channels(text: str | None):
+    """The ``channels`` option as :func:`cganseg.data.io.read_image` wants it."""
+    if text is None or text == "gray":
+        return text
+    try:
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        raise InputError(f"--channels must be 'gray' or indices like 0,1,2, got {text!r}") from None
