@@ -201,7 +201,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train, segment and evaluate on the bundled demo data")
     p.add_argument("--out", type=Path, default=Path("demo_output"))
-    p.add_argument("--iterations", type=int, default=None, help="training steps (default 400)")
+    p.add_argument("--iterations", type=int, default=None, help="training steps (default 600)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)

@@ -27,7 +27,7 @@ from cganseg.reports.plots import plot_training_curves
 from cganseg.training.config import SegTrainConfig
 from cganseg.training.seg_trainer import train_segmenter
 
-DEMO_ITERATIONS = 400
+DEMO_ITERATIONS = 600
 
 
 def demo_data_dir() -> Path:

@@ -6,16 +6,19 @@ multi-channel, stored channel-last (H, W, C) or channel-first (C, H, W). They co
 (:mod:`cganseg.data.normalize`).
 
 Masks: instance label images (0 = background, one integer id per cell) of any unsigned or signed
-integer type, or binary masks (0/1 or 0/255), which are split into instances by connected
-components (4-connectivity) with a warning, because touching cells then merge into one.
+integer type, or binary masks (0/1, 0/255 or 0/65535, of any integer type), which are split into
+instances by connected components (4-connectivity) with a warning, because touching cells then
+merge into one. (A 0/1 mask with a single blob reads the same either way, so it is not warned.)
 
 Every problem with a file is raised as :class:`~cganseg.errors.InputError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -28,6 +31,8 @@ from cganseg.errors import InputError
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_EXTENSIONS = (".tif", ".tiff")
+#: foreground values that mark a 0/x mask of any integer type as binary, not as one cell's id
+BINARY_VALUES = (1, 255, 65535)
 
 #: ``channels`` argument of :func:`read_image`: keep all, average to gray, or pick indices.
 Channels = str | Sequence[int] | None
@@ -65,14 +70,46 @@ def read_array(path: str | Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise InputError("file is empty (0 bytes)", path)
     try:
-        arr = tifffile.imread(path) if suffix in TIFF_EXTENSIONS else iio.imread(path)
+        with _tifffile_log() as notes:
+            arr = tifffile.imread(path) if suffix in TIFF_EXTENSIONS else iio.imread(path)
     except Exception as exc:  # noqa: BLE001 - every decoder error means the same to the user
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot read image ({reason})", path) from None
     arr = np.asarray(arr)
     if arr.size == 0 or min(arr.shape) == 0:
-        raise InputError(f"image has no pixels (shape {arr.shape})", path)
+        detail = f"; {notes[0]}" if notes else ""
+        raise InputError(f"image has no pixels (shape {arr.shape}{detail})", path)
+    for note in notes:
+        warnings.warn(f"{path}: {note}", stacklevel=2)
     return arr
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().splitlines()[0])
+
+
+@contextlib.contextmanager
+def _tifffile_log() -> Iterator[list[str]]:
+    """Collect what tifffile logs while reading a file.
+
+    tifffile logs file problems straight to stderr; collected, they go into the one-line error
+    when the read fails, or become ordinary warnings when it succeeds.
+    """
+    messages: list[str] = []
+    logger = logging.getLogger("tifffile")
+    handler, propagate = _ListHandler(messages), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _to_chw(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -144,14 +181,17 @@ def read_labels(path: str | Path) -> np.ndarray:
     if arr.dtype.kind == "i" and arr.min() < 0:
         raise InputError(f"mask has negative labels (min {arr.min()})", path)
     values = np.unique(arr)
-    if len(values) == 2 and values[1] in (1, 255) and arr.dtype.itemsize == 1:
-        warnings.warn(
-            "binary masks (0/1 or 0/255) are split into instances by connected components, "
-            "so touching cells merge into one; save instance label masks to keep them apart",
-            BinaryMaskWarning,
-            stacklevel=2,
-        )
-        return connected_components(arr > 0, connectivity=1).astype(np.int32)
+    if len(values) == 2 and values[0] == 0 and values[1] in BINARY_VALUES:
+        instances = connected_components(arr > 0, connectivity=1).astype(np.int32)
+        if values[1] != 1 or instances.max() > 1:
+            warnings.warn(
+                f"{path.name}: binary masks (0/1, 0/255) are split into instances by connected "
+                "components, so touching cells merge into one; save instance label masks to keep "
+                "them apart",
+                BinaryMaskWarning,
+                stacklevel=2,
+            )
+        return instances
     return arr.astype(np.int64 if values[-1] > np.iinfo(np.int32).max else np.int32)
 
 

@@ -86,4 +86,13 @@ def load_split(path: str | Path) -> dict[str, list[str]]:
         raise InputError(
             "split file must hold a JSON object with lists 'train', 'val', 'test'", path
         )
-    return {k: [str(n) for n in data.get(k, [])] for k in ("train", "val", "test")}
+    split = {k: [str(n) for n in data.get(k, [])] for k in ("train", "val", "test")}
+    seen: dict[str, str] = {}
+    for part, names in split.items():
+        for name in names:
+            if name in seen:
+                # a test image that is also trained on would inflate the reported scores
+                where = "twice in" if seen[name] == part else f"in both {seen[name]!r} and"
+                raise InputError(f"split file lists {name!r} {where} {part!r}", path)
+            seen[name] = part
+    return split

@@ -8,6 +8,7 @@ file and moved into place, so a crash leaves the previous checkpoint intact, and
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,35 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise InputError("checkpoint not found", path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol notes would add lines
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0][:200]
         raise InputError(
-            f"refused to load: the file holds objects other than plain data ({first})", path
+            "refused to load: the file holds objects other than plain data, which could run "
+            f"code ({_unpickling_detail(exc)})",
+            path,
         ) from None
     except Exception as exc:  # noqa: BLE001 - truncated zip, wrong format, I/O error, ...
-        raise InputError(f"not a readable checkpoint ({type(exc).__name__}: {exc})", path) from None
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise InputError(
+            f"not a readable checkpoint ({type(exc).__name__}: {first})", path
+        ) from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise InputError("not a cganseg checkpoint (no 'format' entry)", path)
     return payload
+
+
+def _unpickling_detail(exc: Exception) -> str:
+    """The line of torch's refusal that names the offending object.
+
+    torch's message opens with advice to retry with ``weights_only=False``, which is exactly what
+    must not be done with an untrusted file, so only the specific line is passed on.
+    """
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    specific = [ln for ln in lines if not ln.startswith(boilerplate)]
+    return specific[0][:200] if specific else "unsupported content"
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -16,6 +16,30 @@ import yaml
 from cganseg.atomic import write_text
 from cganseg.errors import InputError
 
+#: Python types accepted for each annotation used below
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "None": (type(None),),
+    "list[int]": (list, tuple),
+}
+#: smallest allowed value of numeric options
+_MINIMUM = {
+    "iterations": 1,
+    "batch_size": 1,
+    "val_every": 1,
+    "log_every": 1,
+    "patience": 0,
+    "num_workers": 0,
+    "seed": 0,
+    "min_size": 0,
+    "tile_size": 16,
+    "n_train": 1,
+    "width": 1,
+}
+
 
 @dataclass
 class SegTrainConfig:
@@ -61,10 +85,44 @@ class SegTrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"unknown option(s) in config: {', '.join(unknown)}", source)
+        data = dict(data)
+        crop = data.get("crop")
+        if isinstance(crop, int | str) and not isinstance(crop, bool):
+            data["crop"] = parse_size(str(crop))  # "crop: 256" in YAML means 256x256
+        for key in ("lr", "weight_decay", "warmup_fraction"):
+            if isinstance(data.get(key), str):  # YAML reads 1e-3 (no dot) as a string
+                try:
+                    data[key] = float(data[key])
+                except ValueError:
+                    raise InputError(
+                        f"option {key} must be a number, got {data[key]!r}", source
+                    ) from None
         try:
-            return cls(**data)
+            cfg = cls(**data)
         except TypeError as exc:
             raise InputError(f"incomplete config ({exc})", source) from None
+        cfg.check(source)
+        return cfg
+
+    def check(self, source: str | Path | None = None) -> None:
+        """Refuse wrong types and out-of-range values now, before a run folder is written."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            allowed = tuple(t for part in str(f.type).split("|") for t in _TYPES[part.strip()])
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise InputError(f"option {f.name} must be {f.type}, got {value!r}", source)
+        crop = self.crop
+        if len(crop) != 2 or not all(isinstance(c, int) and c >= 1 for c in crop):
+            raise InputError(f"option crop must be two positive integers, got {crop!r}", source)
+        for name, low in _MINIMUM.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise InputError(f"option {name} must be at least {low}, got {value}", source)
+        if self.lr <= 0 or not 0.0 <= self.p_vanilla <= 1.0:
+            raise InputError(
+                f"options need lr > 0 and 0 <= p_vanilla <= 1, got {self.lr}, {self.p_vanilla}",
+                source,
+            )
 
     def save(self, path: str | Path) -> None:
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))

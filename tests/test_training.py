@@ -1,0 +1,173 @@
+"""Conventional training end to end on tiny synthetic data: loss, checkpoints, resume, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cganseg.cli import main
+from cganseg.errors import InputError
+from cganseg.training.checkpoint import load_checkpoint
+from cganseg.training.config import SegTrainConfig
+from cganseg.training.seg_trainer import SegTrainer, train_segmenter
+
+
+def _cfg(data, out, **kw) -> SegTrainConfig:
+    base = dict(
+        data=str(data),
+        out=str(out),
+        model="unet",
+        width=4,
+        crop=[32, 32],
+        batch_size=4,
+        iterations=6,
+        lr=5e-3,
+        val_every=3,
+        log_every=1,
+        patience=0,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        seed=3,
+        device="cpu",
+        num_workers=0,
+        warmup_fraction=0.0,
+    )
+    base.update(kw)
+    return SegTrainConfig(**base)
+
+
+def _loss_column(run_dir) -> list[float]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return [float(r["loss"]) for r in csv.DictReader(fh) if r["loss"]]
+
+
+@pytest.fixture
+def data(tmp_path, dataset_factory):
+    return dataset_factory(tmp_path / "data", n=10, size=(40, 52))
+
+
+def test_training_lowers_loss_and_writes_a_run_folder(data, tmp_path):
+    out = tmp_path / "run"
+    summary = train_segmenter(_cfg(data, out, iterations=60, val_every=30, lr=1e-2), progress=False)
+    losses = _loss_column(out)
+    assert len(losses) == 60
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    for name in ("config.yaml", "split.json", "metrics.csv", "best.pt", "last.pt"):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+    assert (out / "test" / "metrics.json").is_file()
+    assert summary["step"] == 60 and 0.0 <= summary["test_f1_iou50"] <= 1.0
+    best = load_checkpoint(out / "best.pt")  # weights_only load
+    assert best["model_config"]["width"] == 4 and "optimizer" not in best
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 10
+    assert SegTrainConfig.load(out / "config.yaml").iterations == 60
+
+
+def test_interrupted_run_resumes_exactly(data, tmp_path, monkeypatch):
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    train_segmenter(_cfg(data, straight, model="deepsea"), progress=False)
+
+    real_step = SegTrainer.train_step
+
+    def interrupted_step(self, images, targets):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return real_step(self, images, targets)
+
+    monkeypatch.setattr(SegTrainer, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter(_cfg(data, halves, model="deepsea"), progress=False)
+    assert load_checkpoint(halves / "last.pt")["step"] == 4
+    monkeypatch.setattr(SegTrainer, "train_step", real_step)
+    train_segmenter(_cfg(data, halves, model="deepsea"), resume=True, progress=False)
+    a = load_checkpoint(straight / "last.pt")
+    b = load_checkpoint(halves / "last.pt")
+    assert b["step"] == 6
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    assert _loss_column(straight) == _loss_column(halves)
+
+
+def test_resume_refuses_changed_model_options(data, tmp_path):
+    out = tmp_path / "run"
+    train_segmenter(_cfg(data, out, iterations=2), progress=False)
+    with pytest.raises(InputError, match="--width"):
+        train_segmenter(_cfg(data, out), resume=True, progress=False, given={"width": 8})
+
+
+def test_existing_run_is_not_overwritten(data, tmp_path):
+    out = tmp_path / "run"
+    train_segmenter(_cfg(data, out, iterations=2), progress=False)
+    before = (out / "last.pt").read_bytes()
+    with pytest.raises(InputError, match="--resume"):
+        train_segmenter(_cfg(data, out, iterations=2), progress=False)
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_same_seed_same_weights(data, tmp_path):
+    for name in ("a", "b"):
+        train_segmenter(_cfg(data, tmp_path / name, iterations=3, model="cellpose"), progress=False)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")["model_state"]
+    b = load_checkpoint(tmp_path / "b" / "last.pt")["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_train_segment_evaluate(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(
+        [
+            "train-seg",
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--model",
+            "unet",
+            "--width",
+            "4",
+            "--crop",
+            "32",
+            "--batch-size",
+            "2",
+            "--iterations",
+            "4",
+            "--val-every",
+            "2",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--quiet",
+            "--classes",
+            "2",
+        ]
+    )
+    assert code == 0
+    assert "validation F1@0.5" in capsys.readouterr().out
+    pred = tmp_path / "pred"
+    assert (
+        main(["segment", str(run), str(data / "images"), str(pred), "--overlays", "--quiet"]) == 0
+    )
+    tifs = sorted(pred.glob("*.tif"))
+    assert len(tifs) == 10 and len(list((pred / "overlays").glob("*.png"))) == 10
+    ev = tmp_path / "eval"
+    assert main(["evaluate", str(data), str(pred), "--out", str(ev), "--quiet"]) == 0
+    report = json.loads((ev / "metrics.json").read_text())
+    assert report["n_images"] == 10 and len(report["per_image"]["f1"]) == 10
+    assert (ev / "f1_vs_iou.png").is_file()
+
+
+@pytest.mark.slow
+def test_demo_writes_its_report(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--iterations", "20", "--quiet"]) == 0
+    for name in ("index.html", "samples.png", "training_curves.png", "evaluation/metrics.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["test_f1_iou50"] <= 1.0
+    assert len(list((out / "predictions").glob("*.tif"))) == 8
