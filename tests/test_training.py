@@ -171,3 +171,18 @@ def test_demo_writes_its_report(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["test_f1_iou50"] <= 1.0
     assert len(list((out / "predictions").glob("*.tif"))) == 8
+
+
+def test_binary_masks_warn_once_and_train(data, tmp_path, capsys):
+    from cganseg.data.io import list_image_files, read_labels
+    from conftest import write_image
+
+    for mask in list_image_files(data / "masks"):
+        write_image(mask, (read_labels(mask) > 0).astype(np.uint8) * 255)
+    code = main(
+        ["train-seg", "--data", str(data), "--out", str(tmp_path / "run"), "--width", "4",
+         "--crop", "32", "--iterations", "1", "--device", "cpu", "--workers", "0", "--quiet"]
+    )
+    assert code == 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "binary masks" in warnings[0]

@@ -229,7 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_warned_categories: set[type] = set()
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each; a per-file warning such as binary masks is shown once."""
+    from cganseg.data.io import BinaryMaskWarning
+
+    if category is BinaryMaskWarning:
+        if category in _warned_categories:
+            return
+        _warned_categories.add(category)
+        message = f"{message} (shown once; other binary masks are treated the same)"
     print(f"warning: {message}", file=sys.stderr)
 
 

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cganseg.models.base import SegmenterBase
+
 
 def bn_relu_conv(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
     """Cellpose's pre-activation unit: BatchNorm, ReLU, then a 'same' convolution."""
@@ -89,19 +91,11 @@ class ResUp(nn.Module):
         return x + self.conv3(self.conv2(x, style), style)
 
 
-class CPnet(nn.Module):
+class CPnet(SegmenterBase):
     """Cellpose's CPnet with a class-logit head; maps (B, C_in, H, W) to (B, n_classes, H, W)."""
 
-    size_multiple = 16
-
     def __init__(self, in_channels: int, n_classes: int, width: int = 32) -> None:
-        super().__init__()
-        self.config = {
-            "name": "cellpose",
-            "in_channels": in_channels,
-            "n_classes": n_classes,
-            "width": width,
-        }
+        super().__init__("cellpose", in_channels, n_classes, width)
         nbase = [width * m for m in (1, 2, 4, 8)]
         self.down = nn.ModuleList()
         previous = in_channels

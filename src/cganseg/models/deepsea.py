@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cganseg.models.base import SegmenterBase
+
 
 class ResBlock(nn.Module):
     """DeepSea's residual block; dropout inside the branch regularises the small-data training."""
@@ -49,19 +51,11 @@ class ResBlock(nn.Module):
         return self.post(self.branch(x) + self.shortcut(x))
 
 
-class DeepSea(nn.Module):
+class DeepSea(SegmenterBase):
     """DeepSea segmentation network; ``forward`` maps (B, C_in, H, W) to (B, n_classes, H, W)."""
 
-    size_multiple = 16
-
     def __init__(self, in_channels: int, n_classes: int, width: int = 64) -> None:
-        super().__init__()
-        self.config = {
-            "name": "deepsea",
-            "in_channels": in_channels,
-            "n_classes": n_classes,
-            "width": width,
-        }
+        super().__init__("deepsea", in_channels, n_classes, width)
         channels = [width * m for m in (1, 2, 4, 8)]
         self.encoder = nn.ModuleList()
         previous = in_channels

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cganseg.models.base import SegmenterBase
+
 
 class DoubleConv(nn.Sequential):
     """Two (3x3 conv, BatchNorm, ReLU) layers: the UNet's unit of work at each level."""
@@ -50,19 +52,11 @@ class UpBlock(nn.Module):
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
-class UNet(nn.Module):
+class UNet(SegmenterBase):
     """Ronneberger UNet with BatchNorm; ``forward`` maps (B, C_in, H, W) to (B, n_classes, H, W)."""
 
-    size_multiple = 16
-
     def __init__(self, in_channels: int, n_classes: int, width: int = 64) -> None:
-        super().__init__()
-        self.config = {
-            "name": "unet",
-            "in_channels": in_channels,
-            "n_classes": n_classes,
-            "width": width,
-        }
+        super().__init__("unet", in_channels, n_classes, width)
         channels = [width * m for m in (1, 2, 4, 8, 16)]
         self.encoder = nn.ModuleList()
         previous = in_channels
