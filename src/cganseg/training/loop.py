@@ -1,0 +1,333 @@
+"""The loop skeleton shared by conventional training and cGAN-Seg training.
+
+A trainer subclass builds its networks and does one optimisation step; this base does the rest,
+the same way for both: seeded data stream, averaged loss terms in ``metrics.csv`` and TensorBoard
+(one host sync per ``log_every`` steps, not per step), validation of the segmenter on whole images
+(F1@0.5) every ``val_every`` steps, ``best.pt``/``last.pt`` written atomically, early stopping,
+a clean stop on NaN/inf, Ctrl-C saving ``last.pt``, exact ``--resume``, and the final evaluation of
+``best.pt`` on the test split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from cganseg.data.augment import ConventionalAugment
+from cganseg.data.dataset import CropDataset, Sample, SeededSampler, load_samples
+from cganseg.data.folders import find_pairs
+from cganseg.data.splits import load_split, make_split, save_split
+from cganseg.errors import InputError, TrainingDiverged
+from cganseg.evaluation.evaluate import evaluate_pairs, write_report
+from cganseg.inference.segment import Segmenter, resolve_device, segmenter_payload
+from cganseg.training.checkpoint import load_checkpoint, save_checkpoint
+from cganseg.training.config import SegTrainConfig, parse_channels
+from cganseg.training.run_log import RunLog
+from cganseg.training.validation import VAL_COLUMNS, validate_segmenter
+
+#: options that may change when a run is resumed; all others must match the saved config
+RESUMABLE_OVERRIDES = (
+    "iterations",
+    "device",
+    "num_workers",
+    "val_every",
+    "patience",
+    "log_every",
+    "sample_every",
+)
+
+
+@dataclass
+class DataSplit:
+    """The samples of one run, loaded and checked before anything is written."""
+
+    split: dict[str, list[str]]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+
+
+def load_data_split(
+    cfg: SegTrainConfig, split: dict[str, list[str]] | None, progress: bool
+) -> DataSplit:
+    """Find the pairs, make (or reuse) the split and load every sample of it."""
+    pairs = find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
+    if split is None and cfg.split_file:
+        split = load_split(cfg.split_file)
+    if split is None:
+        split = make_split(
+            [p.name for p in pairs],
+            val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
+            n_train=cfg.n_train,
+            seed=cfg.seed,
+        )
+    by_name = {p.name: p for p in pairs}
+    missing = [n for part in split.values() for n in part if n not in by_name]
+    if missing:
+        raise InputError(f"split names {missing[0]!r}, which is not in the data set", cfg.data)
+    channels = parse_channels(cfg.channels)
+
+    def load(part: str) -> list[Sample]:
+        return load_samples(
+            [by_name[n] for n in split[part]], channels, progress, f"loading {part}"
+        )
+
+    data = DataSplit(split, load("train"), load("val"), load("test"))
+    ref = data.train[0].image.shape[0]
+    for s in data.val + data.test:
+        if s.image.shape[0] != ref:
+            raise InputError(
+                f"{s.name} has {s.image.shape[0]} channel(s), training images have {ref}"
+            )
+    return data
+
+
+class TrainerBase:
+    """One training run. Subclasses set ``kind`` and ``loss_columns`` and implement the hooks."""
+
+    kind: str = ""
+    loss_columns: tuple[str, ...] = ("loss",)
+
+    def __init__(self, cfg: SegTrainConfig, resume_state: dict[str, Any] | None, progress: bool):
+        self.cfg, self.progress = cfg, progress
+        self.run_dir = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        saved_split = resume_state["split"] if resume_state else None
+        self.data = load_data_split(cfg, saved_split, progress)
+        self.in_channels = self.data.train[0].image.shape[0]
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.step, self.best_score, self.stale = 0, -math.inf, 0
+        torch.manual_seed(cfg.seed)
+        self.build()
+        if resume_state:
+            self.load_training_state(resume_state)
+            self.step = resume_state["step"]
+            self.best_score, self.stale = resume_state["best_score"], resume_state["stale"]
+            torch.set_rng_state(resume_state["torch_rng"])
+
+    # --- hooks for subclasses -------------------------------------------------------------
+    def build(self) -> None:
+        """Create networks, optimisers, schedulers and scalers."""
+        raise NotImplementedError
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns detached loss terms keyed by ``loss_columns``."""
+        raise NotImplementedError
+
+    @property
+    def segmenter(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything but the segmenter weights that ``last.pt`` must hold to resume."""
+        raise NotImplementedError
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def best_extras(self) -> dict[str, Any]:
+        """Extra entries of ``best.pt`` (e.g. the generator) besides the segmenter."""
+        return {}
+
+    def on_checkpoint(self) -> None:
+        """Called after each validation checkpoint (e.g. to write sample grids)."""
+
+    def current_lr(self) -> float:
+        raise NotImplementedError
+
+    # --- the shared loop ------------------------------------------------------------------
+    def _payload(self, full: bool) -> dict[str, Any]:
+        payload = segmenter_payload(self.segmenter, self.cfg.channels, self.cfg.min_size)
+        payload.update(kind=self.kind, step=self.step, config=self.cfg.to_dict())
+        payload.update(self.best_extras())
+        if full:
+            payload.update(self.training_state())
+            payload.update(
+                best_score=self.best_score,
+                stale=self.stale,
+                torch_rng=torch.get_rng_state(),
+                split=self.data.split,
+            )
+        return payload
+
+    def save_last(self) -> None:
+        save_checkpoint(self.run_dir / "last.pt", self._payload(full=True))
+
+    def loader(self) -> DataLoader:
+        aug = ConventionalAugment(p_vanilla=self.cfg.p_vanilla)
+        dataset = CropDataset(self.data.train, tuple(self.cfg.crop), self.cfg.n_classes, aug)
+        sampler = SeededSampler(len(dataset), self.cfg.seed, start=self.step * self.cfg.batch_size)
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # keep the global RNG untouched, so resume is exact
+        )
+
+    def validate(self) -> dict[str, float]:
+        if not self.data.val:
+            return {}
+        return validate_segmenter(
+            self.segmenter,
+            self.data.val,
+            min_size=self.cfg.min_size,
+            device=self.device,
+            tile_size=self.cfg.tile_size,
+        )
+
+    def checkpoint(self, metrics: dict[str, float]) -> bool:
+        """Save last.pt (and best.pt when improved); True when early stopping says stop."""
+        score = metrics.get("val_f1_iou50")
+        if score is None or score > self.best_score:
+            self.best_score = -math.inf if score is None else score
+            self.stale = 0
+            save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
+        else:
+            self.stale += 1
+        self.save_last()
+        self.on_checkpoint()
+        return bool(self.cfg.patience) and self.stale >= self.cfg.patience
+
+    def _check_finite(self, values: dict[str, float]) -> None:
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            name, value = next(iter(bad.items()))
+            raise TrainingDiverged(
+                f"{name} became {value} by step {self.step}; training stopped, last good "
+                f"checkpoint kept in {self.run_dir / 'last.pt'} (try a lower --lr, or --no-amp)"
+            )
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        log = RunLog(
+            self.run_dir, [*self.loss_columns, *VAL_COLUMNS], resume_step=self.step or None
+        )
+        sums: dict[str, torch.Tensor] = {}
+        n_summed = 0
+        stopped_early = False
+        batches = iter(self.loader())
+        bar = tqdm(
+            total=cfg.iterations,
+            initial=self.step,
+            desc=self.kind,
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        postfix: dict[str, str] = {}
+        try:
+            while self.step < cfg.iterations and not stopped_early:
+                terms = self.train_step(*next(batches))
+                self.step += 1
+                for k, v in terms.items():
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                n_summed += 1
+                bar.update(1)
+                values: dict[str, float] = {}
+                last = self.step == cfg.iterations
+                if self.step % cfg.log_every == 0 or last:
+                    values = {k: (v / n_summed).item() for k, v in sums.items()}
+                    sums, n_summed = {}, 0
+                    self._check_finite(values)
+                    postfix["loss"] = f"{values['loss']:.4f}"
+                if self.step % cfg.val_every == 0 or last:
+                    values.update(self.validate())
+                    stopped_early = self.checkpoint(values)
+                    if "val_f1_iou50" in values:
+                        postfix["val F1@0.5"] = f"{values['val_f1_iou50']:.3f}"
+                if values:
+                    log.log(self.step, values, {"lr": self.current_lr()})
+                    bar.set_postfix(postfix)
+        except KeyboardInterrupt:
+            self.save_last()
+            raise
+        finally:
+            bar.close()
+            log.close()
+        if stopped_early:
+            tqdm.write(
+                f"early stopping at step {self.step}: no better validation F1 in "
+                f"{cfg.patience} validations"
+            )
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate best.pt on the test split (if any) and return a summary."""
+        summary: dict[str, Any] = {"step": self.step, "best_val_f1_iou50": self.best_score}
+        if self.data.test:
+            best = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
+            self.segmenter.load_state_dict(best["model_state"])
+            seg = Segmenter(self.segmenter, None, self.cfg.min_size, self.device)
+            report = evaluate_pairs(
+                (s.name, s.labels, seg.segment(s.image, tile_size=self.cfg.tile_size))
+                for s in self.data.test
+            )
+            write_report(report, self.run_dir / "test")
+            summary["test_f1_iou50"] = report["per_image"]["f1"][0]
+        return summary
+
+
+def merge_resume_config(saved: SegTrainConfig, given: dict[str, Any]) -> SegTrainConfig:
+    """The saved config, with only the options that may change on resume taken from ``given``."""
+    merged = saved.to_dict()
+    for key, value in given.items():
+        if value is None or key in ("data", "out") or merged.get(key) == value:
+            continue
+        if key not in RESUMABLE_OVERRIDES:
+            raise InputError(
+                f"--{key.replace('_', '-')} {value} differs from the run's {merged.get(key)}; "
+                f"only {', '.join(RESUMABLE_OVERRIDES)} may change on resume"
+            )
+        merged[key] = value
+    return type(saved).from_dict(merged)
+
+
+def run_training(
+    trainer_cls: type[TrainerBase],
+    cfg: SegTrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    given: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Start (or resume) a run of ``trainer_cls``; returns its summary dict.
+
+    ``given``: on resume, the options the user passed explicitly; only
+    :data:`RESUMABLE_OVERRIDES` may differ from the saved config.
+    """
+    run_dir = Path(cfg.out)
+    state = None
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise InputError("nothing to resume: no last.pt in the run folder", run_dir)
+        state = load_checkpoint(run_dir / "last.pt")
+        if state.get("kind") != trainer_cls.kind:
+            raise InputError(
+                f"last.pt is a {state.get('kind')} checkpoint, not {trainer_cls.kind}",
+                run_dir / "last.pt",
+            )
+        cfg = merge_resume_config(type(cfg).from_dict(state["config"]), given or {})
+        tqdm.write(f"resuming {run_dir} from step {state['step']}")
+    elif (run_dir / "last.pt").exists():
+        raise InputError(
+            "already holds a training run; add --resume or choose another --out", run_dir
+        )
+    trainer = trainer_cls(cfg, state, progress)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the output folder ({exc.strerror or exc})", run_dir
+        ) from None
+    cfg.save(run_dir / "config.yaml")
+    save_split(run_dir / "split.json", trainer.data.split)
+    return trainer.run()
