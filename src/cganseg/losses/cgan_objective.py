@@ -1,0 +1,45 @@
+"""The weighted totals of cGAN-Seg (paper Eq. 16 and 17).
+
+Generator + segmenter: ``D1_G + D2_S + 100 Rec_G + 100 Rec_S + 50 Id_G + 50 Id_S``.
+Discriminators: ``0.5 (Real_D1 + Real_D2 + Fake_D1 + Fake_D2)``.
+The weights are options (:class:`LossWeights`), recorded with each run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+GS_TERMS = ("d1_g", "d2_s", "rec_g", "rec_s", "id_g", "id_s")
+D_TERMS = ("real_d1", "real_d2", "fake_d1", "fake_d2")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of Eq. 16 (``adv_g`` .. ``id_s``) and Eq. 17 (``disc``); defaults are the paper's."""
+
+    adv_g: float = 1.0
+    adv_s: float = 1.0
+    rec_g: float = 100.0
+    rec_s: float = 100.0
+    id_g: float = 50.0
+    id_s: float = 50.0
+    disc: float = 0.5
+
+
+def generator_segmenter_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
+    """Eq. 16 from the terms ``d1_g, d2_s, rec_g, rec_s, id_g, id_s``."""
+    return (
+        w.adv_g * terms["d1_g"]
+        + w.adv_s * terms["d2_s"]
+        + w.rec_g * terms["rec_g"]
+        + w.rec_s * terms["rec_s"]
+        + w.id_g * terms["id_g"]
+        + w.id_s * terms["id_s"]
+    )
+
+
+def discriminator_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
+    """Eq. 17 from the terms ``real_d1, real_d2, fake_d1, fake_d2``."""
+    return w.disc * sum(terms[k] for k in D_TERMS)

@@ -1,0 +1,283 @@
+"""cGAN-Seg training: the segmenter trains inside a CycleGAN with a mask -> image generator.
+
+Paper Fig. 1A, Eq. 1 and 6-17. Per step, on a batch of real (image, mask) pairs:
+
+- forward cycle: mask -> Gen -> fake image -> Seg -> reconstructed mask (Rec_S: CE + Dice);
+- backward cycle: image -> Seg -> fake mask -> Gen -> reconstructed image (Rec_G: L1 + VGG);
+- identity terms on the real pairs: Id_G = L1 + VGG(image, Gen(mask)), Id_S = CE + Dice(mask,
+  Seg(image));
+- adversarial terms (LSGAN): D1 judges DiffAugment-ed images, D2 judges masks;
+- one update of Gen and Seg on Eq. 16, then one update of D1 and D2 on Eq. 17.
+
+Every forward pass is computed once and reused by all terms that need it (Gen(mask) feeds D1_G,
+Id_G and Rec_S; Seg(image) feeds D2_S, Id_S and Rec_G). The segmenter's output reaches D2 and Gen
+as softmax probabilities (``seg_to_gen: soft``, default), as a straight-through hard mask, or, as
+in the public reference code, as an argmax one-hot through which no gradient flows (``argmax``).
+Masks enter the networks as one-hot class maps (background / cell [/ boundary]).
+
+Validation, checkpoints, early stopping, resume and the test evaluation come from the shared loop;
+``last.pt`` holds all four networks, the three optimisers and schedules, both grad scalers, the
+generators of DiffAugment and of the style/noise draws, and the history pools.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cganseg.augment.diffaugment import apply_policy, sample_policy
+from cganseg.data.dataset import pad_to_at_least
+from cganseg.data.targets import labels_to_classes
+from cganseg.inference.segment import Segmenter
+from cganseg.losses.adversarial import lsgan_loss
+from cganseg.losses.ce_dice import CEDiceLoss
+from cganseg.losses.cgan_objective import (
+    D_TERMS,
+    GS_TERMS,
+    LossWeights,
+    discriminator_loss,
+    generator_segmenter_loss,
+)
+from cganseg.losses.image_loss import ImageLoss
+from cganseg.losses.perceptual import build_perceptual
+from cganseg.models.discriminator import PatchDiscriminator
+from cganseg.models.generator import StyleUNet
+from cganseg.models.registry import build_segmenter
+from cganseg.reports.grid import save_grid
+from cganseg.reports.overlays import overlay_labels
+from cganseg.training.config import CGanTrainConfig
+from cganseg.training.image_pool import ImagePool
+from cganseg.training.loop import TrainerBase, run_training
+from cganseg.training.schedule import make_scheduler
+
+N_SAMPLE_ROWS = 4
+
+
+def mask_for_generator(logits: torch.Tensor, mode: str) -> torch.Tensor:
+    """The segmenter's output as the mask that D2 and Gen see (see ``seg_to_gen``)."""
+    probs = logits.float().softmax(dim=1)
+    if mode == "soft":
+        return probs
+    hard = F.one_hot(probs.argmax(dim=1), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    if mode == "argmax":
+        return hard
+    return hard + probs - probs.detach()  # straight-through
+
+
+def _set_requires_grad(modules: list[nn.Module], flag: bool) -> None:
+    for p in chain.from_iterable(m.parameters() for m in modules):
+        p.requires_grad_(flag)
+
+
+class CGanTrainer(TrainerBase):
+    """Joint training of Gen, Seg, D1 and D2 (cGAN-Seg)."""
+
+    kind = "train"
+    loss_columns = ("loss", "loss_d", *GS_TERMS, *D_TERMS)
+    cfg: CGanTrainConfig
+
+    def build(self) -> None:
+        cfg, dev = self.cfg, self.device
+        k = cfg.n_classes
+        self.seg = build_segmenter(cfg.model, self.in_channels, k, cfg.width).to(dev)
+        self.gen = StyleUNet(
+            k,
+            self.in_channels,
+            width=cfg.gen_width,
+            style_dim=cfg.style_dim,
+            n_mapping=cfg.n_mapping,
+        ).to(dev)
+        self.d1 = PatchDiscriminator(
+            self.in_channels, cfg.disc_width, cfg.disc_layers, cfg.disc_attention
+        ).to(dev)
+        self.d2 = PatchDiscriminator(k, cfg.disc_width, cfg.disc_layers, cfg.disc_attention).to(dev)
+        perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights)
+        self.image_loss = ImageLoss(None if perceptual is None else perceptual.to(dev))
+        self.seg_loss = CEDiceLoss()
+        self.weights = LossWeights(
+            cfg.w_adv_g, cfg.w_adv_s, cfg.w_rec_g, cfg.w_rec_s, cfg.w_id_g, cfg.w_id_s, cfg.w_disc
+        )
+        betas = tuple(cfg.betas)
+        self.opt_s = torch.optim.Adam(self.seg.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr_gen, betas=betas)
+        self.opt_d = torch.optim.Adam(
+            chain(self.d1.parameters(), self.d2.parameters()), lr=cfg.lr_disc, betas=betas
+        )
+        self.optimizers = {"opt_s": self.opt_s, "opt_g": self.opt_g, "opt_d": self.opt_d}
+        self.schedulers = {
+            name: make_scheduler(opt, cfg.iterations, cfg.warmup_fraction, cfg.schedule)
+            for name, opt in self.optimizers.items()
+        }
+        # one scaler per backward pass: Gen+Seg share a loss (Eq. 16), D1+D2 share one (Eq. 17)
+        self.scaler_gs = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp)
+        rng_dev = dev if dev.type == "cuda" else torch.device("cpu")
+        self.style_rng = torch.Generator(rng_dev).manual_seed(cfg.seed * 7919 + 1)
+        self.aug_rng = torch.Generator(rng_dev).manual_seed(cfg.seed * 7919 + 2)
+        self.pool_img = ImagePool(cfg.pool_size, cfg.seed * 7919 + 3)
+        self.pool_mask = ImagePool(cfg.pool_size, cfg.seed * 7919 + 4)
+
+    @property
+    def segmenter(self) -> nn.Module:
+        return self.seg
+
+    def current_lr(self) -> float:
+        return self.schedulers["opt_s"].get_last_lr()[0]
+
+    def best_extras(self) -> dict[str, Any]:
+        return {
+            "generator_config": dict(self.gen.config),
+            "generator_state": {k: v.detach().cpu() for k, v in self.gen.state_dict().items()},
+        }
+
+    def training_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "d1_state": self.d1.state_dict(),
+            "d2_state": self.d2.state_dict(),
+            "scaler_gs": self.scaler_gs.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "style_rng": self.style_rng.get_state(),
+            "aug_rng": self.aug_rng.get_state(),
+            "pool_img": self.pool_img.state_dict(),
+            "pool_mask": self.pool_mask.state_dict(),
+        }
+        for name, opt in self.optimizers.items():
+            state[name] = opt.state_dict()
+            state[f"sched_{name}"] = self.schedulers[name].state_dict()
+        return state
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.seg.load_state_dict(state["model_state"])
+        self.gen.load_state_dict(state["generator_state"])
+        self.d1.load_state_dict(state["d1_state"])
+        self.d2.load_state_dict(state["d2_state"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+            self.schedulers[name].load_state_dict(state[f"sched_{name}"])
+        self.scaler_gs.load_state_dict(state["scaler_gs"])
+        self.scaler_d.load_state_dict(state["scaler_d"])
+        self.style_rng.set_state(state["style_rng"])
+        self.aug_rng.set_state(state["aug_rng"])
+        self.pool_img.load_state_dict(state["pool_img"], self.device)
+        self.pool_mask.load_state_dict(state["pool_mask"], self.device)
+
+    def _generate(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.gen(mask, generator=self.style_rng, mix_prob=self.cfg.mix_prob)
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, w = self.cfg, self.weights
+        x = images.to(self.device, non_blocking=True)
+        t = targets.to(self.device, non_blocking=True)
+        m = F.one_hot(t, cfg.n_classes).permute(0, 3, 1, 2).float()
+        nets = [self.seg, self.gen, self.d1, self.d2]
+        for net in nets:
+            net.train()
+        policy = sample_policy(
+            x.shape[0],
+            cfg.p_diff,
+            generator=self.aug_rng,
+            device=self.device,
+            image_size=tuple(x.shape[-2:]),
+        )
+
+        # --- Gen + Seg (Eq. 16); the discriminators are frozen for this pass
+        _set_requires_grad([self.d1, self.d2], False)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            fake_img = self._generate(m)
+            rec_logits = self.seg(fake_img)
+            seg_logits = self.seg(x)
+            fake_mask = mask_for_generator(seg_logits, cfg.seg_to_gen)
+            rec_img = self._generate(fake_mask)
+            id_g, rec_g = self.image_loss.multi([fake_img, rec_img], x)
+            terms = {
+                "d1_g": lsgan_loss(self.d1(apply_policy(fake_img, policy)), True),
+                "d2_s": lsgan_loss(self.d2(fake_mask), True),
+                "rec_g": rec_g,
+                "rec_s": self.seg_loss(rec_logits, t),
+                "id_g": id_g,
+                "id_s": self.seg_loss(seg_logits, t),
+            }
+            loss_gs = generator_segmenter_loss(terms, w)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_s.zero_grad(set_to_none=True)
+        self.scaler_gs.scale(loss_gs).backward()
+        self.scaler_gs.step(self.opt_g)
+        self.scaler_gs.step(self.opt_s)
+        self.scaler_gs.update()
+
+        # --- D1 + D2 (Eq. 17), on the same DiffAugment policy for real and fake images
+        _set_requires_grad([self.d1, self.d2], True)
+        old_img = self.pool_img.query(fake_img.detach())
+        old_mask = self.pool_mask.query(fake_mask.detach())
+        with torch.autocast(self.device.type, enabled=self.amp):
+            d_terms = {
+                "real_d1": lsgan_loss(self.d1(apply_policy(x, policy)), True),
+                "real_d2": lsgan_loss(self.d2(m), True),
+                "fake_d1": lsgan_loss(self.d1(apply_policy(old_img, policy)), False),
+                "fake_d2": lsgan_loss(self.d2(old_mask), False),
+            }
+            loss_d = discriminator_loss(d_terms, w)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss_d).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        for sched in self.schedulers.values():
+            sched.step()
+        out = {"loss": loss_gs.detach(), "loss_d": loss_d.detach()}
+        out.update({k: v.detach() for k, v in {**terms, **d_terms}.items()})
+        return out
+
+    def on_checkpoint(self) -> None:
+        self.save_samples(self.run_dir / "samples" / f"step_{self.step:06d}.png")
+
+    @torch.no_grad()
+    def save_samples(self, path) -> None:
+        """Grid of mask | generated image | real image | segmentation, on fixed crops and seed."""
+        samples = (self.data.val or self.data.train)[:N_SAMPLE_ROWS]
+        crop = tuple(self.cfg.crop)
+        rows, names = [], []
+        was_training = self.gen.training
+        self.gen.eval()
+        seg = Segmenter(self.seg, None, self.cfg.min_size, self.device)
+        rng = torch.Generator(self.style_rng.device).manual_seed(self.cfg.seed)
+        for s in samples:
+            image, labels = pad_to_at_least(s.image, s.labels, crop)
+            y0 = (labels.shape[0] - crop[0]) // 2
+            x0 = (labels.shape[1] - crop[1]) // 2
+            image = image[:, y0 : y0 + crop[0], x0 : x0 + crop[1]]
+            labels = labels[y0 : y0 + crop[0], x0 : x0 + crop[1]]
+            classes = torch.from_numpy(labels_to_classes(labels, self.cfg.n_classes))
+            onehot = F.one_hot(classes, self.cfg.n_classes).permute(2, 0, 1)[None].float()
+            fake = self.gen(onehot.to(self.device), generator=rng)[0].float().cpu().numpy()
+            pred = seg.segment(image, tile_size=self.cfg.tile_size)
+            rows.append(
+                [
+                    overlay_labels(np.zeros_like(image), labels),
+                    np.clip((fake.mean(axis=0) + 1) / 2, 0, 1),
+                    np.clip((image.mean(axis=0) + 1) / 2, 0, 1),
+                    overlay_labels(image, pred),
+                ]
+            )
+            names.append(s.name)
+        self.gen.train(was_training)
+        save_grid(path, rows, ["mask", "generated", "real", "segmentation"], names)
+
+    def finish(self) -> dict[str, Any]:
+        self.save_samples(self.run_dir / "samples" / "final.png")
+        return super().finish()
+
+
+def train_cgan(
+    cfg: CGanTrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    given: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) cGAN-Seg training; returns a summary dict."""
+    return run_training(CGanTrainer, cfg, resume=resume, progress=progress, given=given)
