@@ -10,6 +10,7 @@ import torch
 
 from cganseg.cli import main
 from cganseg.errors import InputError, TrainingDiverged
+from cganseg.inference.generate import load_generator
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
@@ -109,6 +110,12 @@ def test_few_steps_write_samples_checkpoints_and_segment(data, tmp_path):
     last = load_checkpoint(out / "last.pt")
     for key in ("d1_state", "d2_state", "opt_g", "opt_s", "opt_d", "scaler_gs", "scaler_d"):
         assert key in last, key
+    gen = load_generator(out, "cpu")
+    labels = np.zeros((37, 53), np.int32)
+    labels[5:15, 5:15], labels[20:30, 30:45] = 1, 2
+    a, b = gen.generate(labels, seed=1), gen.generate(labels, seed=2)
+    assert a.shape == (1, 37, 53) and np.abs(a).max() <= 1.0
+    assert np.array_equal(a, gen.generate(labels, seed=1)) and not np.array_equal(a, b)
     pred = tmp_path / "pred"
     assert main(["segment", str(out), str(data / "images"), str(pred), "--quiet"]) == 0
     assert len(list(pred.glob("*.tif"))) == 8

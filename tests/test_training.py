@@ -164,13 +164,29 @@ def test_cli_train_segment_evaluate(data, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_writes_its_report(tmp_path):
+    from cganseg.models.vgg import hed_weights_path
+
+    if not hed_weights_path().is_file():
+        pytest.skip(
+            "hed-vgg16 weights missing: run `cganseg fetch-weights hed-vgg16` (make test does)"
+        )
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--iterations", "20", "--quiet"]) == 0
-    for name in ("index.html", "samples.png", "training_curves.png", "evaluation/metrics.json"):
+    args = ["demo", "--out", str(out), "--iterations", "10", "--gan-iterations", "4", "--quiet"]
+    assert main(args) == 0
+    for name in (
+        "index.html",
+        "samples.png",
+        "generated.png",
+        "f1_vs_iou.png",
+        "train_seg/training_curves.png",
+        "train_cgan/samples/final.png",
+    ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert 0.0 <= summary["test_f1_iou50"] <= 1.0
-    assert len(list((out / "predictions").glob("*.tif"))) == 8
+    assert [r["name"] for r in summary["runs"]] == ["conventional", "cGAN-Seg"]
+    assert all(0.0 <= r["f1_iou50"] <= 1.0 for r in summary["runs"])
+    for run in ("train_seg", "train_cgan"):
+        assert len(list((out / run / "predictions").glob("*.tif"))) == 8
 
 
 def test_binary_masks_warn_once_and_train(data, tmp_path, capsys):
@@ -180,8 +196,24 @@ def test_binary_masks_warn_once_and_train(data, tmp_path, capsys):
     for mask in list_image_files(data / "masks"):
         write_image(mask, (read_labels(mask) > 0).astype(np.uint8) * 255)
     code = main(
-        ["train-seg", "--data", str(data), "--out", str(tmp_path / "run"), "--width", "4",
-         "--crop", "32", "--iterations", "1", "--device", "cpu", "--workers", "0", "--quiet"]
+        [
+            "train-seg",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--width",
+            "4",
+            "--crop",
+            "32",
+            "--iterations",
+            "1",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--quiet",
+        ]
     )
     assert code == 0
     warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]

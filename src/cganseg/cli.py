@@ -240,9 +240,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train, segment and evaluate on the bundled demo data")
+    p = sub.add_parser(
+        "demo",
+        help="conventional and cGAN-Seg training side by side on the bundled demo data",
+        description="Trains the same small segmenter conventionally and with cGAN-Seg on 40 "
+        "bundled DSB2018 images, segments and scores the test images, and writes an HTML "
+        "report. Needs the hed-vgg16 weights (`cganseg fetch-weights hed-vgg16`). Running it "
+        "again resumes the runs it finds.",
+    )
     p.add_argument("--out", type=Path, default=Path("demo_output"))
-    p.add_argument("--iterations", type=int, default=None, help="training steps (default 600)")
+    p.add_argument("--iterations", type=int, help="conventional training steps (default 600)")
+    p.add_argument("--gan-iterations", type=int, help="cGAN-Seg training steps (default 300)")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
@@ -252,7 +260,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from cganseg.demo import run_demo
 
     report = run_demo(
-        args.out, iterations=args.iterations, device=args.device, progress=not args.quiet
+        args.out,
+        iterations=args.iterations,
+        device=args.device,
+        progress=not args.quiet,
+        gan_iterations=args.gan_iterations,
     )
     print(f"demo report: {report}")
     return 0
