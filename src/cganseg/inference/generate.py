@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from cganseg.data.targets import labels_to_classes
-from cganseg.errors import InputError
 from cganseg.inference.segment import resolve_device
 from cganseg.models.generator import StyleUNet, build_generator
-from cganseg.training.checkpoint import load_checkpoint, resolve_checkpoint
+from cganseg.training.checkpoint import load_network
 
 
 @dataclass
@@ -50,16 +49,6 @@ class Generator:
 
 def load_generator(path: str | Path, device: str = "auto") -> Generator:
     """The generator of a ``cganseg train`` checkpoint file or run folder."""
-    ckpt_path = resolve_checkpoint(path)
-    payload = load_checkpoint(ckpt_path)
-    if "generator_config" not in payload or "generator_state" not in payload:
-        raise InputError("checkpoint holds no generator (is it from `cganseg train`?)", ckpt_path)
+    model, _ = load_network(path, "generator", build_generator)
     dev = resolve_device(device)
-    model = build_generator(payload["generator_config"])
-    try:
-        model.load_state_dict(payload["generator_state"])
-    except RuntimeError as exc:
-        raise InputError(
-            f"generator weights do not fit its config ({str(exc)[:200]})", ckpt_path
-        ) from None
-    return Generator(model.to(dev).eval(), dev)
+    return Generator(model.to(dev), dev)

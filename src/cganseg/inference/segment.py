@@ -23,7 +23,7 @@ from cganseg.inference.instances import probabilities_to_instances
 from cganseg.inference.tiling import predict_probabilities
 from cganseg.models.registry import build_segmenter
 from cganseg.reports.overlays import save_overlay
-from cganseg.training.checkpoint import SEGMENTER_FORMAT, load_checkpoint, resolve_checkpoint
+from cganseg.training.checkpoint import SEGMENTER_FORMAT, load_network
 
 
 @dataclass
@@ -76,21 +76,10 @@ def load_segmenter(
     path: str | Path, device: str = "auto", min_size: int | None = None
 ) -> Segmenter:
     """Rebuild the segmenter of a checkpoint file or run folder."""
-    ckpt_path = resolve_checkpoint(path)
-    payload = load_checkpoint(ckpt_path)
-    if "model_config" not in payload or "model_state" not in payload:
-        raise InputError("checkpoint holds no segmenter", ckpt_path)
+    model, payload = load_network(path, "segmenter", lambda c: build_segmenter(**c))
     dev = resolve_device(device)
-    model = build_segmenter(**payload["model_config"])
-    try:
-        model.load_state_dict(payload["model_state"])
-    except RuntimeError as exc:
-        raise InputError(
-            f"segmenter weights do not fit its config ({str(exc)[:200]})", ckpt_path
-        ) from None
-    model.to(dev).eval()
     size = payload.get("min_size", 15) if min_size is None else min_size
-    return Segmenter(model, payload.get("channels"), int(size), dev)
+    return Segmenter(model.to(dev), payload.get("channels"), int(size), dev)
 
 
 def collect_inputs(path: str | Path) -> list[Path]:

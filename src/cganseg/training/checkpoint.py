@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise InputError("checkpoint not found", path)
     return path
+
+
+def load_network(
+    path: str | Path, what: str, builder: Callable[[dict[str, Any]], torch.nn.Module]
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the network ``what`` ("segmenter" or "generator") of a checkpoint or run folder.
+
+    The checkpoint stores it as ``<prefix>_config`` + ``<prefix>_state`` (prefix ``model`` for the
+    segmenter); returns the network on the CPU in eval mode and the whole payload.
+    """
+    prefix = "model" if what == "segmenter" else what
+    ckpt_path = resolve_checkpoint(path)
+    payload = load_checkpoint(ckpt_path)
+    if f"{prefix}_config" not in payload or f"{prefix}_state" not in payload:
+        raise InputError(f"checkpoint holds no {what}", ckpt_path)
+    network = builder(payload[f"{prefix}_config"])
+    try:
+        network.load_state_dict(payload[f"{prefix}_state"])
+    except RuntimeError as exc:
+        reason = str(exc)[:200]
+        raise InputError(f"{what} weights do not fit its config ({reason})", ckpt_path) from None
+    return network.eval(), payload
