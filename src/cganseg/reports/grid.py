@@ -35,6 +35,7 @@ def save_grid(
             if r == 0:
                 ax.set_title(column_titles[c], fontsize=10)
             if c == 0 and row_titles:
-                ax.set_ylabel(row_titles[r], fontsize=8)
+                title = row_titles[r]
+                ax.set_ylabel(title if len(title) <= 20 else title[:18] + "…", fontsize=8)
     fig.tight_layout()
     save_figure(fig, Path(path))
