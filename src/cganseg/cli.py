@@ -108,7 +108,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--seg-to-gen",
         choices=("soft", "straight-through", "argmax"),
-        help="how Seg's output reaches D2 and Gen (argmax: reference code, no gradient)",
+        help="how Seg's output reaches D2 and Gen (argmax, default: reference code, no gradient)",
     )
     g.add_argument("--pool-size", type=int, help="history pool of fakes (0: off)")
     g.add_argument("--sample-every", type=int, help="also write a sample grid every N steps")

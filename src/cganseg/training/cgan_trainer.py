@@ -10,9 +10,10 @@ Paper Fig. 1A, Eq. 1 and 6-17. Per step, on a batch of real (image, mask) pairs:
 - one update of Gen and Seg on Eq. 16, then one update of D1 and D2 on Eq. 17.
 
 Every forward pass is computed once and reused by all terms that need it (Gen(mask) feeds D1_G,
-Id_G and Rec_S; Seg(image) feeds D2_S, Id_S and Rec_G). The segmenter's output reaches D2 and Gen
-as softmax probabilities (``seg_to_gen: soft``, default), as a straight-through hard mask, or, as
-in the public reference code, as an argmax one-hot through which no gradient flows (``argmax``).
+Id_G and Rec_S; Seg(image) feeds D2_S, Id_S and Rec_G). The segmenter's output reaches D2 and
+Gen as in the public reference code, an argmax one-hot through which no gradient flows
+(``seg_to_gen: argmax``, default), or differentiably: as softmax probabilities (``soft``) or a
+straight-through hard mask.
 Masks enter the networks as one-hot class maps (background / cell [/ boundary]).
 
 Validation, checkpoints, early stopping, resume and the test evaluation come from the shared loop;

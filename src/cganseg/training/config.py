@@ -197,9 +197,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 class CGanTrainConfig(SegTrainConfig):
     """cGAN-Seg training (``cganseg train``): the segmenter's options plus Gen, D1, D2 and losses.
 
-    ``seg_to_gen`` says how the segmenter's output reaches D2 and the image cycle: ``soft``
-    (softmax probabilities, differentiable), ``straight-through`` (hard one-hot forward, softmax
-    gradient), or ``argmax`` (the public reference code: hard one-hot, no gradient to Seg).
+    ``seg_to_gen`` says how the segmenter's output reaches D2 and the image cycle: ``argmax``
+    (default; the public reference code: hard one-hot, no gradient to Seg), ``soft`` (softmax
+    probabilities, differentiable) or ``straight-through`` (hard one-hot forward, softmax
+    gradient). In our one measurement (DSB2018, 300 CPU steps) argmax gave validation F1@0.5
+    0.638 and soft 0.583; see the README.
     """
 
     lr: float = 2e-4
@@ -216,7 +218,7 @@ class CGanTrainConfig(SegTrainConfig):
     perceptual: str = "vgg19"
     perceptual_weights: str | None = None
     p_diff: float = 0.6
-    seg_to_gen: str = "soft"
+    seg_to_gen: str = "argmax"
     pool_size: int = 0
     w_adv_g: float = 1.0
     w_adv_s: float = 1.0
