@@ -95,6 +95,8 @@ def test_loss_weights_are_applied_as_configured():
     assert discriminator_loss(d_terms, w).item() == 0.25 * 10
     paper = LossWeights()
     assert (paper.adv_g, paper.rec_g, paper.id_g, paper.disc) == (1, 100, 50, 0.5)
+    cfg = CGanTrainConfig(data="d", out="o", w_rec_g=3.0, w_disc=0.1)
+    assert cfg.loss_weights() == LossWeights(rec_g=3.0, disc=0.1)
 
 
 def test_few_steps_write_samples_checkpoints_and_segment(data, tmp_path):

@@ -40,7 +40,6 @@ from cganseg.losses.ce_dice import CEDiceLoss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
     GS_TERMS,
-    LossWeights,
     discriminator_loss,
     generator_segmenter_loss,
 )
@@ -100,9 +99,7 @@ class CGanTrainer(TrainerBase):
         perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights)
         self.image_loss = ImageLoss(None if perceptual is None else perceptual.to(dev))
         self.seg_loss = CEDiceLoss()
-        self.weights = LossWeights(
-            cfg.w_adv_g, cfg.w_adv_s, cfg.w_rec_g, cfg.w_rec_s, cfg.w_id_g, cfg.w_id_s, cfg.w_disc
-        )
+        self.weights = cfg.loss_weights()
         betas = tuple(cfg.betas)
         self.opt_s = torch.optim.Adam(self.seg.parameters(), lr=cfg.lr, betas=betas)
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr_gen, betas=betas)

@@ -15,6 +15,7 @@ import yaml
 
 from cganseg.atomic import write_text
 from cganseg.errors import InputError
+from cganseg.losses.cgan_objective import LossWeights
 
 #: Python types accepted for each annotation used below
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -220,15 +221,22 @@ class CGanTrainConfig(SegTrainConfig):
     p_diff: float = 0.6
     seg_to_gen: str = "argmax"
     pool_size: int = 0
-    w_adv_g: float = 1.0
-    w_adv_s: float = 1.0
-    w_rec_g: float = 100.0
-    w_rec_s: float = 100.0
-    w_id_g: float = 50.0
-    w_id_s: float = 50.0
-    w_disc: float = 0.5
+    # Eq. 16-17 weights; the paper's values live in LossWeights
+    w_adv_g: float = LossWeights.adv_g
+    w_adv_s: float = LossWeights.adv_s
+    w_rec_g: float = LossWeights.rec_g
+    w_rec_s: float = LossWeights.rec_s
+    w_id_g: float = LossWeights.id_g
+    w_id_s: float = LossWeights.id_s
+    w_disc: float = LossWeights.disc
     sample_every: int = 100
     preset: str | None = None
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(
+            self.w_adv_g, self.w_adv_s, self.w_rec_g, self.w_rec_s, self.w_id_g, self.w_id_s,
+            self.w_disc,
+        )
 
     def check(self, source: str | Path | None = None) -> None:
         super().check(source)
