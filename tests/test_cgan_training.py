@@ -101,12 +101,13 @@ def test_loss_weights_are_applied_as_configured():
 
 def test_few_steps_write_samples_checkpoints_and_segment(data, tmp_path):
     out = tmp_path / "run"
-    summary = train_cgan(_cfg(data, out), progress=False)
-    assert summary["step"] == 4
+    summary = train_cgan(_cfg(data, out, iterations=6, val_every=4, sample_every=3), progress=False)
+    assert summary["step"] == 6
     rows = _rows(out)
-    assert len(rows) == 4 and all(rows[0][k] for k in (*GS_TERMS, *D_TERMS, "loss", "loss_d"))
+    assert len(rows) == 6 and all(rows[0][k] for k in (*GS_TERMS, *D_TERMS, "loss", "loss_d"))
     samples = sorted(p.name for p in (out / "samples").glob("*.png"))
-    assert samples == ["final.png", "step_000002.png", "step_000004.png"]
+    # validations at 4 and at the last step (6), --sample-every at 3, plus final.png
+    assert samples == ["final.png", "step_000003.png", "step_000004.png", "step_000006.png"]
     best = load_checkpoint(out / "best.pt")
     assert best["kind"] == "train" and "generator_state" in best and "d1_state" not in best
     last = load_checkpoint(out / "last.pt")

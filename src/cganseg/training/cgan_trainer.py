@@ -233,6 +233,11 @@ class CGanTrainer(TrainerBase):
     def on_checkpoint(self) -> None:
         self.save_samples(self.run_dir / "samples" / f"step_{self.step:06d}.png")
 
+    def after_step(self) -> None:
+        every = self.cfg.sample_every
+        if every and self.step % every == 0 and self.step % self.cfg.val_every:
+            self.save_samples(self.run_dir / "samples" / f"step_{self.step:06d}.png")
+
     @torch.no_grad()
     def save_samples(self, path) -> None:
         """Grid of mask | generated image | real image | segmentation, on fixed crops and seed."""

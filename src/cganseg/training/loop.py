@@ -139,6 +139,9 @@ class TrainerBase:
     def on_checkpoint(self) -> None:
         """Called after each validation checkpoint (e.g. to write sample grids)."""
 
+    def after_step(self) -> None:
+        """Called after every training step (e.g. for periodic sample grids)."""
+
     def current_lr(self) -> float:
         raise NotImplementedError
 
@@ -232,6 +235,7 @@ class TrainerBase:
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 n_summed += 1
                 bar.update(1)
+                self.after_step()
                 values: dict[str, float] = {}
                 last = self.step == cfg.iterations
                 if self.step % cfg.log_every == 0 or last:
