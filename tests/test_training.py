@@ -177,6 +177,7 @@ def test_demo_writes_its_report(tmp_path):
         "index.html",
         "samples.png",
         "generated.png",
+        "dense.png",
         "f1_vs_iou.png",
         "train_seg/training_curves.png",
         "train_cgan/samples/final.png",

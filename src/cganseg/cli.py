@@ -74,6 +74,12 @@ def _add_train_seg(sub: argparse._SubParsersAction) -> None:
         "given come from --config (YAML), else from the defaults (see config.yaml of a run).",
     )
     _add_training_options(p)
+    p.add_argument(
+        "--extra",
+        metavar="DIR[:FRACTION]",
+        help="extra (e.g. synthetic) pairs mixed into every batch; FRACTION is their share of "
+        "each batch (default: their share of all pairs)",
+    )
     p.set_defaults(func=_cmd_train_seg)
 
 
@@ -121,12 +127,16 @@ def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
 
     import yaml
 
-    from cganseg.training.config import PRESETS, parse_size
+    from cganseg.training.config import PRESETS, parse_size, split_extra
 
     keys = {f.name for f in dataclasses.fields(config_cls)}
     given = {k: v for k, v in vars(args).items() if k in keys and v is not None}
     if args.crop is not None:
         given["crop"] = parse_size(args.crop)
+    if getattr(args, "extra", None) is not None:
+        given["extra"], fraction = split_extra(args.extra)
+        if fraction is not None:
+            given["extra_fraction"] = fraction
     if getattr(args, "betas", None) is not None:
         try:
             given["betas"] = [float(b) for b in args.betas.split(",")]
@@ -221,21 +231,153 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("gt", type=Path, help="ground-truth label folder (or data-set folder)")
     p.add_argument("pred", type=Path, help="predicted label folder")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json/csv and plot")
+    p.add_argument(
+        "--split-hard",
+        action="store_true",
+        help="also report easy and hard images apart (hard: touching or dense cells)",
+    )
+    p.add_argument(
+        "--dense-fraction",
+        type=float,
+        default=0.3,
+        help="with --split-hard: cell area fraction from which an image is hard (default 0.3)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from cganseg.evaluation.evaluate import evaluate_folders
-
-    report = evaluate_folders(args.gt, args.pred, args.out, progress=not args.quiet)
+def _summary_line(report: dict) -> str:
     i50 = report["thresholds"].index(0.5) if 0.5 in report["thresholds"] else 0
     pi = report["per_image"]
-    print(
+    return (
         f"{report['n_images']} images: F1@0.5 {pi['f1'][i50]:.3f} (per image), "
         f"{report['pooled']['f1'][i50]:.3f} (pooled), mean F1 over IoU 0.5:0.95 "
-        f"{sum(pi['f1']) / len(pi['f1']):.3f}, Dice {report['dice']:.3f}; see {args.out}"
+        f"{sum(pi['f1']) / len(pi['f1']):.3f}, Dice {report['dice']:.3f}"
     )
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cganseg.evaluation.evaluate import evaluate_easy_hard, evaluate_folders
+
+    if not args.split_hard:
+        report = evaluate_folders(args.gt, args.pred, args.out, progress=not args.quiet)
+        print(f"{_summary_line(report)}; see {args.out}")
+        return 0
+    if not 0.0 < args.dense_fraction <= 1.0:
+        raise InputError(f"--dense-fraction must be in (0, 1], got {args.dense_fraction}")
+    result = evaluate_easy_hard(
+        args.gt, args.pred, args.out, dense_fraction=args.dense_fraction, progress=not args.quiet
+    )
+    for group in ("all", "easy", "hard"):
+        report = result[group]
+        print(f"{group:4s} " + ("0 images" if report is None else _summary_line(report)))
+    print(f"see {args.out} (easy/, hard/, hardness.csv)")
+    return 0
+
+
+def _add_synth_masks(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth-masks",
+        help="draw synthetic dense / colony instance masks from real cell shapes",
+        description="Place real cell shapes (from the instances of REAL_MASKS, randomly rotated, "
+        "flipped and scaled) without overlap into new masks OUT/synth_NNNNN.tif. Running again "
+        "into OUT with the same settings finishes an interrupted run.",
+    )
+    p.add_argument("real_masks", type=Path, help="folder of real label masks (or data-set folder)")
+    p.add_argument("out", type=Path, help="new folder for the synthetic masks")
+    p.add_argument("--n", type=int, default=100, help="number of masks (default 100)")
+    p.add_argument("--layout", choices=("flat", "colony", "mixed"), default="mixed")
+    p.add_argument(
+        "--density",
+        type=float,
+        default=0.4,
+        help="fraction of the area covered by cells, 0 to 1 (default 0.4)",
+    )
+    p.add_argument("--size", help="HxW of the masks (default: the first real mask's size)")
+    p.add_argument("--scale", default="0.8,1.25", help="range of shape scaling (default 0.8,1.25)")
+    p.add_argument("--min-area", type=int, default=10, help="smallest cell kept, in pixels")
+    p.add_argument(
+        "--split",
+        type=Path,
+        help="a run's split.json: take shapes only from its training masks",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_synth_masks)
+
+
+def _cmd_synth_masks(args: argparse.Namespace) -> int:
+    from cganseg.data.splits import load_split
+    from cganseg.synth.make_masks import write_synthetic_masks
+    from cganseg.training.config import parse_size
+
+    try:
+        low, high = (float(v) for v in args.scale.split(","))
+    except ValueError:
+        raise InputError(f"--scale must look like 0.8,1.25, got {args.scale!r}") from None
+    paths = write_synthetic_masks(
+        args.real_masks,
+        args.out,
+        args.n,
+        layout=args.layout,
+        density=args.density,
+        size=None if args.size is None else parse_size(args.size),
+        scale=(low, high),
+        seed=args.seed,
+        min_area=args.min_area,
+        names=None if args.split is None else load_split(args.split)["train"],
+        progress=not args.quiet,
+    )
+    print(f"{len(paths)} synthetic mask(s) in {args.out}")
+    return 0
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="make annotated image/mask pairs from masks with a trained generator",
+        description="For each mask, write K images in different styles made by the generator of "
+        "a `cganseg train` run, with the mask, as OUT/images + OUT/masks (or Cellpose names). "
+        "Running again into OUT with the same settings finishes an interrupted run.",
+    )
+    p.add_argument("checkpoint", type=Path, help="run folder (uses best.pt) or checkpoint file")
+    p.add_argument("masks", type=Path, help="folder of label masks (or data-set folder)")
+    p.add_argument("out", type=Path, help="new folder for the pairs")
+    p.add_argument("--per-mask", type=int, default=1, help="images per mask (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cellpose-names",
+        action="store_true",
+        help="write OUT/NAME_img.tif + OUT/NAME_masks.tif instead of images/ + masks/",
+    )
+    p.add_argument(
+        "--image-format",
+        choices=("tif", "png"),
+        default="tif",
+        help="tif: 16-bit TIFF (default); png: 8-bit PNG",
+    )
+    p.add_argument("--tile-size", type=int, default=1024, help="larger masks go in tiles")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from cganseg.synth.pairs import generate_pairs
+
+    pairs = generate_pairs(
+        args.checkpoint,
+        args.masks,
+        args.out,
+        per_mask=args.per_mask,
+        seed=args.seed,
+        cellpose_names=args.cellpose_names,
+        image_format=args.image_format,
+        device=args.device,
+        tile_size=args.tile_size,
+        progress=not args.quiet,
+    )
+    print(f"{len(pairs)} image/mask pair(s) in {args.out}")
     return 0
 
 
@@ -302,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train,
         _add_segment,
         _add_evaluate,
+        _add_synth_masks,
+        _add_generate,
         _add_demo,
         _add_fetch_weights,
     ):

@@ -12,6 +12,7 @@ workers, and a run resumed at step ``s`` sees exactly the batches it would have 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -110,17 +111,66 @@ class SeededSampler(Sampler):
     """Endless stream of ``(index, sample_seed)``: epoch-wise permutations keyed by the seed.
 
     ``start`` skips the first samples of the stream, so resuming at step ``s`` with batch size
-    ``b`` uses ``start = s * b``.
+    ``b`` uses ``start = s * b``. ``stream`` keys an independent stream for the same seed (the
+    synthetic pairs of :class:`MixedSampler`); None keeps the plain stream.
     """
 
-    def __init__(self, n: int, seed: int, start: int = 0) -> None:
+    def __init__(self, n: int, seed: int, start: int = 0, stream: int | None = None) -> None:
         self.n, self.seed, self.start = n, seed, start
+        self.key = [seed] if stream is None else [seed, stream]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         i = self.start
         while True:
             epoch, pos = divmod(i, self.n)
-            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            state = np.random.SeedSequence([self.seed, epoch, pos]).generate_state(1)[0]
+            perm = np.random.default_rng([*self.key, epoch]).permutation(self.n)
+            state = np.random.SeedSequence([*self.key, epoch, pos]).generate_state(1)[0]
             yield int(perm[pos]), int(state)
             i += 1
+
+
+def extra_count(batch: int, batch_size: int, fraction: float) -> int:
+    """Extra (synthetic) samples in batch number ``batch`` (from 0) of a mixed stream.
+
+    ``floor((j + 1) f B) - floor(j f B)``: every batch mixes the two sources as evenly as whole
+    samples allow, the share over many batches is exactly ``f``, and it depends only on ``j``,
+    so a resumed run continues the same mix.
+    """
+    return math.floor((batch + 1) * fraction * batch_size) - math.floor(
+        batch * fraction * batch_size
+    )
+
+
+class MixedSampler(Sampler):
+    """Batches of real samples (indices ``0..n_real-1``) and extra ones (``n_real..``) mixed.
+
+    Each batch of ``batch_size`` keys holds :func:`extra_count` extra samples, drawn from their
+    own seeded stream, after the real ones; ``start_batch`` resumes at that batch.
+    """
+
+    def __init__(
+        self,
+        n_real: int,
+        n_extra: int,
+        batch_size: int,
+        fraction: float,
+        seed: int,
+        start_batch: int = 0,
+    ) -> None:
+        self.n_real, self.n_extra = n_real, n_extra
+        self.batch_size, self.fraction = batch_size, fraction
+        self.seed, self.start_batch = seed, start_batch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        j, b, f = self.start_batch, self.batch_size, self.fraction
+        n_extra_before = math.floor(j * f * b)
+        real = iter(SeededSampler(self.n_real, self.seed, start=j * b - n_extra_before))
+        extra = iter(SeededSampler(self.n_extra, self.seed, start=n_extra_before, stream=1))
+        while True:
+            k = extra_count(j, b, f)
+            for _ in range(b - k):
+                yield next(real)
+            for _ in range(k):
+                index, state = next(extra)
+                yield self.n_real + index, state
+            j += 1

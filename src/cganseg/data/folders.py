@@ -89,3 +89,20 @@ def find_pairs(
     if not pairs:
         raise InputError("no image/mask pairs found", root)
     return pairs
+
+
+def mask_files(path: str | Path) -> list[Path]:
+    """Label images of ``path``: a file; a data-set folder's ``masks/``; the ``*_masks`` files
+    of a Cellpose-style folder; else every image in the folder."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError("mask folder not found", path)
+    folder = path / "masks" if (path / "masks").is_dir() else path
+    files = list_image_files(folder)
+    named = [f for f in files if f.stem.endswith("_masks")]
+    files = named or files
+    if not files:
+        raise InputError("no mask images found", folder)
+    return files

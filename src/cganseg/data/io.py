@@ -207,3 +207,13 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
     """Write a uint8/uint16 image (H, W) or (H, W, 3) as PNG."""
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, image, extension=".png")
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an integer image (H, W) or (H, W, C) as TIFF (zlib) or PNG, by the file suffix."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() in TIFF_EXTENSIONS:
+            tifffile.imwrite(tmp, image, compression="zlib")
+        else:
+            iio.imwrite(tmp, image, extension=path.suffix)

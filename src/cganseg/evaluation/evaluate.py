@@ -22,6 +22,7 @@ from tqdm import tqdm
 from cganseg.atomic import write_text
 from cganseg.errors import InputError
 from cganseg.evaluation.dice import DiceCounts, dice_counts
+from cganseg.evaluation.hardness import DENSE_FRACTION, hardness
 from cganseg.evaluation.matching import (
     COUNT_KEYS,
     SCORE_KEYS,
@@ -217,3 +218,40 @@ def evaluate_folders(
     report = evaluate_pairs(bar, thresholds)
     write_report(report, out_dir)
     return report
+
+
+def evaluate_easy_hard(
+    gt: Path,
+    pred: Path,
+    out_dir: Path,
+    thresholds: Sequence[float] = THRESHOLDS,
+    dense_fraction: float = DENSE_FRACTION,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`evaluate_folders` plus separate reports on easy and hard images (paper Table 2).
+
+    Writes the whole-set report into ``out_dir``, the subsets' reports into ``out_dir/easy`` and
+    ``out_dir/hard`` (a subset with no image gets none) and ``out_dir/hardness.csv``. Returns
+    ``{"all": report, "easy": report or None, "hard": report or None, "hardness": rows}``.
+    """
+    from cganseg.data.io import read_labels
+
+    pairs = pair_files(gt, pred)
+    rows = []
+    for gt_file, pred_file in tqdm(
+        pairs, desc="easy/hard", unit="img", disable=not progress, leave=False
+    ):
+        h = hardness(read_labels(gt_file), dense_fraction)
+        rows.append([pred_file.stem, "hard" if h.hard else "easy", h.touching_pairs,
+                     round(h.cell_fraction, 4)])
+    result: dict[str, Any] = {"hardness": rows}
+    result["all"] = evaluate_pairs(_read_pairs(pairs), thresholds)
+    write_report(result["all"], out_dir)
+    for group in ("easy", "hard"):
+        subset = [p for p, row in zip(pairs, rows, strict=True) if row[1] == group]
+        result[group] = evaluate_pairs(_read_pairs(subset), thresholds) if subset else None
+        if subset:
+            write_report(result[group], Path(out_dir) / group)
+    header = ["name", "group", "touching_pairs", "cell_fraction"]
+    write_text(Path(out_dir) / "hardness.csv", _csv_text(header, rows))
+    return result

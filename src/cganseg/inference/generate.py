@@ -1,8 +1,11 @@
 """Synthetic images from masks with a trained cGAN-Seg generator (paper Fig. 4).
 
 The generator maps a mask's class map (background / cell [/ boundary]) plus a seed to an image;
-different seeds give different plausible images of the same mask. Masks of any size are padded
-to the generator's size multiple and the image is cropped back.
+different seeds give different plausible images of the same mask. Masks of any size work: they
+are padded to the generator's size multiple and, when larger than ``tile_size``, generated in
+overlapping tiles blended by :func:`cganseg.inference.tiling.blend_tiles`, so memory stays
+bounded. All tiles share one latent z (one style for the whole image); only the per-layer noise
+differs between tiles, and the blending hides that.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch.nn.functional as F
 
 from cganseg.data.targets import labels_to_classes
 from cganseg.inference.segment import resolve_device
+from cganseg.inference.tiling import blend_tiles
 from cganseg.models.generator import StyleUNet, build_generator
 from cganseg.training.checkpoint import load_network
 
@@ -31,20 +35,32 @@ class Generator:
     def n_classes(self) -> int:
         return self.model.config["in_channels"]
 
-    @torch.no_grad()
-    def generate(self, labels: np.ndarray, seed: int) -> np.ndarray:
+    @torch.inference_mode()
+    def generate(self, labels: np.ndarray, seed: int, tile_size: int = 1024) -> np.ndarray:
         """A (C, H, W) image in [-1, 1] for an instance label mask (H, W) and a seed."""
         classes = torch.from_numpy(labels_to_classes(labels, self.n_classes))
-        onehot = F.one_hot(classes, self.n_classes).permute(2, 0, 1)[None].float()
-        h, w = labels.shape
-        m = self.model.size_multiple
-        pad_h, pad_w = (-h) % m, (-w) % m
-        onehot = F.pad(onehot, (0, pad_w, 0, pad_h))  # padding is background (all-zero one-hot)
-        onehot[:, 0, h:, :] = 1.0
-        onehot[:, 0, :, w:] = 1.0
+        onehot = F.one_hot(classes, self.n_classes).permute(2, 0, 1).float().numpy()
         rng = torch.Generator(self.device).manual_seed(seed)
-        image = self.model(onehot.to(self.device), generator=rng)
-        return image[0, :, :h, :w].float().cpu().numpy()
+        z = torch.randn(1, self.model.style_dim, generator=rng, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+
+        def images(tiles: np.ndarray) -> np.ndarray:
+            batch = torch.from_numpy(tiles).to(self.device)
+            out = self.model(batch, z.expand(len(tiles), -1), generator=rng)
+            return out.float().cpu().numpy()
+
+        try:
+            return blend_tiles(
+                images,
+                onehot,
+                multiple=self.model.size_multiple,
+                tile_size=tile_size,
+                overlap=min(64, tile_size // 4),
+                batch_size=1,
+            )
+        finally:
+            self.model.train(was_training)
 
 
 def load_generator(path: str | Path, device: str = "auto") -> Generator:

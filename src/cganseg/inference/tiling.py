@@ -4,14 +4,15 @@ The segmenter Seg of cGAN-Seg (Zargari et al., iScience 2024) is a fully convolu
 network trained on crops; whole microscopy images can be larger than fits in memory at once and
 need not be multiples of the network's ``size_multiple``. This module pads the image, cuts
 overlapping tiles, runs them batch by batch and blends the softmax outputs with a smooth weight
-window so that tile borders (where the network lacks context) leave no seams.
+window so that tile borders (where the network lacks context) leave no seams. The same tiling
+(:func:`blend_tiles`) serves the generator, which turns large masks into images.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -71,28 +72,26 @@ def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int
         yield items[first : first + size]
 
 
-def predict_probabilities(
-    model: torch.nn.Module,
+def blend_tiles(
+    fn: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
     *,
+    multiple: int = 1,
     tile_size: int = 512,
     overlap: int = 64,
     batch_size: int = 4,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
 ) -> np.ndarray:
-    """Softmax probabilities (n_classes, H, W) float32 for a normalised image (C, H, W).
+    """Apply ``fn`` to overlapping tiles of ``image`` (C, H, W) and blend the outputs.
 
-    ``model`` must already live on ``device``. ``tile_size`` is rounded down to a multiple of
-    ``model.size_multiple``; an image no larger than a tile is predicted as one padded tile.
-    At most ``batch_size`` tiles are on the device at a time; results accumulate on the host
-    in arrays the size of the (padded) image. A model in train mode is switched to eval mode
-    for the call and restored afterwards.
+    ``fn`` maps a batch of tiles (B, C, h, w) to outputs (B, K, h, w); the result is
+    (K, H, W) float32. The image is padded to a multiple of ``multiple`` (the network's size
+    multiple); ``tile_size`` is rounded down to one. Overlaps are blended with a raised-cosine
+    window. At most ``batch_size`` tiles go to ``fn`` at a time; outputs accumulate on the host
+    in arrays the size of the (padded) image.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or min(image.shape) == 0:
         raise InputError(f"image must be a non-empty (C, H, W) array, got shape {image.shape}")
-    multiple = int(getattr(model, "size_multiple", 1))
     tile = (tile_size // multiple) * multiple
     if tile < multiple:
         raise InputError(f"tile_size {tile_size} is below the model's size multiple {multiple}")
@@ -108,27 +107,56 @@ def predict_probabilities(
     weight = np.outer(_window_1d(tile_h, overlap), _window_1d(tile_w, overlap))
     origins = [(y, x) for y in _starts(padded_h, tile_h, overlap)
                for x in _starts(padded_w, tile_w, overlap)]
+    accumulated: np.ndarray | None = None
+    weight_sum = np.zeros((padded_h, padded_w), dtype=np.float32)
+    for batch in _batches(origins, batch_size):
+        tiles = np.stack([padded[:, y : y + tile_h, x : x + tile_w] for y, x in batch])
+        outputs = fn(tiles)
+        if accumulated is None:
+            accumulated = np.zeros((outputs.shape[1], padded_h, padded_w), np.float32)
+        for (y, x), tile_out in zip(batch, outputs, strict=True):
+            accumulated[:, y : y + tile_h, x : x + tile_w] += tile_out * weight
+            weight_sum[y : y + tile_h, x : x + tile_w] += weight
+    assert accumulated is not None  # at least one tile always exists
+    result = accumulated[:, :height, :width] / weight_sum[:height, :width]
+    return np.ascontiguousarray(result, dtype=np.float32)
 
+
+def predict_probabilities(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    tile_size: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+) -> np.ndarray:
+    """Softmax probabilities (n_classes, H, W) float32 for a normalised image (C, H, W).
+
+    ``model`` must already live on ``device``. Tiling as :func:`blend_tiles`; an image no larger
+    than a tile is predicted as one padded tile. A model in train mode is switched to eval mode
+    for the call and restored afterwards.
+    """
     device = torch.device(device)
     use_amp = amp and device.type == "cuda"
     autocast = torch.autocast("cuda") if use_amp else contextlib.nullcontext()
-    accumulated: np.ndarray | None = None
-    weight_sum = np.zeros((padded_h, padded_w), dtype=np.float32)
+
+    def probabilities(tiles: np.ndarray) -> np.ndarray:
+        logits = model(torch.from_numpy(tiles).to(device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), autocast:
-            for batch in _batches(origins, batch_size):
-                tiles = np.stack([padded[:, y : y + tile_h, x : x + tile_w] for y, x in batch])
-                logits = model(torch.from_numpy(tiles).to(device))
-                probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-                if accumulated is None:
-                    accumulated = np.zeros((probs.shape[1], padded_h, padded_w), np.float32)
-                for (y, x), tile_probs in zip(batch, probs, strict=True):
-                    accumulated[:, y : y + tile_h, x : x + tile_w] += tile_probs * weight
-                    weight_sum[y : y + tile_h, x : x + tile_w] += weight
+            return blend_tiles(
+                probabilities,
+                image,
+                multiple=int(getattr(model, "size_multiple", 1)),
+                tile_size=tile_size,
+                overlap=overlap,
+                batch_size=batch_size,
+            )
     finally:
         model.train(was_training)
-    assert accumulated is not None  # at least one tile always exists
-    result = accumulated[:, :height, :width] / weight_sum[:height, :width]
-    return np.ascontiguousarray(result, dtype=np.float32)

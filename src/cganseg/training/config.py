@@ -28,7 +28,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "list[float]": (list, tuple),
 }
 #: options YAML may read as strings (``1e-3`` without a dot) that must be floats
-FLOAT_OPTIONS = ("lr", "weight_decay", "warmup_fraction", "lr_gen", "lr_disc")
+FLOAT_OPTIONS = ("lr", "weight_decay", "warmup_fraction", "lr_gen", "lr_disc", "extra_fraction")
 #: smallest allowed value of numeric options
 _MINIMUM = {
     "iterations": 1,
@@ -85,6 +85,9 @@ class SegTrainConfig:
     p_vanilla: float = 0.5
     min_size: int = 15
     tile_size: int = 512
+    # extra (e.g. synthetic) pairs mixed into every training batch, never validated or tested on
+    extra: str | None = None
+    extra_fraction: float | None = None  # share of each batch; None: their share of all pairs
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,6 +131,14 @@ class SegTrainConfig:
             value = getattr(self, name, None)
             if value is not None and value < low:
                 raise InputError(f"option {name} must be at least {low}, got {value}", source)
+        if self.extra_fraction is not None and (
+            self.extra is None or not 0.0 <= self.extra_fraction <= 1.0
+        ):
+            raise InputError(
+                f"option extra_fraction must be in [0, 1] and needs extra, got "
+                f"{self.extra_fraction}",
+                source,
+            )
         if self.lr <= 0 or not 0.0 <= self.p_vanilla <= 1.0:
             raise InputError(
                 f"options need lr > 0 and 0 <= p_vanilla <= 1, got {self.lr}, {self.p_vanilla}",
@@ -159,6 +170,18 @@ def parse_size(text: str) -> list[int]:
     if len(parts) != 2 or min(parts) < 1:
         raise InputError(f"size must look like 256 or 256x320, got {text!r}")
     return parts
+
+
+def split_extra(text: str) -> tuple[str, float | None]:
+    """``"DIR"`` -> (DIR, None); ``"DIR:0.5"`` -> (DIR, 0.5) (a colon not before a number is
+    part of the path)."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return text, None
 
 
 def parse_channels(text: str | None):
@@ -255,6 +278,10 @@ class CGanTrainConfig(SegTrainConfig):
         if any(c % 16 for c in self.crop):
             raise InputError(
                 f"cGAN-Seg training needs crops divisible by 16, got {self.crop}", source
+            )
+        if self.extra is not None:
+            raise InputError(
+                "extra pairs are for train-seg; cGAN-Seg training uses real pairs", source
             )
         if self.preset is not None and self.preset not in PRESETS:
             raise InputError(f"unknown preset {self.preset!r} (use {', '.join(PRESETS)})", source)

@@ -20,7 +20,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cganseg.data.augment import ConventionalAugment
-from cganseg.data.dataset import CropDataset, Sample, SeededSampler, load_samples
+from cganseg.data.dataset import (
+    CropDataset,
+    MixedSampler,
+    Sample,
+    SeededSampler,
+    load_samples,
+)
 from cganseg.data.folders import find_pairs
 from cganseg.data.splits import load_split, make_split, save_split
 from cganseg.errors import InputError, TrainingDiverged
@@ -89,6 +95,22 @@ def load_data_split(
     return data
 
 
+def load_extra(cfg: SegTrainConfig, channels: int, progress: bool) -> list[Sample]:
+    """The extra training pairs of ``cfg.extra`` (none without it), checked against the data."""
+    if cfg.extra is None:
+        return []
+    pairs = find_pairs(cfg.extra, "auto", cfg.mask_suffix, cfg.image_suffix)
+    samples = load_samples(pairs, parse_channels(cfg.channels), progress, "loading extra")
+    for s in samples:
+        if s.image.shape[0] != channels:
+            raise InputError(
+                f"extra pair {s.name} has {s.image.shape[0]} channel(s), training images have "
+                f"{channels}",
+                cfg.extra,
+            )
+    return samples
+
+
 class TrainerBase:
     """One training run. Subclasses set ``kind`` and ``loss_columns`` and implement the hooks."""
 
@@ -102,6 +124,7 @@ class TrainerBase:
         saved_split = resume_state["split"] if resume_state else None
         self.data = load_data_split(cfg, saved_split, progress)
         self.in_channels = self.data.train[0].image.shape[0]
+        self.extra = load_extra(cfg, self.in_channels, progress)
         self.amp = cfg.amp and self.device.type == "cuda"
         self.step, self.best_score, self.stale = 0, -math.inf, 0
         torch.manual_seed(cfg.seed)
@@ -164,14 +187,25 @@ class TrainerBase:
         save_checkpoint(self.run_dir / "last.pt", self._payload(full=True))
 
     def loader(self) -> DataLoader:
-        aug = ConventionalAugment(p_vanilla=self.cfg.p_vanilla)
-        dataset = CropDataset(self.data.train, tuple(self.cfg.crop), self.cfg.n_classes, aug)
-        sampler = SeededSampler(len(dataset), self.cfg.seed, start=self.step * self.cfg.batch_size)
+        cfg = self.cfg
+        aug = ConventionalAugment(p_vanilla=cfg.p_vanilla)
+        samples = self.data.train + self.extra
+        dataset = CropDataset(samples, tuple(cfg.crop), cfg.n_classes, aug)
+        if self.extra:
+            n_real = len(self.data.train)
+            fraction = cfg.extra_fraction
+            if fraction is None:
+                fraction = len(self.extra) / len(samples)
+            sampler: SeededSampler | MixedSampler = MixedSampler(
+                n_real, len(self.extra), cfg.batch_size, fraction, cfg.seed, self.step
+            )
+        else:
+            sampler = SeededSampler(len(dataset), cfg.seed, start=self.step * cfg.batch_size)
         return DataLoader(
             dataset,
-            batch_size=self.cfg.batch_size,
+            batch_size=cfg.batch_size,
             sampler=sampler,
-            num_workers=self.cfg.num_workers,
+            num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),  # keep the global RNG untouched, so resume is exact
         )

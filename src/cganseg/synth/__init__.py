@@ -1,0 +1,1 @@
+"""Synthetic annotated data: dense and colony masks, and image/mask pairs from a generator."""
