@@ -10,6 +10,8 @@ import pytest
 import tifffile
 from skimage.draw import disk
 
+from cganseg.training.config import CGanTrainConfig, SegTrainConfig
+
 TIFF = (".tif", ".tiff")
 
 
@@ -109,3 +111,59 @@ def dataset_factory():
 def tiny_dataset(tmp_path: Path) -> Path:
     """Six 40x52 uint8 PNG pairs in the folders layout."""
     return make_dataset(tmp_path / "data")
+
+
+def tiny_seg_config(data, out, **kw) -> SegTrainConfig:
+    """Conventional training sized for tests: UNet width 4, 32x32 crops, a few steps."""
+    base = dict(
+        data=str(data),
+        out=str(out),
+        model="unet",
+        width=4,
+        crop=[32, 32],
+        batch_size=4,
+        iterations=6,
+        lr=5e-3,
+        val_every=3,
+        log_every=1,
+        patience=0,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        seed=3,
+        device="cpu",
+        num_workers=0,
+        warmup_fraction=0.0,
+    )
+    base.update(kw)
+    return SegTrainConfig(**base)
+
+
+def tiny_cgan_config(data, out, **kw) -> CGanTrainConfig:
+    """cGAN-Seg training sized for tests: every network width 4, 32x32 crops, no perceptual loss."""
+    base = dict(
+        data=str(data),
+        out=str(out),
+        model="unet",
+        width=4,
+        gen_width=4,
+        style_dim=8,
+        n_mapping=2,
+        disc_width=4,
+        disc_layers=2,
+        crop=[32, 32],
+        batch_size=2,
+        iterations=4,
+        val_every=2,
+        log_every=1,
+        patience=0,
+        val_fraction=0.2,
+        test_fraction=0.0,
+        seed=5,
+        device="cpu",
+        num_workers=0,
+        warmup_fraction=0.0,
+        perceptual="none",
+        tile_size=64,
+    )
+    base.update(kw)
+    return CGanTrainConfig(**base)

@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from tests.conftest import tiny_cgan_config as _cfg
 
 from cganseg.cli import main
 from cganseg.errors import InputError, TrainingDiverged
@@ -24,36 +25,6 @@ from cganseg.models.registry import build_segmenter
 from cganseg.training.cgan_trainer import CGanTrainer, mask_for_generator, train_cgan
 from cganseg.training.checkpoint import load_checkpoint
 from cganseg.training.config import CGanTrainConfig
-
-
-def _cfg(data, out, **kw) -> CGanTrainConfig:
-    base = dict(
-        data=str(data),
-        out=str(out),
-        model="unet",
-        width=4,
-        gen_width=4,
-        style_dim=8,
-        n_mapping=2,
-        disc_width=4,
-        disc_layers=2,
-        crop=[32, 32],
-        batch_size=2,
-        iterations=4,
-        val_every=2,
-        log_every=1,
-        patience=0,
-        val_fraction=0.2,
-        test_fraction=0.0,
-        seed=5,
-        device="cpu",
-        num_workers=0,
-        warmup_fraction=0.0,
-        perceptual="none",
-        tile_size=64,
-    )
-    base.update(kw)
-    return CGanTrainConfig(**base)
 
 
 def _rows(run_dir) -> list[dict[str, str]]:

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import yaml
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, tiny_seg_config
 
 from cganseg.cli import main
 from cganseg.data.dataset import MixedSampler, extra_count
@@ -48,20 +48,9 @@ def test_split_extra_reads_an_optional_fraction():
 
 
 def _cfg(data, out, **kw) -> SegTrainConfig:
-    base = dict(
-        data=str(data),
-        out=str(out),
-        width=4,
-        crop=[32, 32],
-        batch_size=4,
-        iterations=4,
-        val_every=4,
-        val_fraction=0.2,
-        seed=1,
-        device="cpu",
-        num_workers=0,
+    return tiny_seg_config(
+        data, out, **{"iterations": 4, "val_every": 4, "test_fraction": 0.0, **kw}
     )
-    return SegTrainConfig(**{**base, **kw})
 
 
 def test_training_draws_extra_pairs(tmp_path):

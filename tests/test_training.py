@@ -8,36 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from tests.conftest import tiny_seg_config as _cfg
 
 from cganseg.cli import main
 from cganseg.errors import InputError
 from cganseg.training.checkpoint import load_checkpoint
 from cganseg.training.config import SegTrainConfig
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
-
-
-def _cfg(data, out, **kw) -> SegTrainConfig:
-    base = dict(
-        data=str(data),
-        out=str(out),
-        model="unet",
-        width=4,
-        crop=[32, 32],
-        batch_size=4,
-        iterations=6,
-        lr=5e-3,
-        val_every=3,
-        log_every=1,
-        patience=0,
-        val_fraction=0.2,
-        test_fraction=0.2,
-        seed=3,
-        device="cpu",
-        num_workers=0,
-        warmup_fraction=0.0,
-    )
-    base.update(kw)
-    return SegTrainConfig(**base)
 
 
 def _loss_column(run_dir) -> list[float]:
