@@ -234,18 +234,19 @@ def evaluate_easy_hard(
     ``out_dir/hard`` (a subset with no image gets none) and ``out_dir/hardness.csv``. Returns
     ``{"all": report, "easy": report or None, "hard": report or None, "hardness": rows}``.
     """
-    from cganseg.data.io import read_labels
-
     pairs = pair_files(gt, pred)
-    rows = []
-    for gt_file, pred_file in tqdm(
-        pairs, desc="easy/hard", unit="img", disable=not progress, leave=False
-    ):
-        h = hardness(read_labels(gt_file), dense_fraction)
-        rows.append([pred_file.stem, "hard" if h.hard else "easy", h.touching_pairs,
-                     round(h.cell_fraction, 4)])
-    result: dict[str, Any] = {"hardness": rows}
-    result["all"] = evaluate_pairs(_read_pairs(pairs), thresholds)
+    rows: list[list[Any]] = []
+
+    def classified() -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
+        """The pairs, recording each ground truth's group as it is read for the full report."""
+        for name, gt_labels, pred_labels in _read_pairs(pairs):
+            h = hardness(gt_labels, dense_fraction)
+            group = "hard" if h.hard else "easy"
+            rows.append([name, group, h.touching_pairs, round(h.cell_fraction, 4)])
+            yield name, gt_labels, pred_labels
+
+    bar = tqdm(classified(), total=len(pairs), desc="evaluate", unit="img", disable=not progress)
+    result: dict[str, Any] = {"hardness": rows, "all": evaluate_pairs(bar, thresholds)}
     write_report(result["all"], out_dir)
     for group in ("easy", "hard"):
         subset = [p for p, row in zip(pairs, rows, strict=True) if row[1] == group]
