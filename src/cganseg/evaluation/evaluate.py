@@ -165,7 +165,7 @@ def _read_pairs(
         yield pred_file.stem, gt, pred
 
 
-def _csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
+def csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -185,10 +185,10 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
         [t] + [report[s][k][i] for s in ("per_image", "pooled") for k in METRIC_KEYS]
         for i, t in enumerate(report["thresholds"])
     ]
-    write_text(out_dir / "metrics.csv", _csv_text(header, rows))
+    write_text(out_dir / "metrics.csv", csv_text(header, rows))
     img_header = ["name", "n_gt", "n_pred", "f1_iou50", "dice"]
     img_rows = [[r[k] for k in img_header] for r in report["images"]]
-    write_text(out_dir / "per_image.csv", _csv_text(img_header, img_rows))
+    write_text(out_dir / "per_image.csv", csv_text(img_header, img_rows))
     t = report["thresholds"]
     plot_f1_vs_iou(
         {"per image (mean)": (t, report["per_image"]["f1"]), "pooled": (t, report["pooled"]["f1"])},
@@ -254,5 +254,5 @@ def evaluate_easy_hard(
         if subset:
             write_report(result[group], Path(out_dir) / group)
     header = ["name", "group", "touching_pairs", "cell_fraction"]
-    write_text(Path(out_dir) / "hardness.csv", _csv_text(header, rows))
+    write_text(Path(out_dir) / "hardness.csv", csv_text(header, rows))
     return result

@@ -28,13 +28,23 @@ def save_figure(fig: Figure, path: Path, dpi: int = 120) -> None:
 
 
 def plot_f1_vs_iou(
-    curves: dict[str, tuple[list[float], list[float]]], path: Path, title: str = ""
+    curves: dict[str, tuple[list[float], list[float]]],
+    path: Path,
+    title: str = "",
+    bands: dict[str, list[float]] | None = None,
 ) -> None:
-    """One line per named ``(thresholds, f1)`` curve; IoU threshold vs F1, both in [0, 1]."""
+    """One line per named ``(thresholds, f1)`` curve; IoU threshold vs F1, both in [0, 1].
+
+    ``bands``: per curve name, a +-spread (e.g. the sd over folds) drawn as a shaded band.
+    """
     fig = Figure(figsize=(5.0, 4.0))
     ax = fig.add_subplot()
     for name, (thresholds, f1) in curves.items():
-        ax.plot(thresholds, f1, marker="o", markersize=3, label=name)
+        (line,) = ax.plot(thresholds, f1, marker="o", markersize=3, label=name)
+        if bands and name in bands:
+            low = [m - s for m, s in zip(f1, bands[name], strict=True)]
+            high = [m + s for m, s in zip(f1, bands[name], strict=True)]
+            ax.fill_between(thresholds, low, high, color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("IoU threshold")

@@ -1,0 +1,1 @@
+"""k-fold cross-validation of the paper's scenarios (``cganseg experiment``)."""

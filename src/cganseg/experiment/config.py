@@ -1,0 +1,129 @@
+"""Options of ``cganseg experiment`` (one YAML file): data, folds, scenarios and run options.
+
+Example::
+
+    data: ../shared/data/dsb2018_fluo_256
+    out: experiments/dsb2018
+    folds: 5
+    n_train: 200            # N pairs for scenarios A, B and D; C uses every training pair
+    backbones: [unet, deepsea]
+    scenarios: [A, B, C]    # add D for N real + synthetic pairs from the fold's generator
+    cgan: {preset: cpu, iterations: 2000}     # options of `cganseg train` (scenario A)
+    seg: {iterations: 2000, crop: 256}         # options of `cganseg train-seg` (B, C, D)
+    synthetic: {n: 700, layout: mixed, density: 0.5}   # scenario D
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cganseg.errors import InputError
+from cganseg.models.registry import SEGMENTERS
+
+SCENARIOS = {
+    "A": "cGAN-Seg, N pairs",
+    "B": "conventional, N pairs",
+    "C": "conventional, all pairs",
+    "D": "conventional, N real + synthetic pairs",
+}
+#: options the experiment sets itself for every run; not allowed in ``cgan`` / ``seg``
+RUN_OWNED = ("data", "out", "split_file", "n_train", "model", "seed", "extra", "test_fraction")
+SYNTH_DEFAULTS: dict[str, Any] = {
+    "n": 700,
+    "layout": "mixed",
+    "density": 0.5,
+    "per_mask": 1,
+    "fraction": None,
+}
+
+
+@dataclass
+class ExperimentConfig:
+    """k-fold cross-validation of the paper's scenarios A, B, C (and optional D)."""
+
+    data: str
+    out: str
+    folds: int = 5
+    n_train: int = 200
+    val_fraction: float = 0.1
+    seed: int = 0
+    backbones: list[str] = field(default_factory=lambda: ["unet"])
+    scenarios: list[str] = field(default_factory=lambda: ["A", "B", "C"])
+    layout: str = "auto"
+    mask_suffix: str = "_masks"
+    image_suffix: str = ""
+    channels: str | None = None
+    device: str = "auto"
+    cgan: dict[str, Any] = field(default_factory=dict)
+    seg: dict[str, Any] = field(default_factory=dict)
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    fid: bool = True
+    fid_weights: str | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"cannot read config ({str(exc).splitlines()[0]})", path) from None
+        if not isinstance(data, dict):
+            raise InputError("config must be a YAML mapping of option: value", path)
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> ExperimentConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown option(s) in config: {', '.join(unknown)}", source)
+        missing = [k for k in ("data", "out") if not data.get(k)]
+        if missing:
+            raise InputError(f"config needs {' and '.join(missing)}", source)
+        data = dict(data)
+        for key in ("backbones", "scenarios"):
+            if isinstance(data.get(key), str):
+                data[key] = [data[key]]
+        cfg = cls(**data)
+        cfg.check(source)
+        return cfg
+
+    def check(self, source: str | Path | None = None) -> None:
+        def bad(message: str) -> InputError:
+            return InputError(message, source)
+
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise bad(f"option folds must be an integer >= 2, got {self.folds!r}")
+        if not isinstance(self.n_train, int) or self.n_train < 1:
+            raise bad(f"option n_train must be a positive integer, got {self.n_train!r}")
+        if not isinstance(self.val_fraction, int | float) or not 0 <= self.val_fraction < 1:
+            raise bad(f"option val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        if unknown or not self.scenarios:
+            raise bad(f"scenarios must be among {', '.join(SCENARIOS)}, got {self.scenarios}")
+        if "D" in self.scenarios and "A" not in self.scenarios:
+            raise bad("scenario D needs scenario A (its synthetic pairs come from A's generator)")
+        wrong = [b for b in self.backbones if b not in SEGMENTERS]
+        if wrong or not self.backbones:
+            raise bad(f"backbones must be among {', '.join(SEGMENTERS)}, got {self.backbones}")
+        for name in ("cgan", "seg", "synthetic"):
+            if not isinstance(getattr(self, name), dict):
+                raise bad(f"option {name} must be a mapping of option: value")
+        for name in ("cgan", "seg"):
+            owned = sorted(set(getattr(self, name)) & set(RUN_OWNED))
+            if owned:
+                raise bad(f"{name}: {', '.join(owned)} is set by the experiment for each run")
+        odd = sorted(set(self.synthetic) - set(SYNTH_DEFAULTS))
+        if odd:
+            raise bad(f"unknown synthetic option(s): {', '.join(odd)}")
+
+    def synth(self) -> dict[str, Any]:
+        return {**SYNTH_DEFAULTS, **self.synthetic}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,284 @@
+"""``cganseg experiment``: every run of the cross-validation, resumable, then the report.
+
+Per fold and backbone: B (conventional, N pairs), C (conventional, all pairs of the fold), A
+(cGAN-Seg, N pairs), the FID of A's generator on the fold's test masks, and optionally D
+(conventional, N real pairs + synthetic pairs drawn from the fold's N training masks and made by
+A's generator). All scenarios of a fold share its validation and test sets.
+
+Layout of ``out``: ``experiment.yaml``, ``fold_K/split_N.json`` and ``split_all.json``, one run
+folder per run (``fold_K/A_unet`` ...) with ``result.json`` once done, ``fold_K/synthetic_unet``
+for D, and ``report/``. A run with ``result.json`` is skipped; one with ``last.pt`` is resumed;
+so the command, run again after an interruption, goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from cganseg.atomic import write_text
+from cganseg.data.folders import find_pairs
+from cganseg.data.splits import save_split
+from cganseg.errors import InputError
+from cganseg.experiment.config import ExperimentConfig
+from cganseg.experiment.folds import fold_splits
+from cganseg.training.config import PRESETS, CGanTrainConfig, SegTrainConfig
+
+RESULT = "result.json"
+#: segmenter options that B, C and D take from scenario A unless ``seg`` sets them
+SHARED_SEG_OPTIONS = ("width", "n_classes", "min_size", "tile_size")
+
+
+@dataclass(frozen=True)
+class Job:
+    fold: int
+    scenario: str
+    backbone: str
+
+    @property
+    def name(self) -> str:
+        return f"fold {self.fold + 1} {self.scenario} {self.backbone}"
+
+
+def _cgan_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    return {**PRESETS.get(cfg.cgan.get("preset"), {}), **cfg.cgan}
+
+
+def _common(cfg: ExperimentConfig, job: Job) -> dict[str, Any]:
+    return {
+        "data": cfg.data,
+        "layout": cfg.layout,
+        "mask_suffix": cfg.mask_suffix,
+        "image_suffix": cfg.image_suffix,
+        "channels": cfg.channels,
+        "device": cfg.device,
+        "model": job.backbone,
+        "seed": cfg.seed + job.fold,
+    }
+
+
+def run_config(cfg: ExperimentConfig, job: Job, fold_dir: Path) -> SegTrainConfig:
+    """The training config of one run (checked, so a bad option fails before any training)."""
+    split = "split_all.json" if job.scenario == "C" else "split_N.json"
+    options = {
+        **_common(cfg, job),
+        "out": str(fold_dir / f"{job.scenario}_{job.backbone}"),
+        "split_file": str(fold_dir / split),
+    }
+    if job.scenario == "A":
+        return CGanTrainConfig.from_dict({**_cgan_options(cfg), **options}, "cgan options")
+    shared = {k: v for k, v in _cgan_options(cfg).items() if k in SHARED_SEG_OPTIONS}
+    if job.scenario == "D":
+        synth = cfg.synth()
+        options["extra"] = str(fold_dir / f"synthetic_{job.backbone}" / "pairs")
+        options["extra_fraction"] = synth["fraction"]
+    return SegTrainConfig.from_dict({**shared, **cfg.seg, **options}, "seg options")
+
+
+def _claim(cfg: ExperimentConfig, out: Path) -> None:
+    """Record the settings in ``out``; refuse a folder holding an experiment made otherwise."""
+    path = out / "experiment.yaml"
+    mine = {k: v for k, v in cfg.to_dict().items() if k != "device"}
+    if path.is_file():
+        try:
+            saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"cannot read ({str(exc).splitlines()[0]})", path) from None
+        saved.pop("device", None)
+        if saved != mine:
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            raise InputError(
+                f"holds an experiment with other settings ({', '.join(diff)}); choose another out",
+                out,
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise InputError("is not empty and holds no experiment; choose another out", out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _train(run_cfg: SegTrainConfig, progress: bool) -> dict[str, Any]:
+    from cganseg.training.cgan_trainer import train_cgan
+    from cganseg.training.seg_trainer import train_segmenter
+
+    train = train_cgan if isinstance(run_cfg, CGanTrainConfig) else train_segmenter
+    resume = (Path(run_cfg.out) / "last.pt").is_file()
+    return train(run_cfg, resume=resume, progress=progress, given={})
+
+
+def _synthetic_pairs(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> None:
+    """Scenario D's pairs: masks from the fold's N training cells, images from A's generator."""
+    from cganseg.data.splits import load_split
+    from cganseg.synth.make_masks import write_synthetic_masks
+    from cganseg.synth.pairs import generate_pairs
+
+    synth = cfg.synth()
+    folder = fold_dir / f"synthetic_{job.backbone}"
+    pairs = find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
+    write_synthetic_masks(
+        pairs[0].mask.parent,
+        folder / "masks",
+        int(synth["n"]),
+        layout=synth["layout"],
+        density=float(synth["density"]),
+        seed=cfg.seed + job.fold,
+        names=load_split(fold_dir / "split_N.json")["train"],
+        progress=progress,
+    )
+    generate_pairs(
+        fold_dir / f"A_{job.backbone}",
+        folder / "masks",
+        folder / "pairs",
+        per_mask=int(synth["per_mask"]),
+        seed=cfg.seed + job.fold,
+        device=cfg.device,
+        progress=progress,
+    )
+
+
+def _fid(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dict[str, Any]:
+    """FID/KID of A's generator: its images of the fold's test masks vs the real test images;
+    also the grid of mask | generated | real for the report."""
+    from cganseg.data.dataset import load_samples
+    from cganseg.data.splits import load_split
+    from cganseg.evaluation.fid import fid_kid, image_features
+    from cganseg.inference.generate import load_generator
+    from cganseg.inference.segment import resolve_device
+    from cganseg.models.fid_inception import load_fid_features
+    from cganseg.reports.grid import save_grid
+    from cganseg.reports.overlays import overlay_labels
+
+    run = fold_dir / f"A_{job.backbone}"
+    test = load_split(fold_dir / "split_N.json")["test"]
+    by_name = {
+        p.name: p for p in find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
+    }
+    samples = load_samples([by_name[n] for n in test], None, progress, "loading test")
+    extractor = load_fid_features(cfg.fid_weights, resolve_device(cfg.device))
+    gen = load_generator(run, cfg.device)
+    fakes = [
+        gen.generate(s.labels, seed=cfg.seed + i)
+        for i, s in enumerate(tqdm(samples, desc="generate test", disable=not progress))
+    ]
+    device = resolve_device(cfg.device)
+    real = image_features(((s.name, s.image) for s in samples), extractor, device=device)
+    fake = image_features(
+        ((s.name, f) for s, f in zip(samples, fakes, strict=True)), extractor, device=device
+    )
+    result = fid_kid(real, fake, seed=cfg.seed)
+    rows = [
+        [overlay_labels(np.zeros_like(s.image), s.labels), _gray(f), _gray(s.image)]
+        for s, f in list(zip(samples, fakes, strict=True))[:4]
+    ]
+    save_grid(
+        run / "generated_vs_real.png",
+        rows,
+        ["test mask", "generated", "real"],
+        [s.name for s in samples[:4]],
+    )
+    return result
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return np.clip((image.mean(axis=0) + 1) / 2, 0, 1)
+
+
+def test_metrics(run_dir: Path) -> dict[str, Any]:
+    """The scores of a run's test evaluation (``test/metrics.json``), per image, as reported."""
+    report = json.loads((run_dir / "test" / "metrics.json").read_text(encoding="utf-8"))
+    t = [round(x, 2) for x in report["thresholds"]]
+    per_image = report["per_image"]
+    i50 = t.index(0.5)
+    return {
+        "f1_50": per_image["f1"][i50],
+        "f1_mean": float(np.mean(per_image["f1"])),
+        "accuracy_50": per_image["accuracy"][i50],
+        "pq_50": per_image["panoptic_quality"][i50],
+        "dice": report["dice"],
+        "thresholds": t,
+        "f1_curve": per_image["f1"],
+        "n_test": report["n_images"],
+    }
+
+
+def _do_job(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dict[str, Any]:
+    run_cfg = run_config(cfg, job, fold_dir)
+    run_dir = Path(run_cfg.out)
+    t0 = time.perf_counter()
+    if job.scenario == "D":
+        _synthetic_pairs(cfg, job, fold_dir, progress)
+    summary = _train(run_cfg, progress)
+    result: dict[str, Any] = {
+        "fold": job.fold,
+        "scenario": job.scenario,
+        "backbone": job.backbone,
+        "n_train_pairs": len(json.loads(Path(run_cfg.split_file).read_text())["train"]),
+        "n_extra_pairs": len(find_pairs(run_cfg.extra)) if run_cfg.extra else 0,
+        "steps": summary["step"],
+        "best_val_f1_50": summary["best_val_f1_iou50"],
+        **test_metrics(run_dir),
+    }
+    if job.scenario == "A" and cfg.fid:
+        result["fid"] = _fid(cfg, job, fold_dir, progress)
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    write_text(run_dir / RESULT, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def plan(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], list[Job]]:
+    """The fold splits and the jobs in the order they run (A before D within a fold)."""
+    pairs = find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
+    folds = fold_splits([p.name for p in pairs], cfg.folds, cfg.n_train, cfg.val_fraction, cfg.seed)
+    order = [s for s in "BCAD" if s in cfg.scenarios]
+    jobs = [Job(f, s, b) for f in range(cfg.folds) for b in cfg.backbones for s in order]
+    return folds, jobs
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    progress: bool = True,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Run (or resume) every job, then write the report; returns the report's HTML path."""
+    from cganseg.reports.experiment_report import write_experiment_report
+
+    out = Path(cfg.out)
+    folds, jobs = plan(cfg)
+    for job in jobs[: len(cfg.scenarios) * len(cfg.backbones)]:
+        run_config(cfg, job, out / "fold_1")  # refuse bad run options before anything is written
+    if cfg.fid and "A" in cfg.scenarios:
+        from cganseg.models.fid_inception import find_fid_weights
+
+        find_fid_weights(cfg.fid_weights)  # say now, not after hours, that the network is missing
+    _claim(cfg, out)
+    for i, fold in enumerate(folds):
+        for key, split in fold.items():
+            save_split(out / f"fold_{i + 1}" / f"split_{key}.json", split)
+    results = []
+    bar = tqdm(jobs, desc="experiment", unit="run", disable=not progress, position=0)
+    for job in bar:
+        fold_dir = out / f"fold_{job.fold + 1}"
+        done = fold_dir / f"{job.scenario}_{job.backbone}" / RESULT
+        if done.is_file():
+            result = json.loads(done.read_text(encoding="utf-8"))
+        else:
+            tqdm.write(f"experiment: {job.name}")
+            result = _do_job(cfg, job, fold_dir, progress)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return write_experiment_report(cfg, results, out / "report")

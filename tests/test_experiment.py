@@ -1,0 +1,244 @@
+"""Cross-validation experiment: fold splits, config checks, the report, resume, the benchmark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.conftest import make_dataset
+
+from cganseg.cli import main
+from cganseg.errors import InputError
+from cganseg.experiment.config import ExperimentConfig
+from cganseg.experiment.folds import fold_splits
+from cganseg.experiment.runner import Job, plan, run_config
+from cganseg.reports.experiment_report import aggregate, write_experiment_report
+
+NAMES = [f"img{i:03d}" for i in range(23)]
+
+
+def test_fold_tests_are_disjoint_and_cover_the_data():
+    folds = fold_splits(NAMES, k=5, n_train=8, val_fraction=0.1, seed=3)
+    tests = [set(f["N"]["test"]) for f in folds]
+    assert set().union(*tests) == set(NAMES)
+    assert sum(len(t) for t in tests) == len(NAMES)  # disjoint
+    for fold in folds:
+        n, full = fold["N"], fold["all"]
+        assert n["test"] == full["test"] and n["val"] == full["val"]
+        assert len(n["train"]) == 8 and set(n["train"]) <= set(full["train"])
+        assert set(full["train"]) | set(full["val"]) | set(full["test"]) == set(NAMES)
+        assert not set(full["train"]) & set(full["val"])
+        assert not (set(full["train"]) | set(full["val"])) & set(full["test"])
+
+
+def test_folds_are_seeded():
+    assert fold_splits(NAMES, 4, 5, seed=1) == fold_splits(list(reversed(NAMES)), 4, 5, seed=1)
+    assert fold_splits(NAMES, 4, 5, seed=1) != fold_splits(NAMES, 4, 5, seed=2)
+
+
+def test_n_train_larger_than_a_fold_is_refused():
+    with pytest.raises(InputError, match="n_train 30 is more than the .* pairs of fold 1"):
+        fold_splits(NAMES, k=5, n_train=30)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"foldz": 3}, "unknown option"),
+        ({"folds": 1}, "folds must be"),
+        ({"scenarios": ["A", "E"]}, "scenarios must be among"),
+        ({"scenarios": ["B", "D"]}, "scenario D needs scenario A"),
+        ({"backbones": ["resnet"]}, "backbones must be among"),
+        ({"seg": {"n_train": 5}}, "set by the experiment"),
+        ({"synthetic": {"count": 5}}, "unknown synthetic option"),
+    ],
+)
+def test_config_refusals(options, message):
+    with pytest.raises(InputError, match=message):
+        ExperimentConfig.from_dict({"data": "d", "out": "o", **options})
+
+
+def test_bad_run_options_fail_before_anything_is_written(tmp_path):
+    data = make_dataset(tmp_path / "data", n=8)
+    cfg = ExperimentConfig.from_dict(
+        {
+            "data": str(data),
+            "out": str(tmp_path / "exp"),
+            "folds": 2,
+            "n_train": 2,
+            "seg": {"lr": -1.0},
+            "fid": False,
+        }
+    )
+    folds, jobs = plan(cfg)
+    assert len(folds) == 2 and [j.scenario for j in jobs[:3]] == ["B", "C", "A"]
+    with pytest.raises(InputError, match="lr > 0"):
+        run_config(cfg, Job(0, "B", "unet"), tmp_path / "exp" / "fold_1")
+    assert main(["experiment", str(_write_yaml(tmp_path, cfg)), "--quiet"]) == 2
+    assert not (tmp_path / "exp").exists()
+
+
+def test_b_takes_the_segmenter_width_of_a_unless_set():
+    cfg = ExperimentConfig.from_dict({"data": "d", "out": "o", "cgan": {"preset": "cpu"}})
+    fold = Path("o/fold_1")
+    assert run_config(cfg, Job(0, "A", "unet"), fold).width == 16
+    b = run_config(cfg, Job(0, "B", "unet"), fold)
+    assert b.width == 16 and b.split_file.endswith("split_N.json") and b.model == "unet"
+    assert run_config(cfg, Job(0, "C", "unet"), fold).split_file.endswith("split_all.json")
+    cfg.seg = {"width": 8}
+    assert run_config(cfg, Job(1, "B", "unet"), fold).width == 8
+    assert run_config(cfg, Job(1, "B", "unet"), fold).seed == cfg.seed + 1
+
+
+def _fake_result(fold: int, scenario: str, f1: float) -> dict:
+    t = [round(0.5 + 0.05 * i, 2) for i in range(10)]
+    curve = list(np.linspace(f1, 0.0, 10))
+    result = {
+        "fold": fold,
+        "scenario": scenario,
+        "backbone": "unet",
+        "n_train_pairs": 200,
+        "f1_50": f1,
+        "f1_mean": float(np.mean(curve)),
+        "accuracy_50": f1 / 2,
+        "pq_50": f1 / 3,
+        "dice": 0.8,
+        "thresholds": t,
+        "f1_curve": curve,
+        "wall_s": 10.0,
+    }
+    if scenario == "A":
+        result["fid"] = {
+            "fid": 40.0 + fold,
+            "kid_mean": 0.01,
+            "kid_std": 0.001,
+            "n_real": 50,
+            "n_generated": 50,
+        }
+    return result
+
+
+def test_report_builds_from_fake_metric_files(tmp_path):
+    results = [
+        _fake_result(fold, s, f1)
+        for fold in range(3)
+        for s, f1 in (("A", 0.8 + 0.02 * fold), ("B", 0.7), ("C", 0.9 - 0.01 * fold))
+    ]
+    cfg = ExperimentConfig.from_dict({"data": "d", "out": str(tmp_path / "none"), "folds": 3})
+    page = write_experiment_report(cfg, results, tmp_path / "report")
+    rows = {r["scenario"]: r for r in aggregate(results)}
+    assert rows["A"]["f1_50"][0] == pytest.approx(0.82)
+    assert rows["A"]["f1_50"][1] == pytest.approx(0.02)  # sample sd of 0.80, 0.82, 0.84
+    assert rows["B"]["f1_50"][1] == pytest.approx(0.0) and rows["A"]["fid"][0] == 41.0
+    assert "fid" not in rows["B"]
+    html = page.read_text()
+    assert '<img src="f1_vs_iou_unet.png">' in html and "0.820 ± 0.020" in html
+    assert (tmp_path / "report" / "f1_vs_iou_unet.png").stat().st_size > 1000
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| A: cGAN-Seg, N pairs | unet | 200 | 0.820 ± 0.020 |" in md
+    assert "| 2 | unet | 41.0 |" in md  # the FID of fold 2
+    csv_lines = (tmp_path / "report" / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 9 and csv_lines[0].startswith("fold,scenario,backbone")
+
+
+def _write_yaml(tmp_path: Path, cfg: ExperimentConfig) -> Path:
+    import yaml
+
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+def _tiny_experiment(tmp_path: Path, **kw) -> ExperimentConfig:
+    data = make_dataset(tmp_path / "data", n=9, size=(48, 48))
+    net = {
+        "width": 4,
+        "crop": [32, 32],
+        "batch_size": 2,
+        "iterations": 2,
+        "val_every": 2,
+        "num_workers": 0,
+        "tile_size": 64,
+        "log_every": 1,
+    }
+    options = {
+        "data": str(data),
+        "out": str(tmp_path / "exp"),
+        "folds": 3,
+        "n_train": 2,
+        "scenarios": ["A", "B", "C", "D"],
+        "device": "cpu",
+        "cgan": {
+            **net,
+            "gen_width": 4,
+            "style_dim": 8,
+            "n_mapping": 1,
+            "disc_width": 4,
+            "disc_layers": 2,
+            "perceptual": "none",
+        },
+        "seg": net,
+        "synthetic": {"n": 2, "density": 0.2},
+        "fid": False,
+        **kw,
+    }
+    return ExperimentConfig.from_dict(options)
+
+
+@pytest.mark.slow
+def test_experiment_runs_resumes_and_refuses_other_settings(tmp_path, capsys):
+    cfg = _tiny_experiment(tmp_path)
+    path = _write_yaml(tmp_path, cfg)
+    assert main(["experiment", str(path), "--quiet"]) == 0
+    exp = Path(cfg.out)
+    results = sorted(exp.glob("fold_*/*_unet/result.json"))
+    assert len(results) == 3 * 4
+    d = json.loads((exp / "fold_2" / "D_unet" / "result.json").read_text())
+    assert d["n_train_pairs"] == 2 and d["n_extra_pairs"] == 2
+    c = json.loads((exp / "fold_2" / "C_unet" / "result.json").read_text())
+    assert c["n_train_pairs"] > 2 and 0.0 <= c["f1_50"] <= 1.0
+    report = exp / "report"
+    for name in (
+        "report.html",
+        "report.md",
+        "table.csv",
+        "f1_vs_iou_unet.png",
+        "segmentation_unet.png",
+    ):
+        assert (report / name).is_file(), name
+    # run again: every run is skipped (result files untouched), the report is rebuilt
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    (report / "report.html").unlink()
+    assert main(["experiment", str(path), "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
+    assert (report / "report.html").is_file()
+    # an unfinished run (result.json gone) is done again, from its last.pt
+    (exp / "fold_1" / "B_unet" / "result.json").unlink()
+    assert main(["experiment", str(path), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "resuming" in captured.out + captured.err
+    assert (exp / "fold_1" / "B_unet" / "result.json").is_file()
+    # other settings into the same folder are refused
+    cfg.n_train = 3
+    assert main(["experiment", str(_write_yaml(tmp_path, cfg)), "--quiet"]) == 2
+    assert "other settings (n_train)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_quick_mode(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "experiment_cpu.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--work", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "F1@0.5" in proc.stdout and "peak memory" in proc.stdout
+    saved = json.loads((tmp_path / "experiment_quick.json").read_text())
+    rows = saved["sets"]["quick"]["rows"]
+    assert [r["scenario"] for r in rows] == ["A", "B", "C"]
