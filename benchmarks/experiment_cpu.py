@@ -54,8 +54,8 @@ SETS: dict[str, dict[str, Any]] = {
         "folds": 3,
         "n_train": 10,
         "scenarios": ["A", "B", "C"],
-        "cgan": {**CGAN_CPU, "iterations": 200},
-        "seg": {**SEG_CPU, "iterations": 400},
+        "cgan": {**CGAN_CPU, "iterations": 150},
+        "seg": {**SEG_CPU, "iterations": 300},
     },
 }
 QUICK = {
@@ -115,11 +115,12 @@ def main() -> int:
     sets = {"quick": QUICK} if args.quick else {name: SETS[name] for name in args.sets}
     default_out = Path(__file__).parent / "results" / "experiment_cpu.json"
     out_json = args.out or (args.work / "experiment_quick.json" if args.quick else default_out)
+    previous = json.loads(out_json.read_text(encoding="utf-8")) if out_json.is_file() else {}
     results: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
         f"torch threads, {args.device}",
         "torch": torch.__version__,
-        "sets": {},
+        "sets": previous.get("sets", {}),  # sets not run in this call keep their figures
     }
     for name, options in sets.items():
         if not Path(options["data"]).is_dir():

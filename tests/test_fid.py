@@ -185,3 +185,37 @@ def test_real_fid_network(tmp_path, capsys):
     assert result["fid"] > 1.0 and result["n_real"] == 4
     net = load_fid_features(weights)
     assert net(torch.zeros(1, 3, 299, 299)).shape == (1, 2048)
+
+
+def test_state_dict_weights_go_through_pytorch_fid(tmp_path, monkeypatch):
+    """pytorch-fid's InceptionV3 fetches its state dict by URL; ours must hand it the user's file
+    (read with weights_only) and read the pool3 block it returns."""
+    import sys
+    import types
+
+    class FakeInceptionV3(nn.Module):
+        BLOCK_INDEX_BY_DIM = {64: 0, 192: 1, 768: 2, 2048: 3}
+
+        def __init__(self, blocks, resize_input=True, normalize_input=True):
+            super().__init__()
+            assert blocks == [3] and normalize_input and not resize_input
+            self.scale = nn.Parameter(torch.zeros(1))
+            self.load_state_dict(package.load_state_dict_from_url("https://example.invalid/x"))
+
+        def forward(self, x):  # x in [0, 1], as pytorch-fid's wrapper expects
+            return [
+                x.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1)
+                * self.scale.expand(2048)[None, :, None, None]
+            ]
+
+    package = types.ModuleType("pytorch_fid.inception")
+    package.InceptionV3 = FakeInceptionV3
+    package.load_state_dict_from_url = original = lambda *a, **k: pytest.fail("no download")
+    monkeypatch.setitem(sys.modules, "pytorch_fid", types.ModuleType("pytorch_fid"))
+    monkeypatch.setitem(sys.modules, "pytorch_fid.inception", package)
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save({"scale": torch.tensor([2.0])}, path)
+    model = load_fid_features(path)
+    feats = model(torch.full((1, 3, 10, 10), 255.0))
+    assert feats.shape == (1, 2048) and torch.allclose(feats, torch.full((1, 2048), 2.0))
+    assert package.load_state_dict_from_url is original  # the patch was undone

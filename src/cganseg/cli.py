@@ -562,9 +562,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_DIVERGED
     except KeyboardInterrupt:
-        print(
-            "interrupted; a training run saved last.pt and continues with --resume", file=sys.stderr
+        how = (
+            "run the same command again to go on"
+            if args.command in ("experiment", "generate", "synth-masks")
+            else "a training run saved last.pt and continues with --resume"
         )
+        print(f"interrupted; {how}", file=sys.stderr)
         return _EXIT_INTERRUPTED
 
 
