@@ -125,9 +125,7 @@ def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
     """Defaults < preset < --config file < command line, as one dict of config keys."""
     import dataclasses
 
-    import yaml
-
-    from cganseg.training.config import PRESETS, parse_size, split_extra
+    from cganseg.training.config import PRESETS, parse_size, read_yaml_mapping, split_extra
 
     keys = {f.name for f in dataclasses.fields(config_cls)}
     given = {k: v for k, v in vars(args).items() if k in keys and v is not None}
@@ -142,15 +140,7 @@ def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
             given["betas"] = [float(b) for b in args.betas.split(",")]
         except ValueError:
             raise InputError(f"--betas must look like 0.5,0.999, got {args.betas!r}") from None
-    file_options: dict = {}
-    if args.config is not None:
-        try:
-            file_options = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            reason = str(exc).splitlines()[0]
-            raise InputError(f"cannot read config ({reason})", args.config) from None
-        if not isinstance(file_options, dict):
-            raise InputError("config must be a YAML mapping of option: value", args.config)
+    file_options = {} if args.config is None else read_yaml_mapping(args.config)
     preset = given.get("preset") or file_options.get("preset")
     options = {**PRESETS.get(preset, {}), **file_options, **given}
     if not options.get("out"):

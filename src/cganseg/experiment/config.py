@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cganseg.errors import InputError
 from cganseg.models.registry import SEGMENTERS
+from cganseg.training.config import read_yaml_mapping, refuse_unknown
 
 SCENARIOS = {
     "A": "cGAN-Seg, N pairs",
@@ -67,21 +66,11 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"cannot read config ({str(exc).splitlines()[0]})", path) from None
-        if not isinstance(data, dict):
-            raise InputError("config must be a YAML mapping of option: value", path)
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_yaml_mapping(path), path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> ExperimentConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown option(s) in config: {', '.join(unknown)}", source)
+        refuse_unknown(cls, data, source)
         missing = [k for k in ("data", "out") if not data.get(k)]
         if missing:
             raise InputError(f"config needs {' and '.join(missing)}", source)

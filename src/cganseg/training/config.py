@@ -94,10 +94,7 @@ class SegTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> SegTrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown option(s) in config: {', '.join(unknown)}", source)
+        refuse_unknown(cls, data, source)
         data = dict(data)
         crop = data.get("crop")
         if isinstance(crop, int | str) and not isinstance(crop, bool):
@@ -150,13 +147,27 @@ class SegTrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SegTrainConfig:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"cannot read config ({str(exc).splitlines()[0]})", path) from None
-        if not isinstance(data, dict):
-            raise InputError("config must be a YAML mapping of option: value", path)
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_yaml_mapping(path), path)
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file of ``option: value`` lines (safe_load: no Python objects), or InputError."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read config ({str(exc).splitlines()[0]})", path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("config must be a YAML mapping of option: value", path)
+    return data
+
+
+def refuse_unknown(cls: type, data: dict[str, Any], source: str | Path | None) -> None:
+    """InputError naming the options of ``data`` that dataclass ``cls`` does not have."""
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise InputError(f"unknown option(s) in config: {', '.join(unknown)}", source)
 
 
 def parse_size(text: str) -> list[int]:
