@@ -116,6 +116,7 @@ def _fake_result(fold: int, scenario: str, f1: float) -> dict:
             "fid": 40.0 + fold,
             "kid_mean": 0.01,
             "kid_std": 0.001,
+            "kid_subset_size": 50,
             "n_real": 50,
             "n_generated": 50,
         }
@@ -140,7 +141,7 @@ def test_report_builds_from_fake_metric_files(tmp_path):
     assert (tmp_path / "report" / "f1_vs_iou_unet.png").stat().st_size > 1000
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| A: cGAN-Seg, N pairs | unet | 200 | 0.820 ± 0.020 |" in md
-    assert "| 2 | unet | 41.0 |" in md  # the FID of fold 2
+    assert "| 2 | unet | 41.0 | 0.0100 | 50 / 50 |" in md  # fold 2; one KID subset: no sd
     csv_lines = (tmp_path / "report" / "results.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 9 and csv_lines[0].startswith("fold,scenario,backbone")
 
@@ -230,6 +231,14 @@ def test_experiment_runs_resumes_and_refuses_other_settings(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_benchmark_quick_mode(tmp_path):
+    from cganseg.models.fid_inception import find_fid_weights
+
+    try:
+        find_fid_weights()
+    except InputError:
+        pytest.skip(
+            "FID weights missing: run `cganseg fetch-weights fid-inception` (make test does)"
+        )
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "experiment_cpu.py"
     proc = subprocess.run(
         [sys.executable, str(script), "--quick", "--work", str(tmp_path)],

@@ -16,7 +16,13 @@ from torch import nn
 
 from cganseg.cli import main
 from cganseg.errors import InputError
-from cganseg.evaluation.fid import FewImagesWarning, compute_fid, fid_kid, to_rgb255
+from cganseg.evaluation.fid import (
+    FewImagesWarning,
+    compute_fid,
+    fid_kid,
+    kid_text,
+    to_rgb255,
+)
 from cganseg.models import fid_inception
 from cganseg.models.fid_inception import FidFeatures, find_fid_weights, load_fid_features
 from cganseg.models.weights import FID_INCEPTION, WheelWeights, cache_dir
@@ -50,6 +56,8 @@ def test_fid_is_zero_for_identical_features_and_grows_with_shift():
     assert abs(far["fid"] - 8.0) < 1e-6  # a pure mean shift of 1 in 8 dims: FID = 8
     assert far["kid_mean"] > near["kid_mean"] > same["kid_mean"]
     assert same["n_real"] == 60 and same["n_generated"] == 60
+    assert "±" not in kid_text(far)  # subsets of all 60 images are all the same
+    assert kid_text({**far, "kid_subset_size": 30}).count("±") == 1
 
 
 def test_fid_needs_two_images_per_set():

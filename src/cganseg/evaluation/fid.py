@@ -206,8 +206,14 @@ def compute_fid(
     return result
 
 
+def kid_text(result: dict[str, Any]) -> str:
+    """KID as text; its sd over subsets only when the subsets differ (smaller than the sets)."""
+    spread = result["kid_subset_size"] < min(result["n_real"], result["n_generated"])
+    return f"{result['kid_mean']:.4f}" + (f" ± {result['kid_std']:.4f}" if spread else "")
+
+
 def summary_line(result: dict[str, Any]) -> str:
     return (
-        f"FID {result['fid']:.2f}, KID {result['kid_mean']:.4f} +- {result['kid_std']:.4f} "
+        f"FID {result['fid']:.2f}, KID {kid_text(result)} "
         f"({result['n_real']} real, {result['n_generated']} generated images)"
     )

@@ -31,7 +31,7 @@ from cganseg.data.splits import save_split
 from cganseg.errors import InputError
 from cganseg.experiment.config import ExperimentConfig
 from cganseg.experiment.folds import fold_splits
-from cganseg.training.config import PRESETS, CGanTrainConfig, SegTrainConfig
+from cganseg.training.config import PRESETS, CGanTrainConfig, SegTrainConfig, parse_channels
 
 RESULT = "result.json"
 #: segmenter options that B, C and D take from scenario A unless ``seg`` sets them
@@ -116,7 +116,8 @@ def _train(run_cfg: SegTrainConfig, progress: bool) -> dict[str, Any]:
 
     train = train_cgan if isinstance(run_cfg, CGanTrainConfig) else train_segmenter
     resume = (Path(run_cfg.out) / "last.pt").is_file()
-    return train(run_cfg, resume=resume, progress=progress, given={})
+    # a resumed run keeps its saved options, but may move to the device asked for now
+    return train(run_cfg, resume=resume, progress=progress, given={"device": run_cfg.device})
 
 
 def _synthetic_pairs(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> None:
@@ -166,14 +167,15 @@ def _fid(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dic
     by_name = {
         p.name: p for p in find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
     }
-    samples = load_samples([by_name[n] for n in test], None, progress, "loading test")
-    extractor = load_fid_features(cfg.fid_weights, resolve_device(cfg.device))
+    channels = parse_channels(cfg.channels)
+    samples = load_samples([by_name[n] for n in test], channels, progress, "loading test")
+    device = resolve_device(cfg.device)
+    extractor = load_fid_features(cfg.fid_weights, device)
     gen = load_generator(run, cfg.device)
     fakes = [
         gen.generate(s.labels, seed=cfg.seed + i)
         for i, s in enumerate(tqdm(samples, desc="generate test", disable=not progress))
     ]
-    device = resolve_device(cfg.device)
     real = image_features(((s.name, s.image) for s in samples), extractor, device=device)
     fake = image_features(
         ((s.name, f) for s, f in zip(samples, fakes, strict=True)), extractor, device=device

@@ -21,6 +21,7 @@ import yaml
 
 from cganseg.atomic import atomic_path, write_text
 from cganseg.evaluation.evaluate import csv_text
+from cganseg.evaluation.fid import kid_text
 from cganseg.experiment.config import SCENARIOS, ExperimentConfig
 from cganseg.reports.plots import plot_f1_vs_iou
 
@@ -116,7 +117,7 @@ def _fid_rows(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
             str(r["fold"] + 1),
             r["backbone"],
             f"{r['fid']['fid']:.1f}",
-            f"{r['fid']['kid_mean']:.4f} ± {r['fid']['kid_std']:.4f}",
+            kid_text(r["fid"]),
             f"{r['fid']['n_real']} / {r['fid']['n_generated']}",
         ]
         for r in sorted(results, key=lambda r: (r["backbone"], r["fold"]))
@@ -166,6 +167,7 @@ def _segmentation_grid(cfg: ExperimentConfig, backbone: str, scenarios: list[str
     from cganseg.inference.segment import load_segmenter
     from cganseg.reports.grid import save_grid
     from cganseg.reports.overlays import overlay_labels
+    from cganseg.training.config import parse_channels
 
     fold = Path(cfg.out) / "fold_1"
     runs = [fold / f"{s}_{backbone}" for s in scenarios]
@@ -175,7 +177,7 @@ def _segmentation_grid(cfg: ExperimentConfig, backbone: str, scenarios: list[str
     by_name = {
         p.name: p for p in find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
     }
-    samples = load_samples([by_name[n] for n in names], None, False)
+    samples = load_samples([by_name[n] for n in names], parse_channels(cfg.channels), False)
     segmenters = [load_segmenter(r, cfg.device) for r in runs]
     rows = [
         [np.clip((s.image.mean(axis=0) + 1) / 2, 0, 1), overlay_labels(s.image, s.labels)]
@@ -184,6 +186,12 @@ def _segmentation_grid(cfg: ExperimentConfig, backbone: str, scenarios: list[str
     ]
     save_grid(path, rows, ["image", "ground truth", *scenarios], names)
     return True
+
+
+def _code_spans(text: str) -> str:
+    """Escape ``text`` for HTML, turning Markdown `code` spans into <code> elements."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
 def write_experiment_report(
@@ -239,7 +247,7 @@ def write_experiment_report(
     md += [f"\n## {title}\n\n![{title}]({name})\n" for title, name in figures]
     md += [f"\n## Settings\n\n```yaml\n{settings}```\n"]
     write_text(out_dir / "report.md", "".join(md))
-    parts = [f"<h1>cganseg experiment</h1><p>{html.escape(intro)}</p>", _html_table(header, body)]
+    parts = [f"<h1>cganseg experiment</h1><p>{_code_spans(intro)}</p>", _html_table(header, body)]
     if fid_body:
         parts += [
             "<h2>FID of the cGAN-Seg generator per fold (test masks vs test images)</h2>",

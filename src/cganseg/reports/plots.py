@@ -45,7 +45,8 @@ def plot_f1_vs_iou(
             low = [m - s for m, s in zip(f1, bands[name], strict=True)]
             high = [m + s for m, s in zip(f1, bands[name], strict=True)]
             ax.fill_between(thresholds, low, high, color=line.get_color(), alpha=0.2, lw=0)
-    ax.set_xlim(0.0, 1.0)
+    all_t = [t for thresholds, _ in curves.values() for t in thresholds]
+    ax.set_xlim(min(all_t, default=0.0) - 0.02, max(all_t, default=1.0) + 0.02)
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("IoU threshold")
     ax.set_ylabel("F1")
