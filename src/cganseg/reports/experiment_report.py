@@ -232,9 +232,10 @@ def write_experiment_report(
             figures.append((f"Fold 1: test images segmented in each scenario ({backbone})", name))
     fid_header, fid_body = _fid_rows(results)
     settings = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    with_n = " and ".join(x for x in ("A", "B", "D") if x in cfg.scenarios) or "A, B and D"
     intro = (
         f"{cfg.folds}-fold cross-validation on `{cfg.data}`: N = {cfg.n_train} training pairs for "
-        "A, B and D; C uses every training pair of the fold; all scenarios of a fold share its "
+        f"{with_n}; C uses every training pair of the fold; all scenarios of a fold share its "
         "validation and test sets. Scores are per-image means on the test set of each fold, then "
         "mean ± sd over folds."
     )
@@ -261,6 +262,7 @@ def write_experiment_report(
         '<!doctype html><html><head><meta charset="utf-8"><title>cganseg experiment</title>'
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+        "td{white-space:nowrap}"
         "img{max-width:100%}</style></head><body>" + "".join(parts) + "</body></html>\n"
     )
     write_text(out_dir / "report.html", page)
