@@ -38,24 +38,23 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CGAN_CPU = {"preset": "cpu", "perceptual": "hed-vgg16", "val_every": 40, "patience": 0}
 SEG_CPU = {"crop": 128, "batch_size": 8, "val_every": 50, "patience": 0}
 
-#: name -> experiment options (``data`` and ``out`` are added)
+
+def _cpu_set(folder: str, n_train: int) -> dict[str, Any]:
+    """Experiment options of one shared data set at the CPU budget (``out`` is added)."""
+    return {
+        "data": str(SHARED / folder),
+        "folds": 3,
+        "n_train": n_train,
+        "scenarios": ["A", "B", "C"],
+        "cgan": {**CGAN_CPU, "iterations": 120},
+        "seg": {**SEG_CPU, "iterations": 200},
+    }
+
+
+#: name -> experiment options
 SETS: dict[str, dict[str, Any]] = {
-    "dsb2018": {
-        "data": str(SHARED / "dsb2018_fluo_256"),
-        "folds": 3,
-        "n_train": 50,
-        "scenarios": ["A", "B", "C"],
-        "cgan": {**CGAN_CPU, "iterations": 120},
-        "seg": {**SEG_CPU, "iterations": 200},
-    },
-    "usiigaci": {
-        "data": str(SHARED / "usiigaci_phase"),
-        "folds": 3,
-        "n_train": 10,
-        "scenarios": ["A", "B", "C"],
-        "cgan": {**CGAN_CPU, "iterations": 120},
-        "seg": {**SEG_CPU, "iterations": 200},
-    },
+    "dsb2018": _cpu_set("dsb2018_fluo_256", n_train=50),
+    "usiigaci": _cpu_set("usiigaci_phase", n_train=10),
 }
 QUICK = {
     "data": str(demo_data_dir()),

@@ -29,7 +29,7 @@ from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.generate import Generator, load_generator
 from cganseg.inference.segment import load_segmenter, segment_files
 from cganseg.reports.grid import save_grid
-from cganseg.reports.overlays import overlay_labels
+from cganseg.reports.overlays import overlay_labels, unit_gray
 from cganseg.reports.plots import plot_f1_vs_iou, plot_training_curves
 from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
 from cganseg.training.cgan_trainer import train_cgan
@@ -121,13 +121,9 @@ def _dense_grid(gen: Generator, train_masks: list[np.ndarray], path: Path) -> No
     for i, (layout, density) in enumerate(DENSE_SCENES):
         mask = synthetic_mask(shapes, MaskSpec(256, 256, layout, density), np.random.default_rng(i))
         image = gen.generate(mask, seed=i)
-        rows.append([overlay_labels(np.zeros_like(image), mask), _gray(image)])
+        rows.append([overlay_labels(np.zeros_like(image), mask), unit_gray(image)])
         names.append(f"{layout}, density {density}")
     save_grid(path, rows, ["synthetic mask", "generated image"], names)
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    return np.clip((image.mean(axis=0) + 1) / 2, 0, 1)
 
 
 def _report_html(summary: dict[str, Any]) -> str:
@@ -209,7 +205,7 @@ def run_demo(
         out / "samples.png",
         [
             [
-                _gray(im),
+                unit_gray(im),
                 overlay_labels(im, g),
                 overlay_labels(im, preds["conventional"][i]),
                 overlay_labels(im, preds["cGAN-Seg"][i]),
@@ -225,9 +221,9 @@ def run_demo(
         [
             [
                 overlay_labels(np.zeros_like(im), g),
-                _gray(gen.generate(g, seed=1)),
-                _gray(gen.generate(g, seed=2)),
-                _gray(im),
+                unit_gray(gen.generate(g, seed=1)),
+                unit_gray(gen.generate(g, seed=2)),
+                unit_gray(im),
             ]
             for im, g in zip(images, gts, strict=False)
         ],

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cganseg.atomic import write_text
-from cganseg.data.io import list_image_files, read_image
+from cganseg.data.io import read_image
 from cganseg.data.normalize import normalize_percentile
 from cganseg.errors import InputError
 
@@ -67,19 +67,6 @@ def to_rgb255(image: np.ndarray, path: Path, normalize: bool = True) -> np.ndarr
     if not np.isfinite(x).all():
         raise InputError("image holds NaN or infinite values", path)
     return np.repeat(x, 3, axis=0) if x.shape[0] == 1 else x.astype(np.float32, copy=False)
-
-
-def image_files(folder: str | Path) -> list[Path]:
-    """The images of ``folder`` (its ``images/`` subfolder for a data-set folder)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError("folder not found", folder)
-    if (folder / "images").is_dir():
-        folder = folder / "images"
-    files = list_image_files(folder)
-    if not files:
-        raise InputError("no images found", folder)
-    return files
 
 
 @torch.no_grad()
@@ -180,10 +167,10 @@ def compute_fid(
     ``extractor`` replaces the standard network (tests use a tiny one); otherwise it is loaded
     from ``weights`` (see :func:`cganseg.models.fid_inception.find_fid_weights`).
     """
-    from cganseg.inference.segment import resolve_device
+    from cganseg.inference.segment import collect_inputs, resolve_device
     from cganseg.models.fid_inception import load_fid_features
 
-    real_files, fake_files = image_files(real), image_files(generated)
+    real_files, fake_files = collect_inputs(real), collect_inputs(generated)
     dev = resolve_device(device)
     if extractor is None:
         extractor = load_fid_features(weights, dev)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import resource
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,18 @@ import yaml
 from tqdm.auto import tqdm
 
 from cganseg.atomic import write_text
-from cganseg.data.folders import find_pairs
-from cganseg.data.splits import save_split
+from cganseg.data.folders import Pair, find_pairs
+from cganseg.data.splits import load_split, save_split
 from cganseg.errors import InputError
 from cganseg.experiment.config import ExperimentConfig
 from cganseg.experiment.folds import fold_splits
-from cganseg.training.config import PRESETS, CGanTrainConfig, SegTrainConfig, parse_channels
+from cganseg.training.config import (
+    PRESETS,
+    CGanTrainConfig,
+    SegTrainConfig,
+    parse_channels,
+    read_yaml_mapping,
+)
 
 RESULT = "result.json"
 #: segmenter options that B, C and D take from scenario A unless ``seg`` sets them
@@ -47,6 +52,11 @@ class Job:
     @property
     def name(self) -> str:
         return f"fold {self.fold + 1} {self.scenario} {self.backbone}"
+
+
+def data_pairs(cfg: ExperimentConfig) -> list[Pair]:
+    """The image/mask pairs of the experiment's data set."""
+    return find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
 
 
 def _cgan_options(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -89,10 +99,7 @@ def _claim(cfg: ExperimentConfig, out: Path) -> None:
     path = out / "experiment.yaml"
     mine = {k: v for k, v in cfg.to_dict().items() if k != "device"}
     if path.is_file():
-        try:
-            saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"cannot read ({str(exc).splitlines()[0]})", path) from None
+        saved = read_yaml_mapping(path)
         saved.pop("device", None)
         if saved != mine:
             diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
@@ -122,15 +129,13 @@ def _train(run_cfg: SegTrainConfig, progress: bool) -> dict[str, Any]:
 
 def _synthetic_pairs(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> None:
     """Scenario D's pairs: masks from the fold's N training cells, images from A's generator."""
-    from cganseg.data.splits import load_split
     from cganseg.synth.make_masks import write_synthetic_masks
     from cganseg.synth.pairs import generate_pairs
 
     synth = cfg.synth()
     folder = fold_dir / f"synthetic_{job.backbone}"
-    pairs = find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
     write_synthetic_masks(
-        pairs[0].mask.parent,
+        data_pairs(cfg)[0].mask.parent,
         folder / "masks",
         int(synth["n"]),
         layout=synth["layout"],
@@ -154,19 +159,16 @@ def _fid(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dic
     """FID/KID of A's generator: its images of the fold's test masks vs the real test images;
     also the grid of mask | generated | real for the report."""
     from cganseg.data.dataset import load_samples
-    from cganseg.data.splits import load_split
     from cganseg.evaluation.fid import fid_kid, image_features
     from cganseg.inference.generate import load_generator
     from cganseg.inference.segment import resolve_device
     from cganseg.models.fid_inception import load_fid_features
     from cganseg.reports.grid import save_grid
-    from cganseg.reports.overlays import overlay_labels
+    from cganseg.reports.overlays import overlay_labels, unit_gray
 
     run = fold_dir / f"A_{job.backbone}"
     test = load_split(fold_dir / "split_N.json")["test"]
-    by_name = {
-        p.name: p for p in find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
-    }
+    by_name = {p.name: p for p in data_pairs(cfg)}
     channels = parse_channels(cfg.channels)
     samples = load_samples([by_name[n] for n in test], channels, progress, "loading test")
     device = resolve_device(cfg.device)
@@ -182,7 +184,7 @@ def _fid(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dic
     )
     result = fid_kid(real, fake, seed=cfg.seed)
     rows = [
-        [overlay_labels(np.zeros_like(s.image), s.labels), _gray(f), _gray(s.image)]
+        [overlay_labels(np.zeros_like(s.image), s.labels), unit_gray(f), unit_gray(s.image)]
         for s, f in list(zip(samples, fakes, strict=True))[:4]
     ]
     save_grid(
@@ -194,11 +196,7 @@ def _fid(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dic
     return result
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    return np.clip((image.mean(axis=0) + 1) / 2, 0, 1)
-
-
-def test_metrics(run_dir: Path) -> dict[str, Any]:
+def run_scores(run_dir: Path) -> dict[str, Any]:
     """The scores of a run's test evaluation (``test/metrics.json``), per image, as reported."""
     report = json.loads((run_dir / "test" / "metrics.json").read_text(encoding="utf-8"))
     t = [round(x, 2) for x in report["thresholds"]]
@@ -227,11 +225,11 @@ def _do_job(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> 
         "fold": job.fold,
         "scenario": job.scenario,
         "backbone": job.backbone,
-        "n_train_pairs": len(json.loads(Path(run_cfg.split_file).read_text())["train"]),
+        "n_train_pairs": len(load_split(run_cfg.split_file)["train"]),
         "n_extra_pairs": len(find_pairs(run_cfg.extra)) if run_cfg.extra else 0,
         "steps": summary["step"],
         "best_val_f1_50": summary["best_val_f1_iou50"],
-        **test_metrics(run_dir),
+        **run_scores(run_dir),
     }
     if job.scenario == "A" and cfg.fid:
         result["fid"] = _fid(cfg, job, fold_dir, progress)
@@ -243,18 +241,15 @@ def _do_job(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> 
 
 def plan(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], list[Job]]:
     """The fold splits and the jobs in the order they run (A before D within a fold)."""
-    pairs = find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
-    folds = fold_splits([p.name for p in pairs], cfg.folds, cfg.n_train, cfg.val_fraction, cfg.seed)
+    folds = fold_splits(
+        [p.name for p in data_pairs(cfg)], cfg.folds, cfg.n_train, cfg.val_fraction, cfg.seed
+    )
     order = [s for s in "BCAD" if s in cfg.scenarios]
     jobs = [Job(f, s, b) for f in range(cfg.folds) for b in cfg.backbones for s in order]
     return folds, jobs
 
 
-def run_experiment(
-    cfg: ExperimentConfig,
-    progress: bool = True,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
-) -> Path:
+def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
     """Run (or resume) every job, then write the report; returns the report's HTML path."""
     from cganseg.reports.experiment_report import write_experiment_report
 
@@ -281,6 +276,4 @@ def run_experiment(
             tqdm.write(f"experiment: {job.name}")
             result = _do_job(cfg, job, fold_dir, progress)
         results.append(result)
-        if on_result is not None:
-            on_result(result)
     return write_experiment_report(cfg, results, out / "report")

@@ -162,11 +162,11 @@ def _results_csv(results: Sequence[dict[str, Any]]) -> str:
 def _segmentation_grid(cfg: ExperimentConfig, backbone: str, scenarios: list[str], path: Path):
     """Fold 1's first test images: image, ground truth and each scenario's segmentation."""
     from cganseg.data.dataset import load_samples
-    from cganseg.data.folders import find_pairs
     from cganseg.data.splits import load_split
+    from cganseg.experiment.runner import data_pairs
     from cganseg.inference.segment import load_segmenter
     from cganseg.reports.grid import save_grid
-    from cganseg.reports.overlays import overlay_labels
+    from cganseg.reports.overlays import overlay_labels, unit_gray
     from cganseg.training.config import parse_channels
 
     fold = Path(cfg.out) / "fold_1"
@@ -174,13 +174,11 @@ def _segmentation_grid(cfg: ExperimentConfig, backbone: str, scenarios: list[str
     if not (fold / "split_N.json").is_file() or not all((r / "best.pt").is_file() for r in runs):
         return False
     names = load_split(fold / "split_N.json")["test"][:SEGMENTATION_ROWS]
-    by_name = {
-        p.name: p for p in find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
-    }
+    by_name = {p.name: p for p in data_pairs(cfg)}
     samples = load_samples([by_name[n] for n in names], parse_channels(cfg.channels), False)
     segmenters = [load_segmenter(r, cfg.device) for r in runs]
     rows = [
-        [np.clip((s.image.mean(axis=0) + 1) / 2, 0, 1), overlay_labels(s.image, s.labels)]
+        [unit_gray(s.image), overlay_labels(s.image, s.labels)]
         + [overlay_labels(s.image, seg.segment(s.image)) for seg in segmenters]
         for s in samples
     ]

@@ -18,6 +18,15 @@ from cganseg.errors import InputError
 FILL_ALPHA = 0.3
 
 
+def unit_gray(image: np.ndarray) -> np.ndarray:
+    """2D panel in [0, 1] of a normalised (C, H, W) image in [-1, 1], channels averaged.
+
+    A fixed mapping, unlike :func:`_display_gray`'s stretch, so a generated image and the real one
+    beside it keep their true brightness relative to each other.
+    """
+    return np.clip((image.mean(axis=0) + 1) / 2, 0, 1)
+
+
 def _display_gray(image: np.ndarray) -> np.ndarray:
     """2D float image in [0, 1] from a 2D or (C, H, W) image of any dtype and range.
 

@@ -49,7 +49,7 @@ from cganseg.models.discriminator import PatchDiscriminator
 from cganseg.models.generator import StyleUNet
 from cganseg.models.registry import build_segmenter
 from cganseg.reports.grid import save_grid
-from cganseg.reports.overlays import overlay_labels
+from cganseg.reports.overlays import overlay_labels, unit_gray
 from cganseg.training.config import CGanTrainConfig
 from cganseg.training.image_pool import ImagePool
 from cganseg.training.loop import TrainerBase, run_training
@@ -261,8 +261,8 @@ class CGanTrainer(TrainerBase):
             rows.append(
                 [
                     overlay_labels(np.zeros_like(image), labels),
-                    np.clip((fake.mean(axis=0) + 1) / 2, 0, 1),
-                    np.clip((image.mean(axis=0) + 1) / 2, 0, 1),
+                    unit_gray(fake),
+                    unit_gray(image),
                     overlay_labels(image, pred),
                 ]
             )
