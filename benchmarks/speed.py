@@ -12,6 +12,10 @@ For each preset (cpu, paper) and backbone (unet, deepsea, cellpose), in a fresh 
   extraction excluded (it depends on trained weights);
 - peak memory: resident set of the subprocess on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 
+``--variants`` measures the training speed options against each other: ``before`` (Adam without
+fused kernels, as before issue 6), ``default``, ``channels-last`` and ``compile`` (the first
+steps compile: raise ``--warmup`` so that they are not timed).
+
 Data: the bundled demo images (256x256 nuclei), so the run needs nothing else. Prints a table and
 writes ``benchmarks/results/speed_DEVICE.json``. Run from the repository root:
 ``.venv/bin/python benchmarks/speed.py [--device cuda] [--presets cpu paper] [--quick]``.
@@ -40,6 +44,13 @@ from cganseg.models.registry import SEGMENTERS
 from cganseg.training.config import PRESETS, CGanTrainConfig, SegTrainConfig
 
 KINDS = ("train", "train-seg", "segment")
+#: config options of each variant (``--variants``); segmentation is measured for ``default`` only
+VARIANTS: dict[str, dict[str, Any]] = {
+    "before": {"fused_adam": False},
+    "default": {},
+    "channels-last": {"channels_last": True},
+    "compile": {"compile": True},
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -68,9 +79,12 @@ def _median_step(trainer, steps: int, warmup: int, with_loading: bool) -> float:
     return statistics.median(times)
 
 
-def _configs(preset: str, backbone: str, device: str, tmp: str, quick: bool) -> dict[str, Any]:
+def _configs(
+    preset: str, backbone: str, variant: str, device: str, tmp: str, quick: bool
+) -> dict[str, Any]:
     options = {
         **PRESETS[preset],
+        **VARIANTS[variant],
         "data": str(demo_data_dir()),
         "out": tmp,
         "device": device,
@@ -97,7 +111,14 @@ def _configs(preset: str, backbone: str, device: str, tmp: str, quick: bool) -> 
 
 
 def measure(
-    kind: str, preset: str, backbone: str, device: str, steps: int, warmup: int, quick: bool
+    kind: str,
+    preset: str,
+    backbone: str,
+    variant: str,
+    device: str,
+    steps: int,
+    warmup: int,
+    quick: bool,
 ) -> dict[str, Any]:
     """One measurement, in this process (called in a fresh subprocess by :func:`main`)."""
     from cganseg.inference.segment import resolve_device
@@ -106,9 +127,11 @@ def measure(
     from cganseg.training.seg_trainer import SegTrainer
 
     dev = resolve_device(device)
-    result: dict[str, Any] = {"kind": kind, "preset": preset, "backbone": backbone}
+    result: dict[str, Any] = {
+        "kind": kind, "preset": preset, "backbone": backbone, "variant": variant
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        cfgs = _configs(preset, backbone, device, tmp, quick)
+        cfgs = _configs(preset, backbone, variant, device, tmp, quick)
         if kind == "train":
             cfg = cfgs["cgan"]
             trainer = CGanTrainer(cfg, None, progress=False)
@@ -159,7 +182,8 @@ def _row(r: dict[str, Any]) -> str:
         if "s_per_step_with_loading" in r:
             value += f" ({r['s_per_step_with_loading']:.3f} with loading)"
     memory = f"{r['peak_memory_mb']:.0f} MB" if "peak_memory_mb" in r else ""
-    return f"{r['preset']:<8}{r['backbone']:<9}{r['kind']:<10}{value:<40}{memory:>9}"
+    name = f"{r['preset']:<8}{r['backbone']:<9}{r['variant']:<14}{r['kind']:<10}"
+    return f"{name}{value:<40}{memory:>9}"
 
 
 def main() -> int:
@@ -168,6 +192,7 @@ def main() -> int:
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["cpu"])
     parser.add_argument("--backbones", nargs="+", choices=SEGMENTERS, default=list(SEGMENTERS))
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default"])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny networks and crops, 1 step")
@@ -184,6 +209,7 @@ def main() -> int:
             "kind": k,
             "preset": p,
             "backbone": b,
+            "variant": v,
             "device": args.device,
             "steps": steps,
             "warmup": warmup,
@@ -191,9 +217,12 @@ def main() -> int:
         }
         for p in args.presets
         for b in args.backbones
+        for v in args.variants
         for k in args.kinds
+        if k != "segment" or v == "default"
     ]
-    print(f"{'preset':<8}{'model':<9}{'kind':<10}{'median':<40}{'peak mem':>9}")
+    head = f"{'preset':<8}{'model':<9}{'variant':<14}{'kind':<10}{'median':<40}{'peak mem':>9}"
+    print(head)
     results = []
     for job in jobs:
         results.append(_run_worker(job))

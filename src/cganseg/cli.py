@@ -54,6 +54,27 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="disable mixed precision on CUDA",
     )
     g.add_argument("--workers", dest="num_workers", type=int, help="data-loading processes")
+    g = p.add_argument_group("speed (results change by float rounding at most)")
+    g.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="NHWC memory layout (can help CUDA convolutions with AMP)",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the training passes (the first steps compile; needs a C++ compiler "
+        "on CPU)",
+    )
+    g.add_argument(
+        "--no-fused-adam",
+        dest="fused_adam",
+        action="store_false",
+        default=None,
+        help="Adam without its fused kernels",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--n-train", type=int, help="use only N training pairs (e.g. the paper's 200)")
     g.add_argument("--val-fraction", type=float)
@@ -153,9 +174,13 @@ def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
 
 
 def _run_training(args: argparse.Namespace, config_cls: type, train) -> int:
+    from cganseg.training.distributed import from_env
+
     options, given = _training_options(args, config_cls)
     cfg = config_cls.from_dict(options, args.config)
     summary = train(cfg, resume=args.resume, progress=not args.quiet, given=given)
+    if not from_env().main:
+        return 0  # under torchrun, rank 0 reports
     line = (
         f"done: {summary['step']} steps, best validation F1@0.5 {summary['best_val_f1_iou50']:.3f}"
     )
@@ -194,7 +219,13 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from cganseg.inference.segment import collect_inputs, load_segmenter, segment_files
+    from cganseg.inference.segment import (
+        collect_inputs,
+        load_segmenter,
+        resolve_device,
+        segment_files,
+    )
+    from cganseg.training import distributed
 
     inputs = collect_inputs(args.input)
     out = args.out_dir.resolve()
@@ -202,17 +233,25 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         raise InputError(
             "output folder is the input folder; choose another to keep your images", out
         )
-    seg = load_segmenter(args.checkpoint, args.device, args.min_size)
-    written = segment_files(
-        seg,
-        inputs,
-        args.out_dir,
-        overlays=args.overlays,
-        tile_size=args.tile_size,
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-    )
-    print(f"wrote {len(written)} label image(s) to {args.out_dir}")
+    rank, device = distributed.setup(resolve_device(args.device))  # under torchrun: a share
+    try:
+        seg = load_segmenter(args.checkpoint, str(device), args.min_size)
+        segment_files(
+            seg,
+            inputs,
+            args.out_dir,
+            overlays=args.overlays,
+            tile_size=args.tile_size,
+            batch_size=args.batch_size,
+            progress=not args.quiet and rank.main,
+            shard=(rank.rank, rank.world),
+        )
+        distributed.barrier()
+    finally:
+        distributed.teardown()
+    if rank.main:
+        how = f" ({rank.world} processes)" if rank.distributed else ""
+        print(f"wrote {len(inputs)} label image(s) to {args.out_dir}{how}")
     return 0
 
 
@@ -540,10 +579,25 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {message}", file=sys.stderr)
 
 
+#: commands that run data-parallel under torchrun; the others would race on their outputs
+_DISTRIBUTED_COMMANDS = ("train", "train-seg", "segment")
+
+
+def _refuse_torchrun(command: str) -> None:
+    from cganseg.training.distributed import from_env
+
+    if command not in _DISTRIBUTED_COMMANDS and from_env().distributed:
+        raise InputError(
+            f"{command} runs in one process; start it without torchrun (torchrun works for "
+            f"{', '.join(_DISTRIBUTED_COMMANDS)})"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
+        _refuse_torchrun(args.command)
         return args.func(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -74,10 +74,15 @@ def sample_policy(
     image_size: tuple[int, int],
     translation: float = 0.125,
     cutout: float = 0.5,
+    keep: slice | None = None,
 ) -> DiffAugmentPolicy:
-    """Draw one DiffAugment policy; tensors are drawn on ``generator.device``, moved to ``device``.
+    """Draw one DiffAugment policy for ``batch_size`` images.
 
-    ``translation`` and ``cutout`` are fractions of the image side (maximum shift, hole size).
+    Tensors are drawn on ``generator.device``; the op parameters are moved to ``device``, while
+    ``active`` and ``order``, which steer the Python loop of :func:`apply_policy`, stay where they
+    were drawn (a CPU generator then costs no device-to-host wait per step). ``translation`` and
+    ``cutout`` are fractions of the image side (maximum shift, hole size). ``keep``: only these
+    rows of the batch (a data-parallel process's share of the global batch's draw).
     """
     _check_fraction("p_diff", p_diff)
     _check_fraction("translation", translation)
@@ -107,14 +112,15 @@ def sample_policy(
         [randint(0, side + 1 - size % 2) for side, size in zip((h, w), cutout_size, strict=True)],
         dim=1,
     )
+    rows = slice(None) if keep is None else keep
     return DiffAugmentPolicy(
-        active=(chosen & augmented[:, None]).to(device),
-        order=order.to(device),
-        brightness=brightness.to(device),
-        saturation=saturation.to(device),
-        contrast=contrast.to(device),
-        shift=shift.to(device),
-        cutout_center=center.to(device),
+        active=(chosen & augmented[:, None])[rows],
+        order=order[rows],
+        brightness=brightness[rows].to(device),
+        saturation=saturation[rows].to(device),
+        contrast=contrast[rows].to(device),
+        shift=shift[rows].to(device),
+        cutout_center=center[rows].to(device),
         max_shift=max_shift,
         cutout_size=cutout_size,
         image_size=(h, w),
@@ -183,15 +189,14 @@ def apply_policy(x: torch.Tensor, policy: DiffAugmentPolicy) -> torch.Tensor:
             f"policy is for {n} images of {policy.image_size}, got a batch of shape "
             f"{tuple(x.shape)}"
         )
-    # Op index run by each sample at each step, -1 for none; one device-to-host copy in all.
-    schedule = torch.where(policy.active.gather(1, policy.order), policy.order, -1)
-    schedule_cpu = schedule.cpu()
+    # Op index run by each sample at each step, -1 for none; on the host, where it was drawn.
+    schedule = torch.where(policy.active.gather(1, policy.order), policy.order, -1).cpu()
     for step in range(len(OPS)):
         current = x
-        for op in schedule_cpu[:, step].unique().tolist():
+        for op in schedule[:, step].unique().tolist():
             if op < 0:
                 continue
-            selected = (schedule[:, step] == op).view(-1, 1, 1, 1)
+            selected = (schedule[:, step] == op).to(x.device).view(-1, 1, 1, 1)
             x = torch.where(selected, _FUNCTIONS[op](current, policy), x)
     return x
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import torch
@@ -174,3 +175,28 @@ class MixedSampler(Sampler):
                 index, state = next(extra)
                 yield self.n_real + index, state
             j += 1
+
+
+class ShardSampler(Sampler):
+    """One process's share of each global batch of a key stream (data-parallel training).
+
+    Every process runs the same ``stream`` and keeps keys ``rank * b .. (rank + 1) * b - 1`` of
+    each global batch of ``world * b`` keys, so the processes together see exactly the batches a
+    single process would, whatever their number.
+    """
+
+    def __init__(self, stream: Sampler, global_batch: int, rank: int, world: int) -> None:
+        if global_batch % world:
+            raise InputError(
+                f"the batch size {global_batch} (the global batch) must be a multiple of the "
+                f"{world} processes"
+            )
+        self.stream, self.global_batch = stream, global_batch
+        self.local = global_batch // world
+        self.first = rank * self.local
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        keys = iter(self.stream)
+        while True:
+            batch = list(islice(keys, self.global_batch))
+            yield from batch[self.first : self.first + self.local]

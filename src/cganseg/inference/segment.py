@@ -107,15 +107,22 @@ def segment_files(
     tile_size: int = 512,
     batch_size: int = 4,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[Path]:
-    """Write ``OUT/NAME.tif`` labels per input, optionally ``OUT/overlays/NAME.png``."""
+    """Write ``OUT/NAME.tif`` labels per input, optionally ``OUT/overlays/NAME.png``.
+
+    Images are read, segmented and written one at a time, so memory does not grow with the
+    number of files. ``shard = (rank, world)``: this process takes every ``world``-th input
+    from ``rank`` on (several processes, e.g. one per GPU under torchrun, split a folder).
+    """
     out_dir = Path(out_dir)
     stems = [p.stem for p in inputs]
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise InputError(f"two inputs share the name {dup!r}; outputs would overwrite each other")
     written = []
-    for path in tqdm(inputs, desc="segmenting", unit="img", disable=not progress):
+    mine = list(inputs)[shard[0] :: shard[1]]
+    for path in tqdm(mine, desc="segmenting", unit="img", disable=not progress):
         image = normalize_percentile(read_image(path, segmenter.channels))
         if image.shape[0] != segmenter.model.config["in_channels"]:
             raise InputError(

@@ -16,7 +16,9 @@ CVPR 2020):
 - per-layer noise inputs: one noise map per sample at the layer's resolution, scaled by a learned
   per-channel strength initialised to 0 (so noise only matters once training asks for it);
 - style mixing: with probability ``mix_prob`` a second latent drives the decoder layers after a
-  random crossover index, which keeps neighbouring layers' styles from becoming entangled.
+  random crossover index, which keeps neighbouring layers' styles from becoming entangled. The
+  decision and the crossover are drawn per sample and applied with tensor ops, so a training step
+  never waits for the GPU to tell the host which branch to take.
 
 What is simplified, and why:
 
@@ -256,22 +258,29 @@ class StyleUNet(nn.Module):
         *,
         generator: torch.Generator | None = None,
         mix_prob: float = 0.0,
+        shard: tuple[int, int] = (0, 1),
     ) -> torch.Tensor:
         """Image in [-1, 1] for ``mask``; z, mixing and noise are drawn from ``generator``.
 
         Draw order (fixed, so one mask and one seed give exactly one image): z if not given;
-        if ``mix_prob > 0`` the mixing decision, then z2 and the crossover index if mixing;
-        then one noise map per styled layer, bottleneck first.
+        if ``mix_prob > 0`` the per-sample mixing decisions, z2 and crossover indices; then one
+        noise map per styled layer, bottleneck first. ``shard = (rank, world)``: the batch is
+        rows ``rank * B .. (rank + 1) * B`` of a global batch of ``world * B``; everything is
+        drawn for the global batch and this shard's rows are kept, so data-parallel processes
+        together draw exactly what one process would.
         """
         self._check_input(mask)
         batch, device = mask.shape[0], mask.device
+        rank, world = shard
+        rows = slice(rank * batch, (rank + 1) * batch)
         if z is None:
-            z = torch.randn(batch, self.style_dim, generator=generator, device=device)
+            z = torch.randn(world * batch, self.style_dim, generator=generator, device=device)
+            z = z[rows]
         elif z.shape != (batch, self.style_dim):
             raise InputError(
                 f"latent z must have shape ({batch}, {self.style_dim}), got {tuple(z.shape)}"
             )
-        ws = self._layer_styles(z, generator, mix_prob)
+        ws = self._layer_styles(z, generator, mix_prob, world * batch, rows)
 
         skips = []
         x = mask
@@ -281,7 +290,7 @@ class StyleUNet(nn.Module):
         skips.pop()  # the deepest level is the bottleneck input, not a skip
 
         noises = [
-            torch.randn(batch, 1, h, w_, generator=generator, device=device)
+            torch.randn(world * batch, 1, h, w_, generator=generator, device=device)[rows]
             for h, w_ in self._noise_sizes(mask.shape[-2], mask.shape[-1])
         ]
         x = self.bottleneck(x, ws[0], noises[0])
@@ -305,25 +314,29 @@ class StyleUNet(nn.Module):
             )
 
     def _layer_styles(
-        self, z: torch.Tensor, generator: torch.Generator | None, mix_prob: float
+        self,
+        z: torch.Tensor,
+        generator: torch.Generator | None,
+        mix_prob: float,
+        n_draw: int,
+        rows: slice,
     ) -> list[torch.Tensor]:
-        """One w per styled layer; with probability ``mix_prob`` w2 takes over after a crossover."""
+        """One w per styled layer; with probability ``mix_prob`` (per sample) w2 takes over from
+        a random crossover layer on. Draws are made for ``n_draw`` samples, ``rows`` kept."""
         if not 0.0 <= mix_prob <= 1.0:
             raise InputError(f"mix_prob must be in [0, 1], got {mix_prob}")
         w = self.mapping(z)
-        ws = [w] * self.num_style_layers
-        if mix_prob > 0:
-            device = z.device
-            if torch.rand((), generator=generator, device=device).item() < mix_prob:
-                z2 = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype)
-                crossover = int(
-                    torch.randint(
-                        1, self.num_style_layers, (), generator=generator, device=device
-                    ).item()
-                )
-                w2 = self.mapping(z2)
-                ws[crossover:] = [w2] * (self.num_style_layers - crossover)
-        return ws
+        n_layers = self.num_style_layers
+        if mix_prob == 0:
+            return [w] * n_layers
+        device = z.device
+        mix = torch.rand(n_draw, generator=generator, device=device)[rows] < mix_prob
+        z2 = torch.randn((n_draw, z.shape[1]), generator=generator, device=device)[rows]
+        crossover = torch.randint(1, n_layers, (n_draw,), generator=generator, device=device)
+        w2 = self.mapping(z2.to(z.dtype))
+        # (B, layers): True where sample b takes w2 at that layer
+        second = mix[:, None] & (torch.arange(n_layers, device=device) >= crossover[rows, None])
+        return [torch.where(second[:, i, None], w2, w) for i in range(n_layers)]
 
     def _noise_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(H, W) of each styled layer in decoder order: bottleneck, then two per level."""

@@ -50,6 +50,7 @@ from cganseg.models.generator import StyleUNet
 from cganseg.models.registry import build_segmenter
 from cganseg.reports.grid import save_grid
 from cganseg.reports.overlays import overlay_labels, unit_gray
+from cganseg.training import distributed
 from cganseg.training.config import CGanTrainConfig
 from cganseg.training.image_pool import ImagePool
 from cganseg.training.loop import TrainerBase, run_training
@@ -84,7 +85,8 @@ class CGanTrainer(TrainerBase):
     def build(self) -> None:
         cfg, dev = self.cfg, self.device
         k = cfg.n_classes
-        self.seg = build_segmenter(cfg.model, self.in_channels, k, cfg.width).to(dev)
+        seg = build_segmenter(cfg.model, self.in_channels, k, cfg.width).to(dev)
+        self.seg = distributed.sync_batchnorm(seg, dev)
         self.gen = StyleUNet(
             k,
             self.in_channels,
@@ -96,14 +98,20 @@ class CGanTrainer(TrainerBase):
             self.in_channels, cfg.disc_width, cfg.disc_layers, cfg.disc_attention
         ).to(dev)
         self.d2 = PatchDiscriminator(k, cfg.disc_width, cfg.disc_layers, cfg.disc_attention).to(dev)
+        # what a training pass calls: DDP wrappers when distributed, the networks themselves alone
+        self.seg_ddp, self.gen_ddp, self.d1_ddp, self.d2_ddp = (
+            self.training_pass(net) for net in (self.seg, self.gen, self.d1, self.d2)
+        )
         perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights)
         self.image_loss = ImageLoss(None if perceptual is None else perceptual.to(dev))
-        self.seg_loss = CEDiceLoss()
+        self.seg_loss = CEDiceLoss(
+            reduce=distributed.sum_across if self.rank.distributed else None
+        )
         self.weights = cfg.loss_weights()
         betas = tuple(cfg.betas)
-        self.opt_s = torch.optim.Adam(self.seg.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr_gen, betas=betas)
-        self.opt_d = torch.optim.Adam(
+        self.opt_s = self.adam(self.seg.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_g = self.adam(self.gen.parameters(), lr=cfg.lr_gen, betas=betas)
+        self.opt_d = self.adam(
             chain(self.d1.parameters(), self.d2.parameters()), lr=cfg.lr_disc, betas=betas
         )
         self.optimizers = {"opt_s": self.opt_s, "opt_g": self.opt_g, "opt_d": self.opt_d}
@@ -114,9 +122,11 @@ class CGanTrainer(TrainerBase):
         # one scaler per backward pass: Gen+Seg share a loss (Eq. 16), D1+D2 share one (Eq. 17)
         self.scaler_gs = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # styles and noise are drawn where they are used; DiffAugment's policy on the host,
+        # where its schedule steers Python (no device-to-host wait per step)
         rng_dev = dev if dev.type == "cuda" else torch.device("cpu")
         self.style_rng = torch.Generator(rng_dev).manual_seed(cfg.seed * 7919 + 1)
-        self.aug_rng = torch.Generator(rng_dev).manual_seed(cfg.seed * 7919 + 2)
+        self.aug_rng = torch.Generator().manual_seed(cfg.seed * 7919 + 2)
         self.pool_img = ImagePool(cfg.pool_size, cfg.seed * 7919 + 3)
         self.pool_mask = ImagePool(cfg.pool_size, cfg.seed * 7919 + 4)
 
@@ -165,30 +175,35 @@ class CGanTrainer(TrainerBase):
         self.pool_mask.load_state_dict(state["pool_mask"], self.device)
 
     def _generate(self, mask: torch.Tensor) -> torch.Tensor:
-        return self.gen(mask, generator=self.style_rng, mix_prob=self.cfg.mix_prob)
+        return self.gen_ddp(
+            mask,
+            generator=self.style_rng,
+            mix_prob=self.cfg.mix_prob,
+            shard=(self.rank.rank, self.rank.world),
+        )
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, w = self.cfg, self.weights
-        x = images.to(self.device, non_blocking=True)
-        t = targets.to(self.device, non_blocking=True)
-        m = F.one_hot(t, cfg.n_classes).permute(0, 3, 1, 2).float()
+        x, t = self.to_device(images), self.to_device(targets)
+        m = self.to_device(F.one_hot(t, cfg.n_classes).permute(0, 3, 1, 2).float())
         nets = [self.seg, self.gen, self.d1, self.d2]
         for net in nets:
             net.train()
         policy = sample_policy(
-            x.shape[0],
+            x.shape[0] * self.rank.world,  # drawn for the global batch, this process's rows kept
             cfg.p_diff,
             generator=self.aug_rng,
             device=self.device,
             image_size=tuple(x.shape[-2:]),
+            keep=self.rank.rows(x.shape[0]),
         )
 
         # --- Gen + Seg (Eq. 16); the discriminators are frozen for this pass
-        _set_requires_grad([self.d1, self.d2], False)
+        _set_requires_grad([self.d1, self.d2], False)  # and called unwrapped: no grads to average
         with torch.autocast(self.device.type, enabled=self.amp):
             fake_img = self._generate(m)
-            rec_logits = self.seg(fake_img)
-            seg_logits = self.seg(x)
+            rec_logits = self.seg_ddp(fake_img)
+            seg_logits = self.seg_ddp(x)
             fake_mask = mask_for_generator(seg_logits, cfg.seg_to_gen)
             rec_img = self._generate(fake_mask)
             id_g, rec_g = self.image_loss.multi([fake_img, rec_img], x)
@@ -214,10 +229,10 @@ class CGanTrainer(TrainerBase):
         old_mask = self.pool_mask.query(fake_mask.detach())
         with torch.autocast(self.device.type, enabled=self.amp):
             d_terms = {
-                "real_d1": lsgan_loss(self.d1(apply_policy(x, policy)), True),
-                "real_d2": lsgan_loss(self.d2(m), True),
-                "fake_d1": lsgan_loss(self.d1(apply_policy(old_img, policy)), False),
-                "fake_d2": lsgan_loss(self.d2(old_mask), False),
+                "real_d1": lsgan_loss(self.d1_ddp(apply_policy(x, policy)), True),
+                "real_d2": lsgan_loss(self.d2_ddp(m), True),
+                "fake_d1": lsgan_loss(self.d1_ddp(apply_policy(old_img, policy)), False),
+                "fake_d2": lsgan_loss(self.d2_ddp(old_mask), False),
             }
             loss_d = discriminator_loss(d_terms, w)
         self.opt_d.zero_grad(set_to_none=True)
@@ -271,7 +286,8 @@ class CGanTrainer(TrainerBase):
         save_grid(path, rows, ["mask", "generated", "real", "segmentation"], names)
 
     def finish(self) -> dict[str, Any]:
-        self.save_samples(self.run_dir / "samples" / "final.png")
+        if self.rank.main:
+            self.save_samples(self.run_dir / "samples" / "final.png")
         return super().finish()
 
 

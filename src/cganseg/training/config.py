@@ -81,6 +81,10 @@ class SegTrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision, used on CUDA only
+    # speed only: results change by float rounding at most (see the README's Speed section)
+    fused_adam: bool = True  # Adam's fused kernels (CPU and CUDA)
+    channels_last: bool = False  # NHWC memory layout of networks and batches
+    compile: bool = False  # torch.compile the training passes (the first steps compile)
     num_workers: int = 2
     p_vanilla: float = 0.5
     min_size: int = 15

@@ -5,7 +5,9 @@ the same way for both: seeded data stream, averaged loss terms in ``metrics.csv`
 (one host sync per ``log_every`` steps, not per step), validation of the segmenter on whole images
 (F1@0.5) every ``val_every`` steps, ``best.pt``/``last.pt`` written atomically, early stopping,
 a clean stop on NaN/inf, Ctrl-C saving ``last.pt``, exact ``--resume``, and the final evaluation of
-``best.pt`` on the test split.
+``best.pt`` on the test split. Started by ``torchrun``, the same loop trains data-parallel
+(:mod:`cganseg.training.distributed`): each process takes its share of every global batch, and
+rank 0 alone validates, logs and writes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -25,6 +28,7 @@ from cganseg.data.dataset import (
     MixedSampler,
     Sample,
     SeededSampler,
+    ShardSampler,
     load_samples,
 )
 from cganseg.data.folders import find_pairs
@@ -32,6 +36,7 @@ from cganseg.data.splits import load_split, make_split, save_split
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter, resolve_device, segmenter_payload
+from cganseg.training import distributed
 from cganseg.training.checkpoint import load_checkpoint, save_checkpoint
 from cganseg.training.config import SegTrainConfig, parse_channels
 from cganseg.training.run_log import RunLog
@@ -46,6 +51,9 @@ RESUMABLE_OVERRIDES = (
     "patience",
     "log_every",
     "sample_every",
+    "fused_adam",
+    "channels_last",
+    "compile",
 )
 
 
@@ -118,9 +126,10 @@ class TrainerBase:
     loss_columns: tuple[str, ...] = ("loss",)
 
     def __init__(self, cfg: SegTrainConfig, resume_state: dict[str, Any] | None, progress: bool):
-        self.cfg, self.progress = cfg, progress
+        self.cfg = cfg
         self.run_dir = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
+        self.rank, self.device = distributed.setup(resolve_device(cfg.device))
+        self.progress = progress and self.rank.main
         saved_split = resume_state["split"] if resume_state else None
         self.data = load_data_split(cfg, saved_split, progress)
         self.in_channels = self.data.train[0].image.shape[0]
@@ -134,6 +143,7 @@ class TrainerBase:
             self.step = resume_state["step"]
             self.best_score, self.stale = resume_state["best_score"], resume_state["stale"]
             torch.set_rng_state(resume_state["torch_rng"])
+        self.train_loader = self.loader()  # built now: a batch size that does not shard is refused
 
     # --- hooks for subclasses -------------------------------------------------------------
     def build(self) -> None:
@@ -168,6 +178,28 @@ class TrainerBase:
     def current_lr(self) -> float:
         raise NotImplementedError
 
+    # --- speed options, for the subclasses' build() ----------------------------------------
+    def adam(self, params, **kwargs: Any) -> torch.optim.Adam:
+        """Adam, with fused kernels unless ``fused_adam`` is off."""
+        return torch.optim.Adam(params, fused=self.cfg.fused_adam, **kwargs)
+
+    def training_pass(self, net: nn.Module) -> nn.Module:
+        """What a training step calls for ``net``: laid out, DDP-wrapped, compiled as configured.
+
+        ``net`` itself (what checkpoints and validation use) keeps sharing the parameters.
+        """
+        if self.cfg.channels_last:
+            net.to(memory_format=torch.channels_last)
+        wrapped = distributed.data_parallel(net, self.device)
+        return torch.compile(wrapped) if self.cfg.compile else wrapped
+
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch on the training device, in the configured memory layout."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.cfg.channels_last and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
     # --- the shared loop ------------------------------------------------------------------
     def _payload(self, full: bool) -> dict[str, Any]:
         payload = segmenter_payload(self.segmenter, self.cfg.channels, self.cfg.min_size)
@@ -201,9 +233,12 @@ class TrainerBase:
             )
         else:
             sampler = SeededSampler(len(dataset), cfg.seed, start=self.step * cfg.batch_size)
+        rank = self.rank
+        if rank.distributed:
+            sampler = ShardSampler(sampler, cfg.batch_size, rank.rank, rank.world)
         return DataLoader(
             dataset,
-            batch_size=cfg.batch_size,
+            batch_size=cfg.batch_size // rank.world,
             sampler=sampler,
             num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
@@ -243,15 +278,22 @@ class TrainerBase:
                 f"checkpoint kept in {self.run_dir / 'last.pt'} (try a lower --lr, or --no-amp)"
             )
 
+    def _mean_terms(self, sums: dict[str, torch.Tensor], n: int) -> dict[str, float]:
+        """Loss terms averaged over the last ``n`` steps and all processes (one host sync)."""
+        means = distributed.mean_across(torch.stack([v.float() for v in sums.values()]) / n)
+        return dict(zip(sums, means.tolist(), strict=True))
+
     def run(self) -> dict[str, Any]:
-        cfg = self.cfg
-        log = RunLog(
-            self.run_dir, [*self.loss_columns, *VAL_COLUMNS], resume_step=self.step or None
-        )
+        cfg, main = self.cfg, self.rank.main
+        log = None
+        if main:
+            log = RunLog(
+                self.run_dir, [*self.loss_columns, *VAL_COLUMNS], resume_step=self.step or None
+            )
         sums: dict[str, torch.Tensor] = {}
         n_summed = 0
         stopped_early = False
-        batches = iter(self.loader())
+        batches = iter(self.train_loader)
         bar = tqdm(
             total=cfg.iterations,
             initial=self.step,
@@ -269,29 +311,35 @@ class TrainerBase:
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 n_summed += 1
                 bar.update(1)
-                self.after_step()
+                if main:
+                    self.after_step()
                 values: dict[str, float] = {}
                 last = self.step == cfg.iterations
                 if self.step % cfg.log_every == 0 or last:
-                    values = {k: (v / n_summed).item() for k, v in sums.items()}
+                    values = self._mean_terms(sums, n_summed)
                     sums, n_summed = {}, 0
                     self._check_finite(values)
                     postfix["loss"] = f"{values['loss']:.4f}"
                 if self.step % cfg.val_every == 0 or last:
-                    values.update(self.validate())
-                    stopped_early = self.checkpoint(values)
+                    stop = False
+                    if main:
+                        values.update(self.validate())
+                        stop = self.checkpoint(values)
+                    stopped_early = distributed.broadcast_flag(stop, self.device)
                     if "val_f1_iou50" in values:
                         postfix["val F1@0.5"] = f"{values['val_f1_iou50']:.3f}"
-                if values:
+                if values and log is not None:
                     log.log(self.step, values, {"lr": self.current_lr()})
                     bar.set_postfix(postfix)
         except KeyboardInterrupt:
-            self.save_last()
+            if main:
+                self.save_last()
             raise
         finally:
             bar.close()
-            log.close()
-        if stopped_early:
+            if log is not None:
+                log.close()
+        if stopped_early and main:
             tqdm.write(
                 f"early stopping at step {self.step}: no better validation F1 in "
                 f"{cfg.patience} validations"
@@ -301,7 +349,7 @@ class TrainerBase:
     def finish(self) -> dict[str, Any]:
         """Evaluate best.pt on the test split (if any) and return a summary."""
         summary: dict[str, Any] = {"step": self.step, "best_val_f1_iou50": self.best_score}
-        if self.data.test:
+        if self.data.test and self.rank.main:
             best = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
             self.segmenter.load_state_dict(best["model_state"])
             seg = Segmenter(self.segmenter, None, self.cfg.min_size, self.device)
@@ -344,6 +392,7 @@ def run_training(
     """
     cfg.check()
     run_dir = Path(cfg.out)
+    main = distributed.from_env().main
     state = None
     if resume:
         if not (run_dir / "last.pt").is_file():
@@ -355,18 +404,23 @@ def run_training(
                 run_dir / "last.pt",
             )
         cfg = merge_resume_config(type(cfg).from_dict(state["config"]), given or {})
-        tqdm.write(f"resuming {run_dir} from step {state['step']}")
+        if main:
+            tqdm.write(f"resuming {run_dir} from step {state['step']}")
     elif (run_dir / "last.pt").exists():
         raise InputError(
             "already holds a training run; add --resume or choose another --out", run_dir
         )
-    trainer = trainer_cls(cfg, state, progress)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"cannot create the output folder ({exc.strerror or exc})", run_dir
-        ) from None
-    cfg.save(run_dir / "config.yaml")
-    save_split(run_dir / "split.json", trainer.data.split)
-    return trainer.run()
+        trainer = trainer_cls(cfg, state, progress)
+        if main:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot create the output folder ({exc.strerror or exc})", run_dir
+                ) from None
+            cfg.save(run_dir / "config.yaml")
+            save_split(run_dir / "split.json", trainer.data.split)
+        return trainer.run()
+    finally:
+        distributed.teardown()

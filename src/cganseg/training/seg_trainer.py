@@ -16,6 +16,7 @@ import torch
 
 from cganseg.losses.ce_dice import CEDiceLoss
 from cganseg.models.registry import build_segmenter
+from cganseg.training import distributed
 from cganseg.training.config import SegTrainConfig
 from cganseg.training.loop import TrainerBase, run_training
 from cganseg.training.schedule import make_scheduler
@@ -28,17 +29,20 @@ class SegTrainer(TrainerBase):
     loss_columns = ("loss",)
 
     def build(self) -> None:
-        cfg = self.cfg
-        self.model = build_segmenter(cfg.model, self.in_channels, cfg.n_classes, cfg.width)
-        self.model.to(self.device)
-        self.optimizer = torch.optim.Adam(
+        cfg, dev = self.cfg, self.device
+        model = build_segmenter(cfg.model, self.in_channels, cfg.n_classes, cfg.width).to(dev)
+        self.model = distributed.sync_batchnorm(model, dev)
+        self.net = self.training_pass(self.model)
+        self.optimizer = self.adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.scheduler = make_scheduler(
             self.optimizer, cfg.iterations, cfg.warmup_fraction, cfg.schedule
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.loss_fn = CEDiceLoss()
+        self.loss_fn = CEDiceLoss(
+            reduce=distributed.sum_across if self.rank.distributed else None
+        )
 
     @property
     def segmenter(self) -> torch.nn.Module:
@@ -62,10 +66,9 @@ class SegTrainer(TrainerBase):
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         self.model.train()
-        images = images.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
+        images, targets = self.to_device(images), self.to_device(targets)
         with torch.autocast(self.device.type, enabled=self.amp):
-            loss = self.loss_fn(self.model(images), targets)
+            loss = self.loss_fn(self.net(images), targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
