@@ -55,3 +55,13 @@ def test_compiled_training_gives_the_same_losses(tmp_path, tiny_dataset):
     expected = _losses(SegTrainer, tiny_seg_config(tiny_dataset, tmp_path / "a"))
     compiled = tiny_seg_config(tiny_dataset, tmp_path / "b", compile=True)
     np.testing.assert_allclose(_losses(SegTrainer, compiled), expected, rtol=1e-4)
+
+
+def test_amp_dtype_option(tmp_path, tiny_dataset):
+    from cganseg.errors import InputError
+
+    with pytest.raises(InputError, match="amp_dtype must be fp16 or bf16"):
+        tiny_seg_config(tiny_dataset, tmp_path, amp_dtype="fp8").check()
+    trainer = SegTrainer(tiny_seg_config(tiny_dataset, tmp_path, amp_dtype="bf16"), None, False)
+    assert trainer.amp_dtype is torch.bfloat16
+    assert not trainer.amp and not trainer.scaler.is_enabled()  # CPU: full precision

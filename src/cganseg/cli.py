@@ -53,6 +53,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="disable mixed precision on CUDA",
     )
+    g.add_argument(
+        "--amp-dtype", choices=("fp16", "bf16"), help="mixed-precision type on CUDA (default fp16)"
+    )
     g.add_argument("--workers", dest="num_workers", type=int, help="data-loading processes")
     g = p.add_argument_group("speed (results change by float rounding at most)")
     g.add_argument(

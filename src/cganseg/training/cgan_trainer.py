@@ -120,8 +120,7 @@ class CGanTrainer(TrainerBase):
             for name, opt in self.optimizers.items()
         }
         # one scaler per backward pass: Gen+Seg share a loss (Eq. 16), D1+D2 share one (Eq. 17)
-        self.scaler_gs = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler_gs, self.scaler_d = self.grad_scaler(), self.grad_scaler()
         # styles and noise are drawn where they are used; DiffAugment's policy on the host,
         # where its schedule steers Python (no device-to-host wait per step)
         rng_dev = dev if dev.type == "cuda" else torch.device("cpu")
@@ -200,7 +199,7 @@ class CGanTrainer(TrainerBase):
 
         # --- Gen + Seg (Eq. 16); the discriminators are frozen for this pass
         _set_requires_grad([self.d1, self.d2], False)  # and called unwrapped: no grads to average
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with self.autocast():
             fake_img = self._generate(m)
             rec_logits = self.seg_ddp(fake_img)
             seg_logits = self.seg_ddp(x)
@@ -227,7 +226,7 @@ class CGanTrainer(TrainerBase):
         _set_requires_grad([self.d1, self.d2], True)
         old_img = self.pool_img.query(fake_img.detach())
         old_mask = self.pool_mask.query(fake_mask.detach())
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with self.autocast():
             d_terms = {
                 "real_d1": lsgan_loss(self.d1_ddp(apply_policy(x, policy)), True),
                 "real_d2": lsgan_loss(self.d2_ddp(m), True),

@@ -81,6 +81,7 @@ class SegTrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision, used on CUDA only
+    amp_dtype: str = "fp16"  # or "bf16" (Ampere and newer; float32's range, no loss scaling)
     # speed only: results change by float rounding at most (see the README's Speed section)
     fused_adam: bool = True  # Adam's fused kernels (CPU and CUDA)
     channels_last: bool = False  # NHWC memory layout of networks and batches
@@ -139,6 +140,10 @@ class SegTrainConfig:
                 f"option extra_fraction must be in [0, 1] and needs extra, got "
                 f"{self.extra_fraction}",
                 source,
+            )
+        if self.amp_dtype not in ("fp16", "bf16"):
+            raise InputError(
+                f"option amp_dtype must be fp16 or bf16, got {self.amp_dtype!r}", source
             )
         if self.lr <= 0 or not 0.0 <= self.p_vanilla <= 1.0:
             raise InputError(

@@ -131,10 +131,12 @@ class TrainerBase:
         self.rank, self.device = distributed.setup(resolve_device(cfg.device))
         self.progress = progress and self.rank.main
         saved_split = resume_state["split"] if resume_state else None
-        self.data = load_data_split(cfg, saved_split, progress)
+        self.data = load_data_split(cfg, saved_split, self.progress)
         self.in_channels = self.data.train[0].image.shape[0]
-        self.extra = load_extra(cfg, self.in_channels, progress)
+        self.extra = load_extra(cfg, self.in_channels, self.progress)
         self.amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
+        self.scale_grads = self.amp and cfg.amp_dtype == "fp16"  # bf16 needs no loss scaling
         self.step, self.best_score, self.stale = 0, -math.inf, 0
         torch.manual_seed(cfg.seed)
         self.build()
@@ -192,6 +194,14 @@ class TrainerBase:
             net.to(memory_format=torch.channels_last)
         wrapped = distributed.data_parallel(net, self.device)
         return torch.compile(wrapped) if self.cfg.compile else wrapped
+
+    def autocast(self) -> torch.autocast:
+        """Mixed precision for a training pass (CUDA only, ``amp_dtype``)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling for fp16 autocast; disabled (a pass-through) otherwise."""
+        return torch.amp.GradScaler("cuda", enabled=self.scale_grads)
 
     def to_device(self, batch: torch.Tensor) -> torch.Tensor:
         """A batch on the training device, in the configured memory layout."""

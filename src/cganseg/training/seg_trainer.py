@@ -39,7 +39,7 @@ class SegTrainer(TrainerBase):
         self.scheduler = make_scheduler(
             self.optimizer, cfg.iterations, cfg.warmup_fraction, cfg.schedule
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = self.grad_scaler()
         self.loss_fn = CEDiceLoss(
             reduce=distributed.sum_across if self.rank.distributed else None
         )
@@ -67,7 +67,7 @@ class SegTrainer(TrainerBase):
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         self.model.train()
         images, targets = self.to_device(images), self.to_device(targets)
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with self.autocast():
             loss = self.loss_fn(self.net(images), targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
