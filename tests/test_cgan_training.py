@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from tests.conftest import tiny_cgan_config as _cfg
 from cganseg.cli import main
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.inference.generate import load_generator
+from cganseg.interrupt import Interrupted
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
@@ -102,12 +105,12 @@ def test_interrupted_run_resumes_with_the_same_losses(data, tmp_path, monkeypatc
     real_step = CGanTrainer.train_step
 
     def interrupted(self, images, targets):
-        if self.step == 3:
-            raise KeyboardInterrupt
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # during step 3: it finishes, then stops
         return real_step(self, images, targets)
 
     monkeypatch.setattr(CGanTrainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="stopped at step 3 .SIGTERM."):
         train_cgan(_cfg(data, halves, pool_size=2, mix_prob=0.5), progress=False)
     monkeypatch.setattr(CGanTrainer, "train_step", real_step)
     train_cgan(_cfg(data, halves, pool_size=2, mix_prob=0.5), resume=True, progress=False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -11,7 +13,8 @@ import torch
 from tests.conftest import tiny_seg_config as _cfg
 
 from cganseg.cli import main
-from cganseg.errors import InputError
+from cganseg.errors import InputError, TrainingDiverged
+from cganseg.interrupt import Interrupted
 from cganseg.training.checkpoint import load_checkpoint
 from cganseg.training.config import SegTrainConfig
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
@@ -52,12 +55,12 @@ def test_interrupted_run_resumes_exactly(data, tmp_path, monkeypatch):
     real_step = SegTrainer.train_step
 
     def interrupted_step(self, images, targets):
-        if self.step == 4:
-            raise KeyboardInterrupt
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step 4: it finishes, then stops
         return real_step(self, images, targets)
 
     monkeypatch.setattr(SegTrainer, "train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="stopped at step 4"):
         train_segmenter(_cfg(data, halves, model="deepsea"), progress=False)
     assert load_checkpoint(halves / "last.pt")["step"] == 4
     monkeypatch.setattr(SegTrainer, "train_step", real_step)
@@ -68,6 +71,21 @@ def test_interrupted_run_resumes_exactly(data, tmp_path, monkeypatch):
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
     assert _loss_column(straight) == _loss_column(halves)
+
+
+def test_second_interrupt_stops_at_once_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
+    real_step = SegTrainer.train_step
+
+    def interrupted_step(self, images, targets):
+        if self.step == 4:
+            raise KeyboardInterrupt  # as a second Ctrl-C would, in the middle of a step
+        return real_step(self, images, targets)
+
+    monkeypatch.setattr(SegTrainer, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_segmenter(_cfg(data, tmp_path / "run"), progress=False)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3  # the validation's, intact
+    assert not list((tmp_path / "run").glob(".*.tmp*"))
 
 
 def test_resume_refuses_changed_model_options(data, tmp_path):
@@ -196,3 +214,70 @@ def test_binary_masks_warn_once_and_train(data, tmp_path, capsys):
     assert code == 0
     warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "binary masks" in warnings[0]
+
+
+def _diverging_step(real_step, bad_steps: set[int], once: bool):
+    """A train_step whose loss is NaN at the given (1-based) steps; ``once``: the first time."""
+    seen: set[int] = set()
+
+    def step(self, images, targets):
+        terms = real_step(self, images, targets)
+        n = self.step + 1
+        if n in bad_steps and not (once and n in seen):
+            seen.add(n)
+            terms["loss"] = torch.tensor(float("nan"))
+        return terms
+
+    return step
+
+
+def test_divergence_rolls_back_with_lower_learning_rate(data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    monkeypatch.setattr(
+        SegTrainer, "train_step", _diverging_step(SegTrainer.train_step, {5}, once=True)
+    )
+    cfg = _cfg(data, out, schedule="constant", on_divergence="rollback")
+    summary = train_segmenter(cfg, progress=False)
+    assert summary["step"] == 6
+    assert "loss became nan by step 5: rolled back to step 3, learning rates x0.5" in (
+        capsys.readouterr().out
+    )
+    last = load_checkpoint(out / "last.pt")
+    assert last["rollbacks"] == 1 and last["lr_scale"] == 0.5
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cfg.lr * 0.5)
+    with open(out / "metrics.csv", newline="") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh)]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the rolled-back rows were replaced, not repeated
+
+
+def test_divergence_gives_up_after_max_rollbacks(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(
+        SegTrainer, "train_step", _diverging_step(SegTrainer.train_step, {2}, once=False)
+    )
+    cfg = _cfg(data, out, on_divergence="rollback", max_rollbacks=2)
+    with pytest.raises(TrainingDiverged, match="loss became nan by step 2"):
+        train_segmenter(cfg, progress=False)
+    assert load_checkpoint(out / "last.pt")["step"] == 0  # the state saved before step 1
+
+
+def test_nonfinite_weights_stop_before_they_are_saved(data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_step = SegTrainer.train_step
+
+    def poisoning(self, images, targets):
+        terms = real_step(self, images, targets)
+        if self.step == 3:  # during step 4; the loss it returns is still finite
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("inf"))
+        return terms
+
+    monkeypatch.setattr(SegTrainer, "train_step", poisoning)
+    _cfg(data, out, val_every=2).save(tmp_path / "cfg.yaml")
+    rc = main(["train-seg", "--config", str(tmp_path / "cfg.yaml"), "--quiet"])
+    assert rc == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "weights of the segmenter" in err and "by step 4" in err
+    assert load_checkpoint(out / "last.pt")["step"] == 2
+    saved = load_checkpoint(out / "last.pt")["model_state"]
+    assert all(torch.isfinite(v.float()).all() for v in saved.values())

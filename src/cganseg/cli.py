@@ -1,7 +1,8 @@
 """The ``cganseg`` command: parses arguments and calls the library; no logic of its own.
 
 User errors (:class:`~cganseg.errors.InputError`) print one line and exit with code 2; a diverged
-training run exits with 3; Ctrl-C exits with 130 after the trainer has saved ``last.pt``.
+training run exits with 3; SIGINT (Ctrl-C) / SIGTERM stop after the current step or file, with
+``last.pt`` saved when training, and exit with 130 / 143.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "--amp-dtype", choices=("fp16", "bf16"), help="mixed-precision type on CUDA (default fp16)"
     )
     g.add_argument("--workers", dest="num_workers", type=int, help="data-loading processes")
+    g.add_argument(
+        "--on-divergence",
+        choices=("stop", "rollback"),
+        help="NaN/inf in losses or weights: stop (default), or go back to last.pt with the "
+        "learning rates halved (at most --max-rollbacks times)",
+    )
+    g.add_argument("--max-rollbacks", type=int, help="rollbacks allowed (default 3)")
     g = p.add_argument_group("speed (results change by float rounding at most)")
     g.add_argument(
         "--channels-last",
@@ -597,26 +605,31 @@ def _refuse_torchrun(command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from cganseg.interrupt import Interrupted, graceful_stop
+
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
         _refuse_torchrun(args.command)
-        return args.func(args)
+        with graceful_stop():
+            return args.func(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_INPUT
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_DIVERGED
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
-        how = (
-            "run the same command again to go on"
-            if args.command in ("experiment", "generate", "synth-masks")
-            else "a training run saved last.pt and continues with --resume"
+        print(
+            "interrupted at once; every file written so far is complete (files are replaced "
+            "atomically): training goes on from its last checkpoint with --resume, "
+            "synth-masks, generate and experiment by running them again",
+            file=sys.stderr,
         )
-        print(f"interrupted; {how}", file=sys.stderr)
         return _EXIT_INTERRUPTED
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,4 +19,12 @@ class InputError(Exception):
 
 
 class TrainingDiverged(Exception):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+    """A loss or weight became NaN or infinite; the last good checkpoint is kept.
+
+    ``reason`` is the short cause (e.g. "loss became nan by step 12"); the message adds what
+    was kept and what to try.
+    """
+
+    def __init__(self, reason: str, advice: str = "") -> None:
+        super().__init__(f"{reason}; {advice}" if advice else reason)
+        self.reason = reason

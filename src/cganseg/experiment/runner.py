@@ -30,6 +30,7 @@ from cganseg.data.splits import load_split, save_split
 from cganseg.errors import InputError
 from cganseg.experiment.config import ExperimentConfig
 from cganseg.experiment.folds import fold_splits
+from cganseg.interrupt import check
 from cganseg.training.config import (
     PRESETS,
     CGanTrainConfig,
@@ -276,4 +277,5 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
             tqdm.write(f"experiment: {job.name}")
             result = _do_job(cfg, job, fold_dir, progress)
         results.append(result)
+        check(f"stopped after {job.name}; the same command goes on from there")
     return write_experiment_report(cfg, results, out / "report")

@@ -21,6 +21,7 @@ from cganseg.data.normalize import normalize_percentile
 from cganseg.errors import InputError
 from cganseg.inference.instances import probabilities_to_instances
 from cganseg.inference.tiling import predict_probabilities
+from cganseg.interrupt import check
 from cganseg.models.registry import build_segmenter
 from cganseg.reports.overlays import save_overlay
 from cganseg.training.checkpoint import SEGMENTER_FORMAT, load_network
@@ -136,4 +137,5 @@ def segment_files(
         if overlays:
             save_overlay(out_dir / "overlays" / f"{path.stem}.png", image, labels)
         written.append(target)
+        check(f"stopped after {len(written)} of {len(mine)} images; their labels are complete")
     return written

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from cganseg.data.folders import mask_files
 from cganseg.data.io import read_labels, write_labels
 from cganseg.errors import InputError
+from cganseg.interrupt import check
 from cganseg.synth.manifest import claim_folder, inside
 from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
 
@@ -79,4 +80,5 @@ def write_synthetic_masks(
     for i, path in tqdm(todo, desc="synth-masks", unit="mask", disable=not progress):
         rng = np.random.default_rng([seed, i])
         write_labels(path, synthetic_mask(shapes, spec, rng, min_area))
+        check("stopped; the masks written are complete, the same command finishes the rest")
     return paths

@@ -21,6 +21,7 @@ from cganseg.data.folders import mask_files
 from cganseg.data.io import read_labels, write_image, write_labels
 from cganseg.errors import InputError
 from cganseg.inference.generate import load_generator
+from cganseg.interrupt import check
 from cganseg.synth.manifest import claim_folder, inside
 from cganseg.training.checkpoint import resolve_checkpoint
 
@@ -104,4 +105,5 @@ def generate_pairs(
         image = generator.generate(labels, sample_seed, tile_size=tile_size)
         write_labels(mask_path, labels)
         write_image(image_path, to_integer_image(image, dtype))
+        check("stopped; the pairs written are complete, the same command finishes the rest")
     return [paths for *_, paths in jobs]

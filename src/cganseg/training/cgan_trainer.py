@@ -136,6 +136,12 @@ class CGanTrainer(TrainerBase):
     def current_lr(self) -> float:
         return self.schedulers["opt_s"].get_last_lr()[0]
 
+    def lr_schedulers(self) -> list[torch.optim.lr_scheduler.LRScheduler]:
+        return list(self.schedulers.values())
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"segmenter": self.seg, "generator": self.gen, "D1": self.d1, "D2": self.d2}
+
     def best_extras(self) -> dict[str, Any]:
         return {
             "generator_config": dict(self.gen.config),

@@ -28,7 +28,15 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "list[float]": (list, tuple),
 }
 #: options YAML may read as strings (``1e-3`` without a dot) that must be floats
-FLOAT_OPTIONS = ("lr", "weight_decay", "warmup_fraction", "lr_gen", "lr_disc", "extra_fraction")
+FLOAT_OPTIONS = (
+    "lr",
+    "weight_decay",
+    "warmup_fraction",
+    "lr_gen",
+    "lr_disc",
+    "extra_fraction",
+    "rollback_lr_factor",
+)
 #: smallest allowed value of numeric options
 _MINIMUM = {
     "iterations": 1,
@@ -48,6 +56,7 @@ _MINIMUM = {
     "style_dim": 1,
     "n_mapping": 1,
     "sample_every": 0,
+    "max_rollbacks": 0,
 }
 
 
@@ -82,6 +91,11 @@ class SegTrainConfig:
     device: str = "auto"
     amp: bool = True  # mixed precision, used on CUDA only
     amp_dtype: str = "fp16"  # or "bf16" (Ampere and newer; float32's range, no loss scaling)
+    # NaN/inf in losses or weights: "stop", or "rollback" to last.pt with the learning rates
+    # times rollback_lr_factor (compounding), at most max_rollbacks times
+    on_divergence: str = "stop"
+    rollback_lr_factor: float = 0.5
+    max_rollbacks: int = 3
     # speed only: results change by float rounding at most (see the README's Speed section)
     fused_adam: bool = True  # Adam's fused kernels (CPU and CUDA)
     channels_last: bool = False  # NHWC memory layout of networks and batches
@@ -139,6 +153,16 @@ class SegTrainConfig:
             raise InputError(
                 f"option extra_fraction must be in [0, 1] and needs extra, got "
                 f"{self.extra_fraction}",
+                source,
+            )
+        if self.on_divergence not in ("stop", "rollback"):
+            raise InputError(
+                f"option on_divergence must be stop or rollback, got {self.on_divergence!r}",
+                source,
+            )
+        if not 0.0 < self.rollback_lr_factor < 1.0:
+            raise InputError(
+                f"option rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor}",
                 source,
             )
         if self.amp_dtype not in ("fp16", "bf16"):

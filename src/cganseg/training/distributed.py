@@ -138,12 +138,12 @@ def mean_across(values: torch.Tensor) -> torch.Tensor:
     return values / dist.get_world_size()
 
 
-def broadcast_flag(flag: bool, device: torch.device) -> bool:
-    """Rank 0's ``flag`` on every process."""
+def any_across(flag: bool, device: torch.device) -> bool:
+    """True on every process when ``flag`` is True on any (e.g. rank 0's early stop)."""
     if not _active():
         return flag
     value = torch.tensor([int(flag)], device=device)
-    dist.broadcast(value, src=0)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
 
 

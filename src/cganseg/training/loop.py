@@ -4,15 +4,17 @@ A trainer subclass builds its networks and does one optimisation step; this base
 the same way for both: seeded data stream, averaged loss terms in ``metrics.csv`` and TensorBoard
 (one host sync per ``log_every`` steps, not per step), validation of the segmenter on whole images
 (F1@0.5) every ``val_every`` steps, ``best.pt``/``last.pt`` written atomically, early stopping,
-a clean stop on NaN/inf, Ctrl-C saving ``last.pt``, exact ``--resume``, and the final evaluation of
-``best.pt`` on the test split. Started by ``torchrun``, the same loop trains data-parallel
-(:mod:`cganseg.training.distributed`): each process takes its share of every global batch, and
-rank 0 alone validates, logs and writes.
+a clean stop on NaN/inf in the losses or weights (or a rollback to ``last.pt`` with lower learning
+rates, ``on_divergence: rollback``), SIGINT/SIGTERM stopping after the current step with
+``last.pt`` saved, exact ``--resume``, and the final evaluation of ``best.pt`` on the test split.
+Started by ``torchrun``, the same loop trains data-parallel (:mod:`cganseg.training.distributed`):
+each process takes its share of every global batch, and rank 0 alone validates, logs and writes.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from cganseg.data.splits import load_split, make_split, save_split
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter, resolve_device, segmenter_payload
+from cganseg.interrupt import Interrupted, graceful_stop, requested
 from cganseg.training import distributed
 from cganseg.training.checkpoint import load_checkpoint, save_checkpoint
 from cganseg.training.config import SegTrainConfig, parse_channels
@@ -54,6 +57,8 @@ RESUMABLE_OVERRIDES = (
     "fused_adam",
     "channels_last",
     "compile",
+    "on_divergence",
+    "max_rollbacks",
 )
 
 
@@ -138,13 +143,11 @@ class TrainerBase:
         self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
         self.scale_grads = self.amp and cfg.amp_dtype == "fp16"  # bf16 needs no loss scaling
         self.step, self.best_score, self.stale = 0, -math.inf, 0
+        self.lr_scale, self.rollbacks = 1.0, 0  # lowered by divergence rollbacks
         torch.manual_seed(cfg.seed)
         self.build()
         if resume_state:
-            self.load_training_state(resume_state)
-            self.step = resume_state["step"]
-            self.best_score, self.stale = resume_state["best_score"], resume_state["stale"]
-            torch.set_rng_state(resume_state["torch_rng"])
+            self._restore(resume_state)
         self.train_loader = self.loader()  # built now: a batch size that does not shard is refused
 
     # --- hooks for subclasses -------------------------------------------------------------
@@ -179,6 +182,14 @@ class TrainerBase:
 
     def current_lr(self) -> float:
         raise NotImplementedError
+
+    def lr_schedulers(self) -> list[torch.optim.lr_scheduler.LRScheduler]:
+        """Every learning-rate schedule (with its optimiser), for divergence rollbacks."""
+        raise NotImplementedError
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The trained networks by name, whose weights must stay finite."""
+        return {"segmenter": self.segmenter}
 
     # --- speed options, for the subclasses' build() ----------------------------------------
     def adam(self, params, **kwargs: Any) -> torch.optim.Adam:
@@ -222,8 +233,19 @@ class TrainerBase:
                 stale=self.stale,
                 torch_rng=torch.get_rng_state(),
                 split=self.data.split,
+                lr_scale=self.lr_scale,
+                rollbacks=self.rollbacks,
             )
         return payload
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Take up the training state of a ``last.pt`` payload (resume and rollback)."""
+        self.load_training_state(state)
+        self.step = state["step"]
+        self.best_score, self.stale = state["best_score"], state["stale"]
+        self.lr_scale = state.get("lr_scale", 1.0)
+        self.rollbacks = max(self.rollbacks, state.get("rollbacks", 0))
+        torch.set_rng_state(state["torch_rng"])
 
     def save_last(self) -> None:
         save_checkpoint(self.run_dir / "last.pt", self._payload(full=True))
@@ -279,14 +301,58 @@ class TrainerBase:
         self.on_checkpoint()
         return bool(self.cfg.patience) and self.stale >= self.cfg.patience
 
+    def _diverged(self, reason: str) -> TrainingDiverged:
+        return TrainingDiverged(
+            reason,
+            f"training stopped, last good checkpoint kept in {self.run_dir / 'last.pt'} (resume "
+            "with --on-divergence rollback to go on at lower learning rates, or try --no-amp)",
+        )
+
     def _check_finite(self, values: dict[str, float]) -> None:
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
             name, value = next(iter(bad.items()))
-            raise TrainingDiverged(
-                f"{name} became {value} by step {self.step}; training stopped, last good "
-                f"checkpoint kept in {self.run_dir / 'last.pt'} (try a lower --lr, or --no-amp)"
+            raise self._diverged(f"{name} became {value} by step {self.step}")
+
+    def _check_weights(self) -> None:
+        """Refuse to checkpoint non-finite weights (a loss can stay finite while they are not)."""
+        for net_name, net in self.networks().items():
+            for name, param in net.named_parameters():
+                if not torch.isfinite(param).all():
+                    raise self._diverged(
+                        f"weights of the {net_name} ({name}) became NaN/inf by step {self.step}"
+                    )
+
+    def _roll_back(self, exc: TrainingDiverged) -> bool:
+        """Go back to ``last.pt`` with the learning rates lowered, if the run allows it."""
+        cfg = self.cfg
+        path = self.run_dir / "last.pt"
+        if cfg.on_divergence != "rollback" or self.rollbacks >= cfg.max_rollbacks:
+            return False
+        distributed.barrier()  # rank 0's last.pt is complete before anyone reads it
+        state = load_checkpoint(path, map_location=self.device)
+        self._restore(state)
+        self.rollbacks += 1
+        ratio = cfg.rollback_lr_factor**self.rollbacks / self.lr_scale
+        self.lr_scale *= ratio
+        for sched in self.lr_schedulers():
+            sched.base_lrs = [lr * ratio for lr in sched.base_lrs]
+            for group in sched.optimizer.param_groups:
+                group["lr"] *= ratio
+        self.train_loader = self.loader()  # the data stream from the restored step
+        if self.rank.main:
+            tqdm.write(
+                f"{exc.reason}: rolled back to step {self.step}, learning rates x"
+                f"{self.lr_scale:g} (rollback {self.rollbacks} of {cfg.max_rollbacks})"
             )
+        return True
+
+    def _stop_asked(self, log_step: bool) -> bool:
+        """A signal asked to stop; processes agree on it at logging steps (one collective)."""
+        asked = requested() is not None
+        if not self.rank.distributed:
+            return asked
+        return log_step and distributed.any_across(asked, self.device)
 
     def _mean_terms(self, sums: dict[str, torch.Tensor], n: int) -> dict[str, float]:
         """Loss terms averaged over the last ``n`` steps and all processes (one host sync)."""
@@ -294,6 +360,39 @@ class TrainerBase:
         return dict(zip(sums, means.tolist(), strict=True))
 
     def run(self) -> dict[str, Any]:
+        """Train to ``iterations`` (or an early stop); then :meth:`finish`."""
+        main = self.rank.main
+        if main and self.cfg.on_divergence == "rollback" and self.step == 0:
+            self.save_last()  # a state to roll back to before the first validation
+        bar = tqdm(
+            total=self.cfg.iterations,
+            initial=self.step,
+            desc=self.kind,
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            while True:
+                try:
+                    stopped_early = self._train(bar)
+                    break
+                except TrainingDiverged as exc:
+                    if not self._roll_back(exc):
+                        raise
+                    bar.n = self.step
+                    bar.refresh()
+        finally:
+            bar.close()
+        if stopped_early and main:
+            tqdm.write(
+                f"early stopping at step {self.step}: no better validation F1 in "
+                f"{self.cfg.patience} validations"
+            )
+        return self.finish()
+
+    def _train(self, bar: tqdm) -> bool:
+        """Steps from ``self.step`` on; True when early stopping ended them."""
         cfg, main = self.cfg, self.rank.main
         log = None
         if main:
@@ -304,14 +403,6 @@ class TrainerBase:
         n_summed = 0
         stopped_early = False
         batches = iter(self.train_loader)
-        bar = tqdm(
-            total=cfg.iterations,
-            initial=self.step,
-            desc=self.kind,
-            unit="step",
-            disable=not self.progress,
-            dynamic_ncols=True,
-        )
         postfix: dict[str, str] = {}
         try:
             while self.step < cfg.iterations and not stopped_early:
@@ -325,36 +416,38 @@ class TrainerBase:
                     self.after_step()
                 values: dict[str, float] = {}
                 last = self.step == cfg.iterations
-                if self.step % cfg.log_every == 0 or last:
+                log_step = self.step % cfg.log_every == 0 or last
+                if log_step:
                     values = self._mean_terms(sums, n_summed)
                     sums, n_summed = {}, 0
                     self._check_finite(values)
                     postfix["loss"] = f"{values['loss']:.4f}"
                 if self.step % cfg.val_every == 0 or last:
+                    self._check_weights()
                     stop = False
                     if main:
                         values.update(self.validate())
                         stop = self.checkpoint(values)
-                    stopped_early = distributed.broadcast_flag(stop, self.device)
+                    stopped_early = distributed.any_across(stop, self.device)
                     if "val_f1_iou50" in values:
                         postfix["val F1@0.5"] = f"{values['val_f1_iou50']:.3f}"
                 if values and log is not None:
                     log.log(self.step, values, {"lr": self.current_lr()})
                     bar.set_postfix(postfix)
-        except KeyboardInterrupt:
-            if main:
-                self.save_last()
-            raise
+                if not last and self._stop_asked(log_step):
+                    self._check_weights()
+                    if main:
+                        self.save_last()
+                    signum = requested() or signal.SIGTERM
+                    raise Interrupted(
+                        f"stopped at step {self.step} ({signum.name}); last.pt saved, --resume "
+                        "goes on from there",
+                        signum,
+                    )
         finally:
-            bar.close()
             if log is not None:
                 log.close()
-        if stopped_early and main:
-            tqdm.write(
-                f"early stopping at step {self.step}: no better validation F1 in "
-                f"{cfg.patience} validations"
-            )
-        return self.finish()
+        return stopped_early
 
     def finish(self) -> dict[str, Any]:
         """Evaluate best.pt on the test split (if any) and return a summary."""
@@ -431,6 +524,7 @@ def run_training(
                 ) from None
             cfg.save(run_dir / "config.yaml")
             save_split(run_dir / "split.json", trainer.data.split)
-        return trainer.run()
+        with graceful_stop():
+            return trainer.run()
     finally:
         distributed.teardown()

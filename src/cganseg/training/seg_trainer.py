@@ -64,6 +64,9 @@ class SegTrainer(TrainerBase):
     def current_lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
+    def lr_schedulers(self) -> list[torch.optim.lr_scheduler.LRScheduler]:
+        return [self.scheduler]
+
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         self.model.train()
         images, targets = self.to_device(images), self.to_device(targets)
