@@ -136,3 +136,25 @@ def test_sigterm_during_generate_then_the_same_command_finishes(tmp_path):
     assert len(list((out / "images").glob("*.tif"))) == 240
     for name, image in first.items():  # finished pairs were kept, not redone differently
         np.testing.assert_array_equal(read_image(out / "images" / name), image)
+
+
+def test_sigterm_during_experiment_then_the_same_command_finishes(tmp_path):
+    import yaml
+    from tests.test_experiment import _tiny_experiment
+
+    options = _tiny_experiment(tmp_path, scenarios=["B"]).to_dict()
+    options["seg"] = {**options.get("seg", {}), "iterations": 400, "val_every": 400}
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(options))
+    out = Path(options["out"])
+    proc = _start("experiment", str(path), "--quiet")
+    _wait_for(lambda: _csv_rows(out / "fold_1" / "B_unet" / "metrics.csv") >= 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "interrupted: stopped at step" in err and "Traceback" not in err
+    step = load_checkpoint(out / "fold_1" / "B_unet" / "last.pt")["step"]
+    again = _start("experiment", str(path), "--quiet")
+    stdout, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert f"from step {step}" in stdout and "experiment report" in stdout

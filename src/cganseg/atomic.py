@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from cganseg.errors import InputError
+
 
 def _default_mode() -> int:
     """Permissions a plain ``open(..., "w")`` would give: 0o666 less the umask."""
@@ -42,6 +44,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_writable(folder: str | Path) -> None:
+    """Fail now, in one line, if ``folder`` cannot be made or written to; leaves no trace.
+
+    Called before long work starts, so that hours of training are not lost to a read-only or
+    mistyped output path. Folders it had to create for the test are removed again.
+    """
+    folder = Path(folder)
+    created: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"cannot create the output folder: {probe} is a file", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".cganseg-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write to the output folder ({exc.strerror or exc})", folder
+        ) from None
+    finally:
+        for path in created:  # deepest first; one another process has written into stays
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -580,13 +580,14 @@ _warned_categories: set[type] = set()
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one line each; a per-file warning such as binary masks is shown once."""
-    from cganseg.data.io import BinaryMaskWarning
+    from cganseg.data.io import AlphaDroppedWarning, BinaryMaskWarning
 
-    if category is BinaryMaskWarning:
+    once = {BinaryMaskWarning: "binary masks", AlphaDroppedWarning: "images with alpha"}
+    if category in once:
         if category in _warned_categories:
             return
         _warned_categories.add(category)
-        message = f"{message} (shown once; other binary masks are treated the same)"
+        message = f"{message} (shown once; other {once[category]} are treated the same)"
     print(f"warning: {message}", file=sys.stderr)
 
 
@@ -604,6 +605,31 @@ def _refuse_torchrun(command: str) -> None:
         )
 
 
+#: the output folder option of each command that writes one (training and experiment check
+#: theirs in the library, where the folder may come from a config file)
+_OUTPUT_OPTION = {
+    "segment": "out_dir",
+    "evaluate": "out",
+    "synth-masks": "out",
+    "generate": "out",
+    "demo": "out",
+}
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output folder that cannot be written, before any work starts."""
+    from cganseg.atomic import check_writable
+    from cganseg.training.distributed import from_env
+
+    if not from_env().main:
+        return  # under torchrun, rank 0 checks
+    folder = getattr(args, _OUTPUT_OPTION.get(args.command, ""), None)
+    if args.command == "fid" and args.json is not None:
+        folder = Path(args.json).parent
+    if folder is not None:
+        check_writable(folder)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from cganseg.interrupt import Interrupted, graceful_stop
 
@@ -611,6 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning
     try:
         _refuse_torchrun(args.command)
+        _check_outputs(args)
         with graceful_stop():
             return args.func(args)
     except InputError as exc:

@@ -42,6 +42,10 @@ class BinaryMaskWarning(UserWarning):
     """A mask was binary, so touching cells in it merged into one instance."""
 
 
+class AlphaDroppedWarning(UserWarning):
+    """An RGBA (or gray + alpha) PNG/JPEG lost its alpha channel, which carries no cell signal."""
+
+
 def list_image_files(folder: str | Path) -> list[Path]:
     """Sorted image files (by extension, case-insensitive) directly inside ``folder``."""
     folder = Path(folder)
@@ -77,11 +81,17 @@ def read_array(path: str | Path) -> np.ndarray:
         raise InputError(f"cannot read image ({reason})", path) from None
     arr = np.asarray(arr)
     if arr.size == 0 or min(arr.shape) == 0:
-        detail = f"; {notes[0]}" if notes else ""
-        raise InputError(f"image has no pixels (shape {arr.shape}{detail})", path)
+        if notes:  # tifffile found no readable page: a corrupt file, not an empty image
+            raise InputError(f"cannot read image ({_strip_object_repr(notes[0])})", path)
+        raise InputError(f"image has no pixels (shape {arr.shape})", path)
     for note in notes:
         warnings.warn(f"{path}: {note}", stacklevel=2)
     return arr
+
+
+def _strip_object_repr(note: str) -> str:
+    """tifffile's notes start with an object repr (``<tifffile.TiffPages @8> ...``): drop it."""
+    return note.split("> ", 1)[1] if note.startswith("<") and "> " in note else note
 
 
 class _ListHandler(logging.Handler):
@@ -127,10 +137,14 @@ def _to_chw(arr: np.ndarray, path: Path) -> np.ndarray:
         arr = np.moveaxis(arr, -1, 0)
     elif not (arr.shape[0] <= 4 < arr.shape[-1]) and arr.shape[-1] <= arr.shape[0]:
         arr = np.moveaxis(arr, -1, 0)
-    if path.suffix.lower() not in TIFF_EXTENSIONS and arr.shape[0] == 4:
-        arr = arr[:3]  # RGBA PNG/JPEG: the alpha channel carries no cell signal
-    elif arr.shape[0] == 2 and path.suffix.lower() not in TIFF_EXTENSIONS:
-        arr = arr[:1]  # gray + alpha
+    if path.suffix.lower() not in TIFF_EXTENSIONS and arr.shape[0] in (2, 4):
+        # RGBA or gray + alpha PNG/JPEG: the alpha channel carries no cell signal
+        warnings.warn(
+            f"{path.name}: alpha channel dropped ({'RGB' if arr.shape[0] == 4 else 'gray'} kept)",
+            AlphaDroppedWarning,
+            stacklevel=3,
+        )
+        arr = arr[: arr.shape[0] - 1]
     return arr
 
 

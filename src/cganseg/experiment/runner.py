@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from cganseg.atomic import write_text
+from cganseg.atomic import check_writable, write_text
 from cganseg.data.folders import Pair, find_pairs
 from cganseg.data.splits import load_split, save_split
 from cganseg.errors import InputError
@@ -262,6 +262,11 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
         from cganseg.models.fid_inception import find_fid_weights
 
         find_fid_weights(cfg.fid_weights)  # say now, not after hours, that the network is missing
+    from cganseg.data.dataset import load_samples
+
+    check_writable(out)
+    # every pair read once now: a bad file is named before anything is written, not in run 7
+    load_samples(data_pairs(cfg), parse_channels(cfg.channels), progress, "checking data")
     _claim(cfg, out)
     for i, fold in enumerate(folds):
         for key, split in fold.items():

@@ -20,7 +20,7 @@ from cganseg.data.io import IMAGE_EXTENSIONS, list_image_files, read_image, writ
 from cganseg.data.normalize import normalize_percentile
 from cganseg.errors import InputError
 from cganseg.inference.instances import probabilities_to_instances
-from cganseg.inference.tiling import predict_probabilities
+from cganseg.inference.tiling import check_memory, predict_probabilities
 from cganseg.interrupt import check
 from cganseg.models.registry import build_segmenter
 from cganseg.reports.overlays import save_overlay
@@ -131,6 +131,9 @@ def segment_files(
                 f"{segmenter.model.config['in_channels']}",
                 path,
             )
+        k = segmenter.model.config["n_classes"]
+        # image + padded copy, blended and normalised probabilities, weights, labels, watershed
+        check_memory(path, *image.shape[1:], 8 * image.shape[0] + 8 * k + 40)
         labels = segmenter.segment(image, tile_size=tile_size, batch_size=batch_size)
         target = out_dir / f"{path.stem}.tif"
         write_labels(target, labels)

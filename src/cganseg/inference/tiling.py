@@ -12,12 +12,44 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from cganseg.errors import InputError
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``, else free pages); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(path: Path, height: int, width: int, bytes_per_pixel: int) -> None:
+    """Refuse, naming the file, an image whose host arrays would not fit in available memory.
+
+    The network sees bounded tiles, but the blended outputs and the result are as large as the
+    image; failing here beats the system's out-of-memory killer halfway through a folder.
+    """
+    need, have = height * width * bytes_per_pixel, available_memory()
+    if have is not None and need > have:
+        raise InputError(
+            f"{height}x{width} needs about {need / 2**30:.1f} GB of memory here, "
+            f"{have / 2**30:.1f} GB are available; cut it into smaller images",
+            path,
+        )
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -21,6 +21,7 @@ from cganseg.data.folders import mask_files
 from cganseg.data.io import read_labels, write_image, write_labels
 from cganseg.errors import InputError
 from cganseg.inference.generate import load_generator
+from cganseg.inference.tiling import check_memory
 from cganseg.interrupt import check
 from cganseg.synth.manifest import claim_folder, inside
 from cganseg.training.checkpoint import resolve_checkpoint
@@ -88,6 +89,8 @@ def generate_pairs(
         "cellpose_names": cellpose_names,
         "image_format": image_format,
     }
+    for f in tqdm(files, desc="checking masks", unit="mask", disable=not progress, leave=False):
+        read_labels(f)  # a bad mask is named now, before anything is written
     claim_folder(out, MANIFEST, settings)
     jobs = [
         (i, k, f, output_paths(out, f"{stem}_s{k}", ext, cellpose_names))
@@ -101,6 +104,8 @@ def generate_pairs(
     ):
         if current != f:
             labels, current = read_labels(f), f
+            # one-hot input, blended output and weights, the integer image written
+            check_memory(f, *labels.shape, 4 * generator.n_classes + 16)
         sample_seed = int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0])
         image = generator.generate(labels, sample_seed, tile_size=tile_size)
         write_labels(mask_path, labels)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cganseg.atomic import check_writable
 from cganseg.data.augment import ConventionalAugment
 from cganseg.data.dataset import (
     CropDataset,
@@ -496,6 +497,8 @@ def run_training(
     cfg.check()
     run_dir = Path(cfg.out)
     main = distributed.from_env().main
+    if main:
+        check_writable(run_dir)
     state = None
     if resume:
         if not (run_dir / "last.pt").is_file():
