@@ -177,23 +177,19 @@ def _training_args(command: str, data: Path, out: Path, tmp_path: Path) -> list[
 
 
 # ------------------------------------------------------------------ training (train-seg, train)
-@pytest.mark.parametrize("command", ["train-seg", "train"])
-@pytest.mark.parametrize("case", sorted(IMAGE_CASES))
-def test_training_refuses_bad_images(tmp_path, capsys, command, case):
-    data, bad = _data_with_bad_image(tmp_path, case)
-    out = tmp_path / "run"
-    rc = main(_training_args(command, data, out, tmp_path))
-    _assert_refused(rc, capsys.readouterr().err, bad, IMAGE_CASES[case][2])
-    assert not out.exists()
+BAD_FILES = [("image", c) for c in sorted(IMAGE_CASES)] + [("mask", c) for c in sorted(MASK_CASES)]
 
 
 @pytest.mark.parametrize("command", ["train-seg", "train"])
-@pytest.mark.parametrize("case", sorted(MASK_CASES))
-def test_training_refuses_bad_masks(tmp_path, capsys, command, case):
-    data, bad = _data_with_bad_mask(tmp_path, case)
+@pytest.mark.parametrize(("kind", "case"), BAD_FILES)
+def test_training_refuses_bad_images_and_masks(tmp_path, capsys, command, kind, case):
+    if kind == "image":
+        (data, bad), problem = _data_with_bad_image(tmp_path, case), IMAGE_CASES[case][2]
+    else:
+        (data, bad), problem = _data_with_bad_mask(tmp_path, case), MASK_CASES[case][2]
     out = tmp_path / "run"
     rc = main(_training_args(command, data, out, tmp_path))
-    _assert_refused(rc, capsys.readouterr().err, bad, MASK_CASES[case][2])
+    _assert_refused(rc, capsys.readouterr().err, bad, problem)
     assert not out.exists()
 
 
