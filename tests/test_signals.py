@@ -22,14 +22,16 @@ from cganseg.training.seg_trainer import train_segmenter
 pytestmark = pytest.mark.slow
 
 
-def _start(*args: str) -> subprocess.Popen:
+def _start(*args: str, launcher: tuple[str, ...] = ("-m", "cganseg")) -> subprocess.Popen:
+    """``python -m cganseg ARGS`` in a session of its own (so its whole group can be signalled)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     return subprocess.Popen(
-        [sys.executable, "-m", "cganseg", *args],
+        [sys.executable, *launcher, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=True,
     )
 
 
@@ -158,3 +160,38 @@ def test_sigterm_during_experiment_then_the_same_command_finishes(tmp_path):
     stdout, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
     assert f"from step {step}" in stdout and "experiment report" in stdout
+
+
+def test_sigterm_to_the_whole_group_with_loader_workers(tmp_path):
+    """As SLURM or a terminal's Ctrl-C do: every process of the job gets the signal, workers too."""
+    data = make_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    cfg = tiny_seg_config(data, out, iterations=100000, val_every=1000, num_workers=2)
+    cfg.save(tmp_path / "cfg.yaml")
+    proc = _start("train-seg", "--config", str(tmp_path / "cfg.yaml"), "--quiet")
+    _wait_for(lambda: _csv_rows(out / "metrics.csv") >= 3, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    step = int(err.split("stopped at step ")[1].split()[0])
+    assert load_checkpoint(out / "last.pt")["step"] == step
+
+
+def test_sigterm_to_torchrun_saves_the_step_all_processes_reached(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    tiny_seg_config(data, out, iterations=100000, val_every=1000, log_every=2).save(
+        tmp_path / "cfg.yaml"
+    )
+    launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+    args = ("-m", "cganseg", "train-seg", "--config", str(tmp_path / "cfg.yaml"), "--quiet")
+    proc = _start(*args, launcher=launcher)
+    _wait_for(lambda: _csv_rows(out / "metrics.csv") >= 2, proc)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on to its workers
+    _, err = proc.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.startswith("interrupted: stopped at step")]
+    assert len(lines) == 1, err  # rank 0 speaks for both
+    step = int(lines[0].split("stopped at step ")[1].split()[0])
+    assert step % 2 == 0  # processes agree at logging steps
+    assert load_checkpoint(out / "last.pt")["step"] == step

@@ -647,7 +647,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_DIVERGED
     except Interrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
+        from cganseg.training.distributed import from_env
+
+        if from_env().main:  # under torchrun, rank 0 speaks for all
+            print(f"interrupted: {exc}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
         print(

@@ -55,6 +55,16 @@ def _handler(signum: int, frame: object) -> None:
     )
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """For helper processes (data-loader workers; a ``worker_init_fn``): the main process decides.
+
+    A terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the group; a worker
+    killed by one would fail the main process's next batch before it could save.
+    """
+    for s in _SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def graceful_stop() -> Iterator[None]:
     """Catch SIGINT and SIGTERM as stop requests inside the block (main thread only; nests)."""

@@ -39,7 +39,7 @@ from cganseg.data.splits import load_split, make_split, save_split
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter, resolve_device, segmenter_payload
-from cganseg.interrupt import Interrupted, graceful_stop, requested
+from cganseg.interrupt import Interrupted, graceful_stop, ignore_stop_signals, requested
 from cganseg.training import distributed
 from cganseg.training.checkpoint import load_checkpoint, save_checkpoint
 from cganseg.training.config import SegTrainConfig, parse_channels
@@ -276,6 +276,7 @@ class TrainerBase:
             num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),  # keep the global RNG untouched, so resume is exact
+            worker_init_fn=ignore_stop_signals,  # stops are the main process's to take
         )
 
     def validate(self) -> dict[str, float]:
