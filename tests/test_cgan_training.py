@@ -192,3 +192,17 @@ def test_cli_train_with_preset_and_overrides(data, tmp_path, capsys):
     assert cfg.preset == "cpu" and cfg.seg_to_gen == "argmax" and cfg.betas == [0.9, 0.999]
     assert cfg.crop == [32, 32] and cfg.n_mapping == 4  # preset value kept where not overridden
     assert np.isfinite(float(_rows(out)[-1]["loss"]))
+
+
+def test_resume_refuses_an_earlier_versions_gpu_random_state(data, tmp_path, capsys):
+    from cganseg.training.checkpoint import save_checkpoint
+
+    out = tmp_path / "run"
+    cfg = _cfg(data, out, iterations=2)
+    train_cgan(cfg, progress=False)
+    state = load_checkpoint(out / "last.pt")
+    state["aug_rng"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator's state
+    save_checkpoint(out / "last.pt", state)
+    rc = main(["train", "--out", str(out), "--resume", "--iterations", "3", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "GPU DiffAugment random state" in err and "\n" not in err

@@ -34,6 +34,7 @@ from torch import nn
 from cganseg.augment.diffaugment import apply_policy, sample_policy
 from cganseg.data.dataset import pad_to_at_least
 from cganseg.data.targets import labels_to_classes
+from cganseg.errors import InputError
 from cganseg.inference.segment import Segmenter
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.ce_dice import CEDiceLoss
@@ -175,7 +176,14 @@ class CGanTrainer(TrainerBase):
         self.scaler_gs.load_state_dict(state["scaler_gs"])
         self.scaler_d.load_state_dict(state["scaler_d"])
         self.style_rng.set_state(state["style_rng"])
-        self.aug_rng.set_state(state["aug_rng"])
+        try:
+            self.aug_rng.set_state(state["aug_rng"])
+        except RuntimeError:  # earlier versions drew DiffAugment on the GPU when training there
+            raise InputError(
+                "last.pt holds a GPU DiffAugment random state of an earlier cganseg version; it "
+                "cannot be resumed exactly: start a new run (best.pt works as before)",
+                self.run_dir / "last.pt",
+            ) from None
         self.pool_img.load_state_dict(state["pool_img"], self.device)
         self.pool_mask.load_state_dict(state["pool_mask"], self.device)
 
