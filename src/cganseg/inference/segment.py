@@ -123,6 +123,7 @@ def segment_files(
         raise InputError(f"two inputs share the name {dup!r}; outputs would overwrite each other")
     written = []
     mine = list(inputs)[shard[0] :: shard[1]]
+    n_classes = segmenter.model.config["n_classes"]
     for path in tqdm(mine, desc="segmenting", unit="img", disable=not progress):
         image = normalize_percentile(read_image(path, segmenter.channels))
         if image.shape[0] != segmenter.model.config["in_channels"]:
@@ -131,9 +132,8 @@ def segment_files(
                 f"{segmenter.model.config['in_channels']}",
                 path,
             )
-        k = segmenter.model.config["n_classes"]
         # image + padded copy, blended and normalised probabilities, weights, labels, watershed
-        check_memory(path, *image.shape[1:], 8 * image.shape[0] + 8 * k + 40)
+        check_memory(path, *image.shape[1:], 8 * image.shape[0] + 8 * n_classes + 40)
         labels = segmenter.segment(image, tile_size=tile_size, batch_size=batch_size)
         target = out_dir / f"{path.stem}.tif"
         write_labels(target, labels)

@@ -37,7 +37,6 @@ from cganseg.data.targets import labels_to_classes
 from cganseg.errors import InputError
 from cganseg.inference.segment import Segmenter
 from cganseg.losses.adversarial import lsgan_loss
-from cganseg.losses.ce_dice import CEDiceLoss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
     GS_TERMS,
@@ -48,10 +47,8 @@ from cganseg.losses.image_loss import ImageLoss
 from cganseg.losses.perceptual import build_perceptual
 from cganseg.models.discriminator import PatchDiscriminator
 from cganseg.models.generator import StyleUNet
-from cganseg.models.registry import build_segmenter
 from cganseg.reports.grid import save_grid
 from cganseg.reports.overlays import overlay_labels, unit_gray
-from cganseg.training import distributed
 from cganseg.training.config import CGanTrainConfig
 from cganseg.training.image_pool import ImagePool
 from cganseg.training.loop import TrainerBase, run_training
@@ -86,8 +83,7 @@ class CGanTrainer(TrainerBase):
     def build(self) -> None:
         cfg, dev = self.cfg, self.device
         k = cfg.n_classes
-        seg = build_segmenter(cfg.model, self.in_channels, k, cfg.width).to(dev)
-        self.seg = distributed.sync_batchnorm(seg, dev)
+        self.seg = self.new_segmenter()
         self.gen = StyleUNet(
             k,
             self.in_channels,
@@ -105,9 +101,7 @@ class CGanTrainer(TrainerBase):
         )
         perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights)
         self.image_loss = ImageLoss(None if perceptual is None else perceptual.to(dev))
-        self.seg_loss = CEDiceLoss(
-            reduce=distributed.sum_across if self.rank.distributed else None
-        )
+        self.seg_loss = self.segmentation_loss()
         self.weights = cfg.loss_weights()
         betas = tuple(cfg.betas)
         self.opt_s = self.adam(self.seg.parameters(), lr=cfg.lr, betas=betas)

@@ -40,6 +40,8 @@ from cganseg.errors import InputError, TrainingDiverged
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter, resolve_device, segmenter_payload
 from cganseg.interrupt import Interrupted, graceful_stop, ignore_stop_signals, requested
+from cganseg.losses.ce_dice import CEDiceLoss
+from cganseg.models.registry import build_segmenter
 from cganseg.training import distributed
 from cganseg.training.checkpoint import load_checkpoint, save_checkpoint
 from cganseg.training.config import SegTrainConfig, parse_channels
@@ -192,7 +194,17 @@ class TrainerBase:
         """The trained networks by name, whose weights must stay finite."""
         return {"segmenter": self.segmenter}
 
-    # --- speed options, for the subclasses' build() ----------------------------------------
+    # --- pieces for the subclasses' build() ----------------------------------------------
+    def new_segmenter(self) -> nn.Module:
+        """The configured segmenter on the device, with global BatchNorm when distributed."""
+        cfg = self.cfg
+        net = build_segmenter(cfg.model, self.in_channels, cfg.n_classes, cfg.width)
+        return distributed.sync_batchnorm(net.to(self.device), self.device)
+
+    def segmentation_loss(self) -> CEDiceLoss:
+        """CE + Dice; the Dice sums cover the global batch when distributed."""
+        return CEDiceLoss(reduce=distributed.sum_across if self.rank.distributed else None)
+
     def adam(self, params, **kwargs: Any) -> torch.optim.Adam:
         """Adam, with fused kernels unless ``fused_adam`` is off."""
         return torch.optim.Adam(params, fused=self.cfg.fused_adam, **kwargs)

@@ -14,9 +14,6 @@ from typing import Any
 
 import torch
 
-from cganseg.losses.ce_dice import CEDiceLoss
-from cganseg.models.registry import build_segmenter
-from cganseg.training import distributed
 from cganseg.training.config import SegTrainConfig
 from cganseg.training.loop import TrainerBase, run_training
 from cganseg.training.schedule import make_scheduler
@@ -29,9 +26,8 @@ class SegTrainer(TrainerBase):
     loss_columns = ("loss",)
 
     def build(self) -> None:
-        cfg, dev = self.cfg, self.device
-        model = build_segmenter(cfg.model, self.in_channels, cfg.n_classes, cfg.width).to(dev)
-        self.model = distributed.sync_batchnorm(model, dev)
+        cfg = self.cfg
+        self.model = self.new_segmenter()
         self.net = self.training_pass(self.model)
         self.optimizer = self.adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
@@ -40,9 +36,7 @@ class SegTrainer(TrainerBase):
             self.optimizer, cfg.iterations, cfg.warmup_fraction, cfg.schedule
         )
         self.scaler = self.grad_scaler()
-        self.loss_fn = CEDiceLoss(
-            reduce=distributed.sum_across if self.rank.distributed else None
-        )
+        self.loss_fn = self.segmentation_loss()
 
     @property
     def segmenter(self) -> torch.nn.Module:
