@@ -294,7 +294,8 @@ def test_segment_handles_spaces_non_ascii_and_one_pixel(tmp_path, capsys, seg_ru
     _write(folder / "tiny.png", np.full((1, 1), 90, np.uint8))
     out = tmp_path / "sortie à part"
     assert main(["segment", str(seg_run), str(folder), str(out), "--quiet"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["cellule n°1.tif", "tiny.tif"]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [".cganseg-output.json", "cellule n°1.tif", "tiny.tif"]
     assert read_labels(out / "tiny.tif").shape == (1, 1)
 
 

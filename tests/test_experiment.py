@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from tests.conftest import make_dataset
 
 from cganseg.cli import main
@@ -64,21 +65,21 @@ def test_config_refusals(options, message):
 
 def test_bad_run_options_fail_before_anything_is_written(tmp_path):
     data = make_dataset(tmp_path / "data", n=8)
-    cfg = ExperimentConfig.from_dict(
-        {
-            "data": str(data),
-            "out": str(tmp_path / "exp"),
-            "folds": 2,
-            "n_train": 2,
-            "seg": {"lr": -1.0},
-            "fid": False,
-        }
-    )
-    folds, jobs = plan(cfg)
+    options = {
+        "data": str(data),
+        "out": str(tmp_path / "exp"),
+        "folds": 2,
+        "n_train": 2,
+        "seg": {"lr": -1.0},
+        "fid": False,
+    }
+    folds, jobs = plan(ExperimentConfig.from_dict({**options, "seg": {}}))
     assert len(folds) == 2 and [j.scenario for j in jobs[:3]] == ["B", "C", "A"]
-    with pytest.raises(InputError, match="lr > 0"):
-        run_config(cfg, Job(0, "B", "unet"), tmp_path / "exp" / "fold_1")
-    assert main(["experiment", str(_write_yaml(tmp_path, cfg)), "--quiet"]) == 2
+    with pytest.raises(InputError, match="seg: option lr must be > 0"):
+        ExperimentConfig.from_dict(options)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(options))
+    assert main(["experiment", str(path), "--quiet"]) == 2
     assert not (tmp_path / "exp").exists()
 
 

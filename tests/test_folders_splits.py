@@ -161,7 +161,7 @@ def test_split_save_load_round_trip(tmp_path: Path) -> None:
         ('{"train": [', "cannot read"),
         ("[1, 2]", "JSON object"),
         ('{"train": "a"}', "JSON object"),
-        ('{"train": [], "val": ["a"]}', "JSON object"),
+        ('{"train": [], "val": ["a"]}', "'train' list is empty"),
         ('{"train": ["a", "b"], "test": ["b"]}', "'b' in both 'train' and 'test'"),
         ('{"train": ["a", "a"]}', "'a' twice"),
     ],

@@ -35,10 +35,6 @@ from cganseg.data.io import read_labels
 from cganseg.training.checkpoint import load_checkpoint
 from cganseg.training.seg_trainer import train_segmenter
 
-#: written before the fixes of issue 13 and run against that code: 46 of 49 failed (the note on
-#: issue 13 quotes the list); removed by the commit that makes them pass
-pytestmark = pytest.mark.xfail(reason="issue 13: fixed in the following commits", strict=False)
-
 SRC = Path(__file__).resolve().parents[1]
 #: a tiny conventional run on the command line (the issue's ``T``)
 TINY = [
@@ -121,7 +117,8 @@ def test_a_copied_run_resumes_in_its_copy_from_another_directory(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert main(_train(Path("D"), Path("runs/A"))) == 0
     shutil.copytree(tmp_path / "runs/A", tmp_path / "runs/B")
-    before = (tmp_path / "runs/A/last.pt").read_bytes(), (tmp_path / "runs/A/metrics.csv").read_text()
+    run_a = tmp_path / "runs/A"
+    before = (run_a / "last.pt").read_bytes(), (run_a / "metrics.csv").read_text()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -300,14 +297,21 @@ TRAINING_WRITERS = ["last.pt", "best.pt", "metrics.csv", "config.yaml", "split.j
 
 @pytest.mark.parametrize("name", TRAINING_WRITERS)
 def test_full_disk_at_each_training_writer(tmp_path, capsys, full_disk, name):
+    """On resume (last.pt, metrics.csv: the previous checkpoint stays whole), or in a new run
+    (best.pt, config.yaml and split.json are first written there)."""
     data = make_dataset(tmp_path / "D", n=8)
     run = tmp_path / "run"
     assert main(_train(data, run)) == 0
     last_before = load_checkpoint(run / "last.pt")["step"]
     full_disk(name)
-    rc = main(["train-seg", "--out", str(run), "--resume", "--iterations", "4", "--quiet"])
+    if name in ("last.pt", "metrics.csv"):
+        rc = main(["train-seg", "--out", str(run), "--resume", "--iterations", "4", "--quiet"])
+    else:
+        run = tmp_path / "new run"
+        rc = main(_train(data, run))
     _refused(rc, capsys.readouterr().err, name, "No space left on device")
-    assert load_checkpoint(run / "last.pt")["step"] >= last_before  # whole, loadable
+    if run.name == "run":
+        assert load_checkpoint(run / "last.pt")["step"] == last_before  # whole, loadable
     assert _no_temp_files(run)
     assert not (run / ".cganseg.lock").exists()
 
@@ -363,10 +367,10 @@ def test_a_really_full_disk_ends_training_segment_and_evaluate_cleanly(tmp_path,
     train = " ".join(_train(data, disk / "run", iterations=4)).replace("--workers 0", "--workers 2")
     script = (
         f"mount -t tmpfs -o size=300k tmpfs {disk} && "
-        f"{{ timeout 90 {sys.executable} -m cganseg {train}; echo rc=$?; "
-        f"ls -aR {disk}; "
+        f"{{ timeout 90 {sys.executable} -m cganseg {train}; echo rc=$?; ls -aR {disk}; "
+        f"head -c 300000 /dev/urandom > {disk}/filler 2>/dev/null; "
         f"timeout 90 {sys.executable} -m cganseg segment {seg_run} {data} {disk}/pred --quiet; "
-        f"echo rc=$?; head -c 300000 /dev/urandom > {disk}/filler 2>/dev/null; "
+        f"echo rc=$?; "
         f"timeout 90 {sys.executable} -m cganseg evaluate {data} {data} --out {disk}/ev --quiet; "
         f"echo rc=$?; ls -aR {disk}; }}"
     )

@@ -60,7 +60,7 @@ def test_compiled_training_gives_the_same_losses(tmp_path, tiny_dataset):
 def test_amp_dtype_option(tmp_path, tiny_dataset):
     from cganseg.errors import InputError
 
-    with pytest.raises(InputError, match="amp_dtype must be fp16 or bf16"):
+    with pytest.raises(InputError, match="amp_dtype must be one of fp16, bf16"):
         tiny_seg_config(tiny_dataset, tmp_path, amp_dtype="fp8").check()
     trainer = SegTrainer(tiny_seg_config(tiny_dataset, tmp_path, amp_dtype="bf16"), None, False)
     assert trainer.amp_dtype is torch.bfloat16

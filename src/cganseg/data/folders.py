@@ -15,6 +15,7 @@ a forgotten annotation should not shrink a 200-image training set unnoticed.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,16 @@ class Pair:
     mask: Path
 
 
+def stem_key(stem: str) -> str:
+    """The name a file pairs by: its stem in Unicode NFC, so ``café`` typed on Linux (NFC) and
+    ``café`` saved by macOS (NFD) are one name."""
+    return unicodedata.normalize("NFC", stem)
+
+
 def _by_stem(files: list[Path], strip: str = "") -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in files:
-        stem = f.stem[: len(f.stem) - len(strip)] if strip else f.stem
+        stem = stem_key(f.stem[: len(f.stem) - len(strip)] if strip else f.stem)
         if stem in out:
             raise InputError(
                 f"two files share the name {stem!r}: {out[stem].name} and {f.name}", f.parent
@@ -91,9 +98,9 @@ def find_pairs(
     return pairs
 
 
-def mask_files(path: str | Path) -> list[Path]:
+def mask_files(path: str | Path, mask_suffix: str = "_masks") -> list[Path]:
     """Label images of ``path``: a file; a data-set folder's ``masks/``; the ``*_masks`` files
-    of a Cellpose-style folder; else every image in the folder."""
+    (``mask_suffix``) of a Cellpose-style folder; else every image in the folder."""
     path = Path(path)
     if path.is_file():
         return [path]
@@ -101,7 +108,7 @@ def mask_files(path: str | Path) -> list[Path]:
         raise InputError("mask folder not found", path)
     folder = path / "masks" if (path / "masks").is_dir() else path
     files = list_image_files(folder)
-    named = [f for f in files if f.stem.endswith("_masks")]
+    named = [f for f in files if mask_suffix and f.stem.endswith(mask_suffix)]
     files = named or files
     if not files:
         raise InputError("no mask images found", folder)

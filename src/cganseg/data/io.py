@@ -16,6 +16,7 @@ Every problem with a file is raised as :class:`~cganseg.errors.InputError` namin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import tifffile
+from PIL import Image
 from skimage.measure import label as connected_components
 
 from cganseg.atomic import atomic_path
@@ -61,6 +63,18 @@ def list_image_files(folder: str | Path) -> list[Path]:
         p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     ]
     return sorted(p for p in files if p.is_file())
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex): identifies a data file's content wherever it moves."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror or exc})", path) from None
+    return digest.hexdigest()
 
 
 def available_memory() -> int | None:
@@ -217,10 +231,65 @@ def read_image(path: str | Path, channels: Channels = None) -> np.ndarray:
     return arr[idx]
 
 
-def read_labels(path: str | Path) -> np.ndarray:
-    """Read an instance label mask as a 2-D integer array (int32, or int64 for huge ids)."""
-    path = Path(path)
+#: file types whose compression is lossy: label ids at cell edges come back changed
+LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+#: above this share of differing neighbours inside the foreground, an array is an intensity
+#: image (noise, gradients), not labels (ids change only where two cells touch)
+_LABEL_EDGE_SHARE = 0.5
+
+
+def _read_mask_array(path: Path) -> np.ndarray:
+    """A mask file's array; indexed (palette) PNGs, as annotation tools save labels, come back
+    as their indices, not as the palette's colours."""
+    if path.suffix.lower() in LOSSY_EXTENSIONS:
+        raise InputError(
+            "masks must be stored lossless (PNG or TIFF): JPEG is lossy and changes label "
+            "values around every cell, which invents cells",
+            path,
+        )
     arr = read_array(path)
+    if path.suffix.lower() == ".png":
+        with Image.open(path) as im:
+            if im.mode == "P":
+                return np.asarray(im)
+    elif path.suffix.lower() in TIFF_EXTENSIONS:
+        with tifffile.TiffFile(path) as tif:
+            compression = tif.pages[0].compression if tif.pages else None
+        if compression is not None and "JPEG" in getattr(compression, "name", ""):
+            raise InputError(
+                "mask is JPEG-compressed inside the TIFF; label values change around every cell "
+                "(save it with lossless or no compression)",
+                path,
+            )
+    return arr
+
+
+def looks_like_labels(labels: np.ndarray) -> bool:
+    """False for an intensity image: inside the foreground, most neighbouring pixels differ.
+
+    A label image is piecewise constant (each cell one id), so between two non-zero neighbours
+    the value changes only where cells touch. Too few foreground neighbours to tell: True.
+    """
+    right = (labels[:, 1:] != 0) & (labels[:, :-1] != 0)
+    down = (labels[1:] != 0) & (labels[:-1] != 0)
+    n = int(right.sum() + down.sum())
+    if n < 100:
+        return True
+    differ = int(
+        ((labels[:, 1:] != labels[:, :-1]) & right).sum()
+        + ((labels[1:] != labels[:-1]) & down).sum()
+    )
+    return differ <= _LABEL_EDGE_SHARE * n
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """Read an instance label mask as a 2-D integer array (int32, or int64 for huge ids).
+
+    Refused: lossy (JPEG) files, float or negative values, and images that are not labels at
+    all (an intensity image given as ground truth would otherwise be scored, wrongly).
+    """
+    path = Path(path)
+    arr = _read_mask_array(path)
     arr = np.squeeze(arr) if arr.ndim > 2 else arr
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and (arr[..., :3] == arr[..., :1]).all():
         arr = arr[..., 0]  # a gray mask saved as RGB(A)
@@ -248,6 +317,12 @@ def read_labels(path: str | Path) -> np.ndarray:
                 stacklevel=2,
             )
         return instances
+    if not looks_like_labels(arr):
+        raise InputError(
+            "not a label image: neighbouring pixels inside the foreground mostly differ, as in "
+            "a microscopy image; give instance masks (0 = background, one id per cell)",
+            path,
+        )
     return arr.astype(np.int64 if values[-1] > np.iinfo(np.int32).max else np.int32)
 
 
@@ -261,15 +336,21 @@ def write_labels(path: str | Path, labels: np.ndarray) -> None:
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
     """Write a uint8/uint16 image (H, W) or (H, W, 3) as PNG."""
+    _write_encoded(path, iio.imwrite("<bytes>", image, extension=".png"))
+
+
+def _write_encoded(path: str | Path, data: bytes) -> None:
+    """Write encoded image bytes atomically (encoding in memory first: a write error is then one
+    OSError, not one more from the encoder's clean-up)."""
     with atomic_path(path) as tmp:
-        iio.imwrite(tmp, image, extension=".png")
+        tmp.write_bytes(data)
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Write an integer image (H, W) or (H, W, C) as TIFF (zlib) or PNG, by the file suffix."""
     path = Path(path)
+    if path.suffix.lower() not in TIFF_EXTENSIONS:
+        _write_encoded(path, iio.imwrite("<bytes>", image, extension=path.suffix))
+        return
     with atomic_path(path) as tmp:
-        if path.suffix.lower() in TIFF_EXTENSIONS:
-            tifffile.imwrite(tmp, image, compression="zlib")
-        else:
-            iio.imwrite(tmp, image, extension=path.suffix)
+        tifffile.imwrite(tmp, image, compression="zlib")

@@ -78,14 +78,14 @@ def load_split(path: str | Path) -> dict[str, list[str]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read split file ({exc})", path) from None
-    if (
-        not isinstance(data, dict)
-        or not all(isinstance(data.get(k, []), list) for k in ("train", "val", "test"))
-        or not data.get("train")
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k, []), list) for k in ("train", "val", "test")
     ):
         raise InputError(
             "split file must hold a JSON object with lists 'train', 'val', 'test'", path
         )
+    if not data.get("train"):
+        raise InputError("split file's 'train' list is empty: nothing to train on", path)
     split = {k: [str(n) for n in data.get(k, [])] for k in ("train", "val", "test")}
     seen: dict[str, str] = {}
     for part, names in split.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cganseg.atomic import write_text
+from cganseg.atomic import staged_files, write_text
+from cganseg.data.folders import mask_files, stem_key
+from cganseg.data.io import list_image_files, read_labels
 from cganseg.errors import InputError
 from cganseg.evaluation.dice import DiceCounts, dice_counts
 from cganseg.evaluation.hardness import DENSE_FRACTION, hardness
@@ -89,6 +92,12 @@ def evaluate_pairs(
         )
     if not rows:
         raise ValueError("no image pairs to evaluate")
+    if not any(r["n_gt"] for r in rows):
+        warnings.warn(
+            f"the ground truth of all {len(rows)} image(s) holds no cell: scores only say "
+            "whether nothing was predicted",
+            stacklevel=2,
+        )
     n = len(rows)
     pooled = {k: totals[k].astype(np.int64) for k in ("tp", "fp", "fn")}
     pooled.update(scores_from_counts(totals))
@@ -103,7 +112,7 @@ def evaluate_pairs(
     }
 
 
-def _dataset_folder(folder: Path) -> Path:
+def label_folder(folder: Path) -> Path:
     """A data-set folder's ``masks/`` subfolder if it has one, else the folder itself."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -111,32 +120,38 @@ def _dataset_folder(folder: Path) -> Path:
     return folder / "masks" if (folder / "masks").is_dir() else folder
 
 
-def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
+def _by_stem(files: list[Path], folder: Path, strip: str = "") -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in files:
-        if f.stem in out:
-            raise InputError(f"two label images share the name {f.stem!r} ({out[f.stem].name})", f)
-        out[f.stem] = f
+        stem = stem_key(f.stem.removesuffix(strip) if strip else f.stem)
+        if stem in out:
+            raise InputError(f"two label images share the name {stem!r} ({out[stem].name})", f)
+        out[stem] = f
     if not out:
         raise InputError("no label images found", folder)
     return out
 
 
-def pair_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
-    """Pair ground-truth and prediction files by stem, sorted by ground-truth name.
+def pair_files(
+    gt_dir: Path, pred_dir: Path, mask_suffix: str = "_masks"
+) -> list[tuple[Path, Path]]:
+    """Pair ground-truth and prediction files by name, sorted by ground-truth name.
 
-    A ground-truth ``NAME_masks.tif`` also pairs with a prediction ``NAME.*``. Every file must
-    find exactly one partner.
+    Ground truth is read as :func:`~cganseg.data.folders.mask_files` reads masks: a data-set
+    folder's ``masks/``, or in a Cellpose-style folder only the ``NAME_masks`` files (the images
+    beside them are not ground truth), which pair with a prediction ``NAME``. Names pair after
+    Unicode normalisation. Every file must find exactly one partner.
     """
-    from cganseg.data.io import list_image_files
-
-    gt_dir, pred_dir = _dataset_folder(gt_dir), _dataset_folder(pred_dir)
-    gts = _by_stem(list_image_files(gt_dir), gt_dir)
+    gt_files = mask_files(label_folder(gt_dir), mask_suffix)
+    gt_folder, pred_dir = gt_files[0].parent, label_folder(pred_dir)
+    gts = _by_stem(gt_files, gt_folder)
     preds = _by_stem(list_image_files(pred_dir), pred_dir)
     pairs: list[tuple[Path, Path]] = []
     used: dict[str, Path] = {}
     for stem, gt_file in sorted(gts.items()):
-        keys = [stem] + ([stem.removesuffix("_masks")] if stem.endswith("_masks") else [])
+        keys = [stem]
+        if mask_suffix and stem.endswith(mask_suffix):
+            keys.append(stem.removesuffix(mask_suffix))
         key = next((k for k in keys if k in preds), None)
         if key is None:
             raise InputError(f"no prediction in {pred_dir} for this ground truth", gt_file)
@@ -146,15 +161,13 @@ def pair_files(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
         pairs.append((gt_file, preds[key]))
     orphans = sorted(set(preds) - set(used))
     if orphans:
-        raise InputError(f"no ground truth in {gt_dir} for this prediction", preds[orphans[0]])
+        raise InputError(f"no ground truth in {gt_folder} for this prediction", preds[orphans[0]])
     return pairs
 
 
 def _read_pairs(
     pairs: list[tuple[Path, Path]],
 ) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
-    from cganseg.data.io import read_labels
-
     for gt_file, pred_file in pairs:
         gt, pred = read_labels(gt_file), read_labels(pred_file)
         if gt.shape != pred.shape:
@@ -174,11 +187,14 @@ def csv_text(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
-    """Write metrics.json, metrics.csv, per_image.csv and f1_vs_iou.png (each atomically)."""
+    """Write metrics.json, metrics.csv, per_image.csv and f1_vs_iou.png: all four or none."""
+    with staged_files(out_dir) as stage:
+        _write_report_files(report, stage)
+
+
+def _write_report_files(report: dict[str, Any], out_dir: Path) -> None:
     from cganseg.reports.plots import plot_f1_vs_iou
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
     header = ["threshold"] + [f"{s}_{k}" for s in ("per_image", "pooled") for k in METRIC_KEYS]
     rows = [
@@ -203,6 +219,7 @@ def evaluate_folders(
     out_dir: Path,
     thresholds: Sequence[float] = THRESHOLDS,
     progress: bool = True,
+    mask_suffix: str = "_masks",
 ) -> dict[str, Any]:
     """Evaluate a folder of predicted label images against a folder of ground truth.
 
@@ -211,7 +228,7 @@ def evaluate_folders(
     size mismatch raises :class:`~cganseg.errors.InputError`. Writes the report files with
     :func:`write_report` and returns the report dict of :func:`evaluate_pairs`.
     """
-    pairs = pair_files(gt, pred)
+    pairs = pair_files(gt, pred, mask_suffix)
     bar = tqdm(
         _read_pairs(pairs), total=len(pairs), desc="evaluate", unit="img", disable=not progress
     )
@@ -227,6 +244,7 @@ def evaluate_easy_hard(
     thresholds: Sequence[float] = THRESHOLDS,
     dense_fraction: float = DENSE_FRACTION,
     progress: bool = True,
+    mask_suffix: str = "_masks",
 ) -> dict[str, Any]:
     """:func:`evaluate_folders` plus separate reports on easy and hard images (paper Table 2).
 
@@ -234,7 +252,7 @@ def evaluate_easy_hard(
     ``out_dir/hard`` (a subset with no image gets none) and ``out_dir/hardness.csv``. Returns
     ``{"all": report, "easy": report or None, "hard": report or None, "hardness": rows}``.
     """
-    pairs = pair_files(gt, pred)
+    pairs = pair_files(gt, pred, mask_suffix)
     rows: list[list[Any]] = []
 
     def classified() -> Iterable[tuple[str, np.ndarray, np.ndarray]]:

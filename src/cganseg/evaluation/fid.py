@@ -193,6 +193,15 @@ def compute_fid(
     return result
 
 
+def is_fid_json(path: Path) -> bool:
+    """True when ``path`` holds a result written by :func:`compute_fid` (so it may be replaced)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"fid", "kid_mean", "n_real"} <= set(data)
+
+
 def kid_text(result: dict[str, Any]) -> str:
     """KID as text; its sd over subsets only when the subsets differ (smaller than the sets)."""
     spread = result["kid_subset_size"] < min(result["n_real"], result["n_generated"])

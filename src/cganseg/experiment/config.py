@@ -22,7 +22,15 @@ from typing import Any
 
 from cganseg.errors import InputError
 from cganseg.models.registry import SEGMENTERS
-from cganseg.training.config import read_yaml_mapping, refuse_unknown
+from cganseg.training.config import (
+    PRESETS,
+    SEED_MAX,
+    CGanTrainConfig,
+    SegTrainConfig,
+    check_type,
+    read_yaml_mapping,
+    refuse_unknown,
+)
 
 SCENARIOS = {
     "A": "cGAN-Seg, N pairs",
@@ -78,6 +86,11 @@ class ExperimentConfig:
         for key in ("backbones", "scenarios"):
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
+        if isinstance(data.get("val_fraction"), str):  # YAML reads 1e-1 (no dot) as a string
+            try:
+                data["val_fraction"] = float(data["val_fraction"])
+            except ValueError:
+                pass  # refused by check() below, by name
         cfg = cls(**data)
         cfg.check(source)
         return cfg
@@ -86,6 +99,8 @@ class ExperimentConfig:
         def bad(message: str) -> InputError:
             return InputError(message, source)
 
+        for f in dataclasses.fields(self):
+            check_type(f.name, str(f.type), getattr(self, f.name), lambda m: bad(f"option {m}"))
         if not isinstance(self.folds, int) or self.folds < 2:
             raise bad(f"option folds must be an integer >= 2, got {self.folds!r}")
         if not isinstance(self.n_train, int) or self.n_train < 1:
@@ -110,6 +125,16 @@ class ExperimentConfig:
         odd = sorted(set(self.synthetic) - set(SYNTH_DEFAULTS))
         if odd:
             raise bad(f"unknown synthetic option(s): {', '.join(odd)}")
+        if self.seed > SEED_MAX or self.seed < 0:
+            raise bad(f"option seed must be in [0, {SEED_MAX}], got {self.seed}")
+        for name, cls in (("cgan", CGanTrainConfig), ("seg", SegTrainConfig)):
+            options = dict(getattr(self, name))
+            if name == "cgan" and isinstance(options.get("preset"), str):
+                options = {**PRESETS.get(options["preset"], {}), **options}
+            try:  # the runs' own options, checked now (data and out are the experiment's)
+                cls.from_dict({**options, "data": self.data, "out": self.out})
+            except InputError as exc:
+                raise bad(f"{name}: {exc}") from None
 
     def synth(self) -> dict[str, Any]:
         return {**SYNTH_DEFAULTS, **self.synthetic}

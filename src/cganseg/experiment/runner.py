@@ -31,6 +31,8 @@ from cganseg.errors import InputError
 from cganseg.experiment.config import ExperimentConfig
 from cganseg.experiment.folds import fold_splits
 from cganseg.interrupt import check
+from cganseg.lock import folder_lock
+from cganseg.outputs import foreign_entries
 from cganseg.training.config import (
     PRESETS,
     CGanTrainConfig,
@@ -108,7 +110,7 @@ def _claim(cfg: ExperimentConfig, out: Path) -> None:
                 f"holds an experiment with other settings ({', '.join(diff)}); choose another out",
                 out,
             )
-    elif out.exists() and any(out.iterdir()):
+    elif foreign_entries(out):
         raise InputError("is not empty and holds no experiment; choose another out", out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -252,8 +254,6 @@ def plan(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], list[Job]]:
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
     """Run (or resume) every job, then write the report; returns the report's HTML path."""
-    from cganseg.reports.experiment_report import write_experiment_report
-
     out = Path(cfg.out)
     folds, jobs = plan(cfg)
     for job in jobs[: len(cfg.scenarios) * len(cfg.backbones)]:
@@ -262,9 +262,16 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
         from cganseg.models.fid_inception import find_fid_weights
 
         find_fid_weights(cfg.fid_weights)  # say now, not after hours, that the network is missing
-    from cganseg.data.dataset import load_samples
 
     check_writable(out)
+    with folder_lock(out, "experiment"):
+        return _run_locked(cfg, out, folds, jobs, progress)
+
+
+def _run_locked(cfg: ExperimentConfig, out: Path, folds, jobs: list[Job], progress: bool) -> Path:
+    from cganseg.data.dataset import load_samples
+    from cganseg.reports.experiment_report import write_experiment_report
+
     # every pair read once now: a bad file is named before anything is written, not in run 7
     load_samples(data_pairs(cfg), parse_channels(cfg.channels), progress, "checking data")
     _claim(cfg, out)

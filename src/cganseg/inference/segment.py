@@ -83,8 +83,12 @@ def load_segmenter(
     return Segmenter(model.to(dev), payload.get("channels"), int(size), dev)
 
 
-def collect_inputs(path: str | Path) -> list[Path]:
-    """An image file, or every image in a folder (or in its ``images/`` subfolder)."""
+def collect_inputs(path: str | Path, mask_suffix: str = "_masks") -> list[Path]:
+    """An image file, or every image in a folder (or in its ``images/`` subfolder).
+
+    In a folder, files whose stem ends with ``mask_suffix`` (Cellpose-style ``NAME_masks``) or
+    ``_flows`` are masks and Cellpose outputs, not images, and are skipped.
+    """
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -93,7 +97,8 @@ def collect_inputs(path: str | Path) -> list[Path]:
     if not path.exists():
         raise InputError("input not found", path)
     folder = path / "images" if (path / "images").is_dir() else path
-    files = list_image_files(folder)
+    skip = tuple(s for s in (mask_suffix, "_flows") if s)
+    files = [f for f in list_image_files(folder) if not f.stem.endswith(skip)]
     if not files:
         raise InputError("no images found", folder)
     return files

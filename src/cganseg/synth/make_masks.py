@@ -17,7 +17,8 @@ from cganseg.data.folders import mask_files
 from cganseg.data.io import read_labels, write_labels
 from cganseg.errors import InputError
 from cganseg.interrupt import check
-from cganseg.synth.manifest import claim_folder, inside
+from cganseg.outputs import inside
+from cganseg.synth.manifest import claim_folder
 from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
 
 MANIFEST = "synth_masks.json"

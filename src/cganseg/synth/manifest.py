@@ -14,6 +14,7 @@ from typing import Any
 
 from cganseg.atomic import write_text
 from cganseg.errors import InputError
+from cganseg.outputs import foreign_entries
 
 
 def claim_folder(out: Path, name: str, settings: dict[str, Any]) -> bool:
@@ -37,7 +38,7 @@ def claim_folder(out: Path, name: str, settings: dict[str, Any]) -> bool:
                 out,
             )
         return True
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or foreign_entries(out)):
         raise InputError("output folder exists and is not empty; choose another", out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -46,8 +47,3 @@ def claim_folder(out: Path, name: str, settings: dict[str, Any]) -> bool:
     write_text(manifest, json.dumps(settings, indent=2) + "\n")
     return False
 
-
-def inside(path: Path, folder: Path) -> bool:
-    """True when ``path`` is ``folder`` or lies below it (after resolving links)."""
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents

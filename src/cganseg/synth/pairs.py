@@ -11,19 +11,19 @@ reproducible and an interrupted run resumes (see :mod:`.manifest`). The input is
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from cganseg.data.folders import mask_files
-from cganseg.data.io import read_labels, write_image, write_labels
+from cganseg.data.io import file_sha256, read_labels, write_image, write_labels
 from cganseg.errors import InputError
 from cganseg.inference.generate import load_generator
 from cganseg.inference.tiling import check_memory
 from cganseg.interrupt import check
-from cganseg.synth.manifest import claim_folder, inside
+from cganseg.outputs import inside
+from cganseg.synth.manifest import claim_folder
 from cganseg.training.checkpoint import resolve_checkpoint
 
 MANIFEST = "generate.json"
@@ -35,14 +35,6 @@ def to_integer_image(image: np.ndarray, dtype: type) -> np.ndarray:
     top = np.iinfo(dtype).max
     scaled = np.round((np.clip(image, -1.0, 1.0) + 1.0) / 2.0 * top).astype(dtype)
     return scaled[0] if scaled.shape[0] == 1 else np.moveaxis(scaled, 0, -1)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def output_paths(out: Path, name: str, ext: str, cellpose_names: bool) -> tuple[Path, Path]:
@@ -83,7 +75,7 @@ def generate_pairs(
     generator = load_generator(ckpt, device)
     ext, dtype = IMAGE_FORMATS[image_format]
     settings = {
-        "checkpoint_sha256": _sha256(ckpt),
+        "checkpoint_sha256": file_sha256(ckpt),
         "masks": str(Path(masks).resolve()),
         "seed": seed,
         "cellpose_names": cellpose_names,

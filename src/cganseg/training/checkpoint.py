@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,13 @@ SEGMENTER_FORMAT = "cganseg.segmenter/1"
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:  # through Python's file, so that a full disk raises OSError with its errno
+            torch.save(payload, fh)
+        except RuntimeError as exc:  # torch's zip writer re-raises a failed write as its own
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -32,6 +38,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise InputError("checkpoint not found", path)
+    if not zipfile.is_zipfile(path):  # e.g. a Keras .h5 or a TorchScript-less legacy file
+        raise InputError(
+            "not a PyTorch checkpoint (cganseg checkpoints are zip archives written by "
+            "torch.save)",
+            path,
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's pickle-protocol notes would add lines

@@ -7,6 +7,7 @@ continue it with the same settings.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "None": (type(None),),
     "list[int]": (list, tuple),
     "list[float]": (list, tuple),
+    "list[str]": (list, tuple),
+    "dict[str, Any]": (dict,),
+}
+#: the type of each item of a list option
+_ITEM_TYPES: dict[str, tuple[type, ...]] = {
+    "list[int]": (int,),
+    "list[float]": (int, float),
+    "list[str]": (str,),
 }
 #: options YAML may read as strings (``1e-3`` without a dot) that must be floats
 FLOAT_OPTIONS = (
@@ -36,28 +45,82 @@ FLOAT_OPTIONS = (
     "lr_disc",
     "extra_fraction",
     "rollback_lr_factor",
+    "max_loss",
+    "p_vanilla",
+    "p_diff",
+    "mix_prob",
+    "w_adv_g",
+    "w_adv_s",
+    "w_rec_g",
+    "w_rec_s",
+    "w_id_g",
+    "w_id_s",
+    "w_disc",
 )
-#: smallest allowed value of numeric options
-_MINIMUM = {
-    "iterations": 1,
-    "batch_size": 1,
-    "val_every": 1,
-    "log_every": 1,
-    "patience": 0,
-    "num_workers": 0,
-    "seed": 0,
-    "min_size": 0,
-    "tile_size": 16,
-    "n_train": 1,
-    "width": 1,
-    "gen_width": 1,
-    "disc_width": 1,
-    "disc_layers": 1,
-    "style_dim": 1,
-    "n_mapping": 1,
-    "sample_every": 0,
-    "max_rollbacks": 0,
+#: largest seed: what NumPy's legacy seeding and every torch generator accept
+SEED_MAX = 2**32 - 1
+#: allowed range (low, high; None: open) of numeric options, for every config class
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "iterations": (1, None),
+    "batch_size": (1, None),
+    "val_every": (1, None),
+    "log_every": (1, None),
+    "patience": (0, None),
+    "num_workers": (0, None),
+    "seed": (0, SEED_MAX),
+    "min_size": (0, None),
+    "tile_size": (16, None),
+    "n_train": (1, None),
+    "width": (1, None),
+    "gen_width": (1, None),
+    "disc_width": (1, None),
+    "disc_layers": (1, None),
+    "style_dim": (1, None),
+    "n_mapping": (1, None),
+    "sample_every": (0, None),
+    "max_rollbacks": (0, None),
+    "weight_decay": (0, None),
+    "p_vanilla": (0, 1),
+    "extra_fraction": (0, 1),
+    "p_diff": (0, 1),
+    "mix_prob": (0, 1),
+    "pool_size": (0, None),
+    "w_adv_g": (0, None),
+    "w_adv_s": (0, None),
+    "w_rec_g": (0, None),
+    "w_rec_s": (0, None),
+    "w_id_g": (0, None),
+    "w_id_s": (0, None),
+    "w_disc": (0, None),
 }
+#: options that must be strictly positive
+_POSITIVE = ("lr", "lr_gen", "lr_disc", "max_loss")
+#: options with a fixed set of values
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "model": ("unet", "deepsea", "cellpose"),
+    "n_classes": (2, 3),
+    "layout": ("auto", "folders", "cellpose"),
+    "schedule": ("cosine", "constant"),
+    "on_divergence": ("stop", "rollback"),
+    "amp_dtype": ("fp16", "bf16"),
+}
+
+
+def check_type(name: str, annotation: str, value: Any, bad) -> None:
+    """Refuse ``value`` (``bad(message)`` makes the error) unless it has the annotated type;
+    numbers must be finite, list items of the item type (YAML ``crop: [true, 64]`` is no size)."""
+    allowed = tuple(t for part in annotation.split("|") for t in _TYPES[part.strip()])
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        raise bad(f"{name} must be {annotation}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad(f"{name} must be a finite number, got {value}")
+    if isinstance(value, list | tuple):
+        item = next(t for part, t in _ITEM_TYPES.items() if part in annotation)
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, item):
+                raise bad(f"{name} must be {annotation}, got {value!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise bad(f"{name} must hold finite numbers, got {value!r}")
 
 
 @dataclass
@@ -96,6 +159,9 @@ class SegTrainConfig:
     on_divergence: str = "stop"
     rollback_lr_factor: float = 0.5
     max_rollbacks: int = 3
+    # a loss above this also counts as divergence; None: MAX_LOSS_FACTOR (1e4) times the first
+    # step's loss (training/loop.py)
+    max_loss: float | None = None
     # speed only: results change by float rounding at most (see the README's Speed section)
     fused_adam: bool = True  # Adam's fused kernels (CPU and CUDA)
     channels_last: bool = False  # NHWC memory layout of networks and batches
@@ -133,47 +199,45 @@ class SegTrainConfig:
         cfg.check(source)
         return cfg
 
-    def check(self, source: str | Path | None = None) -> None:  # noqa: C901
+    def check(self, source: str | Path | None = None) -> None:
         """Refuse wrong types and out-of-range values now, before a run folder is written."""
+
+        def bad(message: str) -> InputError:
+            return InputError(f"option {message}", source)
+
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            allowed = tuple(t for part in str(f.type).split("|") for t in _TYPES[part.strip()])
-            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-                raise InputError(f"option {f.name} must be {f.type}, got {value!r}", source)
+            check_type(f.name, str(f.type), getattr(self, f.name), bad)
         crop = self.crop
-        if len(crop) != 2 or not all(isinstance(c, int) and c >= 1 for c in crop):
-            raise InputError(f"option crop must be two positive integers, got {crop!r}", source)
-        for name, low in _MINIMUM.items():
+        if len(crop) != 2 or not all(c >= 16 and c % 16 == 0 for c in crop):
+            raise bad(f"crop must be two sizes divisible by 16 (the networks halve it 4 "
+                      f"times), got {crop}")  # fmt: skip
+        for name, (low, high) in _RANGES.items():
             value = getattr(self, name, None)
-            if value is not None and value < low:
-                raise InputError(f"option {name} must be at least {low}, got {value}", source)
-        if self.extra_fraction is not None and (
-            self.extra is None or not 0.0 <= self.extra_fraction <= 1.0
-        ):
-            raise InputError(
-                f"option extra_fraction must be in [0, 1] and needs extra, got "
-                f"{self.extra_fraction}",
-                source,
-            )
-        if self.on_divergence not in ("stop", "rollback"):
-            raise InputError(
-                f"option on_divergence must be stop or rollback, got {self.on_divergence!r}",
-                source,
-            )
+            if value is None:
+                continue
+            if not (low is None or value >= low) or not (high is None or value <= high):
+                span = f"at least {low}" if high is None else f"in [{low}, {high}]"
+                raise bad(f"{name} must be {span}, got {value}")
+        for name in _POSITIVE:
+            value = getattr(self, name, None)
+            if value is not None and not value > 0:
+                raise bad(f"{name} must be > 0, got {value}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise bad(f"{name} must be one of {', '.join(map(str, choices))}, got "
+                          f"{getattr(self, name)!r}")  # fmt: skip
+        for name in ("val_fraction", "test_fraction", "warmup_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.extra_fraction is not None and self.extra is None:
+            raise bad("extra_fraction needs extra")
         if not 0.0 < self.rollback_lr_factor < 1.0:
-            raise InputError(
-                f"option rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor}",
-                source,
-            )
-        if self.amp_dtype not in ("fp16", "bf16"):
-            raise InputError(
-                f"option amp_dtype must be fp16 or bf16, got {self.amp_dtype!r}", source
-            )
-        if self.lr <= 0 or not 0.0 <= self.p_vanilla <= 1.0:
-            raise InputError(
-                f"options need lr > 0 and 0 <= p_vanilla <= 1, got {self.lr}, {self.p_vanilla}",
-                source,
-            )
+            raise bad(f"rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor}")
+        if self.channels is not None:
+            try:
+                parse_channels(self.channels)
+            except InputError as exc:
+                raise bad(str(exc)) from None
 
     def save(self, path: str | Path) -> None:
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -316,12 +380,10 @@ class CGanTrainConfig(SegTrainConfig):
             raise InputError(
                 f"option betas must be two numbers in [0, 1), got {self.betas}", source
             )
-        for name in ("p_diff", "mix_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InputError(f"option {name} must be in [0, 1]", source)
-        if any(c % 16 for c in self.crop):
+        if self.perceptual not in ("vgg19", "hed-vgg16", "none"):
             raise InputError(
-                f"cGAN-Seg training needs crops divisible by 16, got {self.crop}", source
+                f"option perceptual must be vgg19, hed-vgg16 or none, got {self.perceptual!r}",
+                source,
             )
         if self.extra is not None:
             raise InputError(

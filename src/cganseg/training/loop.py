@@ -13,7 +13,10 @@ each process takes its share of every global batch, and rank 0 alone validates, 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +37,17 @@ from cganseg.data.dataset import (
     ShardSampler,
     load_samples,
 )
-from cganseg.data.folders import find_pairs
+from cganseg.data.folders import Pair, find_pairs
+from cganseg.data.io import file_sha256
 from cganseg.data.splits import load_split, make_split, save_split
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter, resolve_device, segmenter_payload
 from cganseg.interrupt import Interrupted, graceful_stop, ignore_stop_signals, requested
+from cganseg.lock import folder_lock
 from cganseg.losses.ce_dice import CEDiceLoss
 from cganseg.models.registry import build_segmenter
+from cganseg.outputs import inside
 from cganseg.training import distributed
 from cganseg.training.checkpoint import load_checkpoint, save_checkpoint
 from cganseg.training.config import SegTrainConfig, parse_channels
@@ -62,7 +68,12 @@ RESUMABLE_OVERRIDES = (
     "compile",
     "on_divergence",
     "max_rollbacks",
+    "max_loss",
 )
+#: without ``max_loss``, a loss this many times the first step's loss counts as divergence
+MAX_LOSS_FACTOR = 1e4
+#: floor of the first step's loss in that rule, so that a run starting near 0 is not stopped
+MIN_LOSS_REFERENCE = 1e-2
 
 
 @dataclass
@@ -73,12 +84,38 @@ class DataSplit:
     train: list[Sample]
     val: list[Sample]
     test: list[Sample]
+    #: name -> SHA-256 of its image and mask files: a resumed run checks it reads the same data
+    hashes: dict[str, list[str]]
+
+
+def _content_hashes(pairs: list[Pair], expected: dict[str, list[str]] | None) -> dict:
+    """SHA-256 of every pair's files; InputError naming a file whose content differs from
+    ``expected`` (the hashes a run was trained with)."""
+    hashes = {p.name: [file_sha256(p.image), file_sha256(p.mask)] for p in pairs}
+    for pair in pairs:
+        if expected and pair.name in expected:
+            for path, now, then in zip((pair.image, pair.mask), hashes[pair.name],
+                                       expected[pair.name], strict=True):  # fmt: skip
+                if now != then:
+                    raise InputError(
+                        "differs from the file this run was trained on (same name, other "
+                        "content); resume with the run's own data",
+                        path,
+                    )
+    return hashes
 
 
 def load_data_split(
-    cfg: SegTrainConfig, split: dict[str, list[str]] | None, progress: bool
+    cfg: SegTrainConfig,
+    split: dict[str, list[str]] | None,
+    progress: bool,
+    expected_hashes: dict[str, list[str]] | None = None,
 ) -> DataSplit:
-    """Find the pairs, make (or reuse) the split and load every sample of it."""
+    """Find the pairs, make (or reuse) the split and load every sample of it.
+
+    ``expected_hashes`` (on resume): the content hashes saved with the run; a file whose
+    content changed under its name is refused.
+    """
     pairs = find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
     if split is None and cfg.split_file:
         split = load_split(cfg.split_file)
@@ -101,7 +138,15 @@ def load_data_split(
             [by_name[n] for n in split[part]], channels, progress, f"loading {part}"
         )
 
-    data = DataSplit(split, load("train"), load("val"), load("test"))
+    used = [by_name[n] for part in split.values() for n in part]
+    hashes = _content_hashes(used, expected_hashes)
+    data = DataSplit(split, load("train"), load("val"), load("test"), hashes)
+    if not any(s.labels.any() for s in data.train):
+        raise InputError(
+            f"no cell in any of the {len(data.train)} training masks; a segmenter cannot learn "
+            "from masks that are all background",
+            cfg.data,
+        )
     ref = data.train[0].image.shape[0]
     for s in data.val + data.test:
         if s.image.shape[0] != ref:
@@ -115,6 +160,12 @@ def load_extra(cfg: SegTrainConfig, channels: int, progress: bool) -> list[Sampl
     """The extra training pairs of ``cfg.extra`` (none without it), checked against the data."""
     if cfg.extra is None:
         return []
+    if inside(cfg.extra, cfg.data) or inside(cfg.data, cfg.extra):
+        raise InputError(
+            f"extra pairs overlap the data set {cfg.data} (its validation and test images would "
+            "be trained on); give a folder of other pairs",
+            cfg.extra,
+        )
     pairs = find_pairs(cfg.extra, "auto", cfg.mask_suffix, cfg.image_suffix)
     samples = load_samples(pairs, parse_channels(cfg.channels), progress, "loading extra")
     for s in samples:
@@ -139,7 +190,8 @@ class TrainerBase:
         self.rank, self.device = distributed.setup(resolve_device(cfg.device))
         self.progress = progress and self.rank.main
         saved_split = resume_state["split"] if resume_state else None
-        self.data = load_data_split(cfg, saved_split, self.progress)
+        saved_hashes = resume_state.get("data_hashes") if resume_state else None
+        self.data = load_data_split(cfg, saved_split, self.progress, saved_hashes)
         self.in_channels = self.data.train[0].image.shape[0]
         self.extra = load_extra(cfg, self.in_channels, self.progress)
         self.amp = cfg.amp and self.device.type == "cuda"
@@ -147,6 +199,7 @@ class TrainerBase:
         self.scale_grads = self.amp and cfg.amp_dtype == "fp16"  # bf16 needs no loss scaling
         self.step, self.best_score, self.stale = 0, -math.inf, 0
         self.lr_scale, self.rollbacks = 1.0, 0  # lowered by divergence rollbacks
+        self.loss_reference: float | None = None  # the first step's loss, for max_loss
         torch.manual_seed(cfg.seed)
         self.build()
         if resume_state:
@@ -248,6 +301,8 @@ class TrainerBase:
                 split=self.data.split,
                 lr_scale=self.lr_scale,
                 rollbacks=self.rollbacks,
+                loss_reference=self.loss_reference,
+                data_hashes=self.data.hashes,
             )
         return payload
 
@@ -258,6 +313,7 @@ class TrainerBase:
         self.best_score, self.stale = state["best_score"], state["stale"]
         self.lr_scale = state.get("lr_scale", 1.0)
         self.rollbacks = max(self.rollbacks, state.get("rollbacks", 0))
+        self.loss_reference = state.get("loss_reference")
         torch.set_rng_state(state["torch_rng"])
 
     def save_last(self) -> None:
@@ -316,17 +372,37 @@ class TrainerBase:
         return bool(self.cfg.patience) and self.stale >= self.cfg.patience
 
     def _diverged(self, reason: str) -> TrainingDiverged:
+        last = self.run_dir / "last.pt"
+        if not last.is_file():
+            return TrainingDiverged(
+                reason,
+                "training stopped; no checkpoint was saved yet, so start again with a lower "
+                "learning rate (--lr) or without mixed precision (--no-amp)",
+            )
         return TrainingDiverged(
             reason,
-            f"training stopped, last good checkpoint kept in {self.run_dir / 'last.pt'} (resume "
-            "with --on-divergence rollback to go on at lower learning rates, or try --no-amp)",
+            f"training stopped, last good checkpoint kept in {last} (resume with "
+            "--on-divergence rollback to go on at lower learning rates, or try --no-amp)",
         )
+
+    def max_loss(self) -> float:
+        """The loss above which training counts as diverged (``max_loss``, else
+        :data:`MAX_LOSS_FACTOR` times the first step's loss)."""
+        if self.cfg.max_loss is not None:
+            return self.cfg.max_loss
+        return MAX_LOSS_FACTOR * max(self.loss_reference or 0.0, MIN_LOSS_REFERENCE)
 
     def _check_finite(self, values: dict[str, float]) -> None:
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
             name, value = next(iter(bad.items()))
             raise self._diverged(f"{name} became {value} by step {self.step}")
+        limit = self.max_loss()
+        if values.get("loss", 0.0) > limit:
+            raise self._diverged(
+                f"loss {values['loss']:.3g} exploded past max_loss {limit:.3g} by step "
+                f"{self.step}"
+            )
 
     def _check_weights(self) -> None:
         """Refuse to checkpoint non-finite weights (a loss can stay finite while they are not)."""
@@ -422,6 +498,8 @@ class TrainerBase:
             while self.step < cfg.iterations and not stopped_early:
                 terms = self.train_step(*next(batches))
                 self.step += 1
+                if self.loss_reference is None:  # one host sync, once per run
+                    self.loss_reference = self._mean_terms({"loss": terms["loss"]}, 1)["loss"]
                 for k, v in terms.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 n_summed += 1
@@ -459,6 +537,10 @@ class TrainerBase:
                         signum,
                     )
         finally:
+            # shut the loader's worker processes down now, on an error too: the traceback would
+            # keep the iterator alive, and its workers (which ignore SIGTERM) would then block
+            # the interpreter's exit for ever
+            batches = None  # noqa: F841
             if log is not None:
                 log.close()
         return stopped_early
@@ -512,6 +594,42 @@ def run_training(
     main = distributed.from_env().main
     if main:
         check_writable(run_dir)
+    lock = folder_lock(run_dir, trainer_cls.kind) if main else contextlib.nullcontext()
+    with lock:
+        return _run_locked(trainer_cls, cfg, run_dir, resume, progress, given or {})
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(path)
+
+
+def _resumed_config(
+    cfg_cls: type[SegTrainConfig], state: dict[str, Any], run_dir: Path, given: dict[str, Any]
+) -> SegTrainConfig:
+    """The saved config of a run being resumed, re-rooted: the run is the folder it was given
+    (a copied run resumes in its copy), and ``--data`` replaces a data folder that moved."""
+    saved = cfg_cls.from_dict(state["config"])
+    saved.out = _absolute(str(run_dir))
+    if given.get("data"):
+        saved.data = _absolute(given["data"])
+    elif not Path(saved.data).is_dir():
+        raise InputError(
+            "data folder not found (moved or renamed?); resume with --data NEW_PLACE, which is "
+            "checked file by file against the run's data",
+            saved.data,
+        )
+    return merge_resume_config(saved, given)
+
+
+def _run_locked(
+    trainer_cls: type[TrainerBase],
+    cfg: SegTrainConfig,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    given: dict[str, Any],
+) -> dict[str, Any]:
+    main = distributed.from_env().main
     state = None
     if resume:
         if not (run_dir / "last.pt").is_file():
@@ -522,12 +640,20 @@ def run_training(
                 f"last.pt is a {state.get('kind')} checkpoint, not {trainer_cls.kind}",
                 run_dir / "last.pt",
             )
-        cfg = merge_resume_config(type(cfg).from_dict(state["config"]), given or {})
+        cfg = _resumed_config(type(cfg), state, run_dir, given)
         if main:
             tqdm.write(f"resuming {run_dir} from step {state['step']}")
     elif (run_dir / "last.pt").exists():
         raise InputError(
             "already holds a training run; add --resume or choose another --out", run_dir
+        )
+    else:  # paths as absolute paths: the run stays usable from any working directory
+        cfg = dataclasses.replace(
+            cfg,
+            data=_absolute(cfg.data),
+            out=_absolute(cfg.out),
+            split_file=_absolute(cfg.split_file),
+            extra=_absolute(cfg.extra),
         )
     try:
         trainer = trainer_cls(cfg, state, progress)

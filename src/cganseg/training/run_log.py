@@ -15,6 +15,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 from cganseg.atomic import write_text
+from cganseg.errors import WriteError
 
 
 class RunLog:
@@ -45,8 +46,11 @@ class RunLog:
     ) -> None:
         """Append one CSV row and the same scalars (plus ``tb_only``) to TensorBoard."""
         row = [str(step)] + [f"{values[c]:.6g}" if c in values else "" for c in self.columns[1:]]
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(",".join(row) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(",".join(row) + "\n")
+        except OSError as exc:
+            raise WriteError(self.path, exc) from None
         for name, value in {**values, **(tb_only or {})}.items():
             self.tb.add_scalar(name, value, step)
 
