@@ -167,3 +167,46 @@ def tiny_cgan_config(data, out, **kw) -> CGanTrainConfig:
     )
     base.update(kw)
     return CGanTrainConfig(**base)
+
+
+def no_temp_files(folder: Path) -> bool:
+    """True when ``folder`` (if it exists) holds no temporary file of an atomic write."""
+    return not folder.exists() or not [p for p in folder.rglob(".*") if ".tmp" in p.name]
+
+
+def _tiny_run(tmp_path_factory, kind: str) -> Path:
+    from cganseg.training.cgan_trainer import train_cgan
+    from cganseg.training.seg_trainer import train_segmenter
+
+    root = tmp_path_factory.mktemp(kind)
+    run = root / "run"
+    make, train = (tiny_seg_config, train_segmenter) if kind == "seg" else (
+        tiny_cgan_config, train_cgan)  # fmt: skip
+    train(make(make_dataset(root / "data"), run, iterations=2), progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory) -> Path:
+    """A tiny trained conventional run folder, shared by a module's tests."""
+    return _tiny_run(tmp_path_factory, "seg")
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory) -> Path:
+    """A tiny trained cGAN-Seg run folder, shared by a module's tests."""
+    return _tiny_run(tmp_path_factory, "gan")
+
+
+@pytest.fixture
+def tiny_fid_network(tmp_path, monkeypatch) -> None:
+    """A tiny scripted feature network as the FID network (``$CGANSEG_FID_WEIGHTS``)."""
+    import warnings
+
+    import torch
+    from tests.test_fid import TinyFeatures
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(TinyFeatures()).save(str(tmp_path / "tiny.pt"))
+    monkeypatch.setenv("CGANSEG_FID_WEIGHTS", str(tmp_path / "tiny.pt"))

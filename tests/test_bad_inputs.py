@@ -18,16 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 import yaml
-from tests.conftest import make_dataset, synthetic_pair, tiny_cgan_config, tiny_seg_config
+from tests.conftest import (
+    make_dataset,
+    no_temp_files,
+    synthetic_pair,
+    tiny_cgan_config,
+    tiny_seg_config,
+)
 from tests.conftest import write_image as _write
-from tests.test_fid import TinyFeatures
 
 from cganseg.cli import main
 from cganseg.data.io import read_labels
-from cganseg.training.cgan_trainer import train_cgan
-from cganseg.training.seg_trainer import train_segmenter
 
 SIZE = (40, 52)
 
@@ -150,26 +152,6 @@ def _assert_refused(rc: int, err: str, bad: Path, problem: str) -> None:
     assert "Traceback" not in err
 
 
-def _no_temp_files(folder: Path) -> bool:
-    return not folder.exists() or not [p for p in folder.rglob(".*") if ".tmp" in p.name]
-
-
-@pytest.fixture(scope="module")
-def seg_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("seg")
-    run = root / "run"
-    train_segmenter(tiny_seg_config(make_dataset(root / "data"), run, iterations=2), progress=False)
-    return run
-
-
-@pytest.fixture(scope="module")
-def gan_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("gan")
-    run = root / "run"
-    train_cgan(tiny_cgan_config(make_dataset(root / "data"), run, iterations=2), progress=False)
-    return run
-
-
 def _training_args(command: str, data: Path, out: Path, tmp_path: Path) -> list[str]:
     make = tiny_seg_config if command == "train-seg" else tiny_cgan_config
     make(data, out).save(tmp_path / "cfg.yaml")
@@ -283,7 +265,7 @@ def test_segment_refuses_bad_images(tmp_path, capsys, seg_run, case):
     out = tmp_path / "labels"
     rc = main(["segment", str(seg_run), str(data / "images"), str(out), "--quiet"])
     _assert_refused(rc, capsys.readouterr().err, bad, IMAGE_CASES[case][2])
-    assert _no_temp_files(out)
+    assert no_temp_files(out)
     for path in out.glob("*.tif"):  # the good images before the bad one: whole files
         assert read_labels(path).shape == SIZE
 
@@ -332,14 +314,6 @@ def test_generate_refuses_bad_masks(tmp_path, capsys, gan_run, case):
 
 
 # ------------------------------------------------------------------ fid
-@pytest.fixture
-def tiny_fid_network(tmp_path, monkeypatch) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(TinyFeatures()).save(str(tmp_path / "tiny.pt"))
-    monkeypatch.setenv("CGANSEG_FID_WEIGHTS", str(tmp_path / "tiny.pt"))
-
-
 @pytest.mark.parametrize("case", sorted(IMAGE_CASES))
 def test_fid_refuses_bad_images(tmp_path, capsys, tiny_fid_network, case):
     data, bad = _data_with_bad_image(tmp_path, case)

@@ -17,23 +17,25 @@ import subprocess
 import sys
 import time
 import unicodedata
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-import torch
 import yaml
 from PIL import Image
-from tests.conftest import make_dataset, synthetic_pair, tiny_cgan_config, tiny_seg_config
+from tests.conftest import (
+    make_dataset,
+    no_temp_files,
+    synthetic_pair,
+    tiny_cgan_config,
+    tiny_seg_config,
+)
 from tests.conftest import write_image as _write
-from tests.test_fid import TinyFeatures
 
 from cganseg.cli import main
 from cganseg.data.io import read_labels
 from cganseg.training.checkpoint import load_checkpoint
-from cganseg.training.seg_trainer import train_segmenter
 
 SRC = Path(__file__).resolve().parents[1]
 #: a tiny conventional run on the command line (the issue's ``T``)
@@ -67,18 +69,6 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(SRC / "src"), env.get("PYTHONPATH", "")])
     return env
-
-
-def _no_temp_files(folder: Path) -> bool:
-    return not folder.exists() or not [p for p in folder.rglob(".*") if ".tmp" in p.name]
-
-
-@pytest.fixture(scope="module")
-def seg_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("seg")
-    run = root / "run"
-    train_segmenter(tiny_seg_config(make_dataset(root / "data"), run, iterations=2), progress=False)
-    return run
 
 
 # ------------------------------------------------------------------ 1. no hang with workers
@@ -175,14 +165,6 @@ def test_segment_refuses_a_folder_it_did_not_write(tmp_path, capsys, seg_run):
     rc = main(["segment", str(seg_run), str(data / "images"), str(other), "--quiet",
                "--overwrite"])  # fmt: skip
     assert rc == 0 and (other / "notes.txt").read_text() == "mine"
-
-
-@pytest.fixture
-def tiny_fid_network(tmp_path, monkeypatch) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(TinyFeatures()).save(str(tmp_path / "tiny.pt"))
-    monkeypatch.setenv("CGANSEG_FID_WEIGHTS", str(tmp_path / "tiny.pt"))
 
 
 def test_fid_json_refuses_to_overwrite_an_input_or_foreign_file(tmp_path, capsys, tiny_fid_network):
@@ -312,7 +294,7 @@ def test_full_disk_at_each_training_writer(tmp_path, capsys, full_disk, name):
     _refused(rc, capsys.readouterr().err, name, "No space left on device")
     if run.name == "run":
         assert load_checkpoint(run / "last.pt")["step"] == last_before  # whole, loadable
-    assert _no_temp_files(run)
+    assert no_temp_files(run)
     assert not (run / ".cganseg.lock").exists()
 
 
@@ -324,7 +306,7 @@ def test_full_disk_at_the_samples_of_cgan_training(tmp_path, capsys, full_disk):
     full_disk("step_")
     rc = main(["train", "--config", str(tmp_path / "cfg.yaml"), "--quiet"])
     _refused(rc, capsys.readouterr().err, "No space left on device")
-    assert _no_temp_files(tmp_path / "run")
+    assert no_temp_files(tmp_path / "run")
 
 
 def test_full_disk_at_segment_evaluate_and_fid(tmp_path, capsys, full_disk, seg_run,
@@ -335,16 +317,34 @@ def test_full_disk_at_segment_evaluate_and_fid(tmp_path, capsys, full_disk, seg_
     full_disk("img01")
     rc = main(["segment", str(seg_run), str(data / "images"), str(tmp_path / "p2"), "--quiet"])
     _refused(rc, capsys.readouterr().err, "img01", "No space left on device")
-    assert _no_temp_files(tmp_path / "p2")
+    assert no_temp_files(tmp_path / "p2")
     full_disk("f1_vs_iou")
     rc = main(["evaluate", str(data), str(pred), "--out", str(tmp_path / "ev"), "--quiet"])
     _refused(rc, capsys.readouterr().err, "f1_vs_iou", "No space left on device")
     report = tmp_path / "ev"
     assert not (report / "metrics.json").exists()  # no half report
-    assert _no_temp_files(report)
+    assert no_temp_files(report)
     full_disk("fid.json")
     rc = main(["fid", str(data), str(data), "--json", str(tmp_path / "fid.json"), "--quiet"])
     _refused(rc, capsys.readouterr().err, "fid.json", "No space left on device")
+
+
+def test_full_disk_at_overlays_synth_masks_and_generate(
+    tmp_path, capsys, full_disk, seg_run, gan_run
+):
+    data = make_dataset(tmp_path / "d", n=3)
+    full_disk("img01.png")  # the overlay (labels are .tif)
+    rc = main(["segment", str(seg_run), str(data), str(tmp_path / "p"), "--overlays", "--quiet"])
+    _refused(rc, capsys.readouterr().err, "overlays", "img01.png", "No space left on device")
+    full_disk("synth_00001")
+    rc = main(["synth-masks", str(data), str(tmp_path / "sm"), "--n", "3", "--quiet"])
+    _refused(rc, capsys.readouterr().err, "synth_00001", "No space left on device")
+    full_disk("img02_s0")
+    rc = main(["generate", str(gan_run), str(data), str(tmp_path / "g"), "--quiet"])
+    _refused(rc, capsys.readouterr().err, "img02_s0", "No space left on device")
+    for folder in ("p", "sm", "g"):
+        assert no_temp_files(tmp_path / folder)
+        assert not (tmp_path / folder / ".cganseg.lock").exists()
 
 
 def _can_mount_tmpfs() -> bool:

@@ -103,12 +103,10 @@ def staged_files(folder: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def check_writable(folder: str | Path) -> None:
-    """Fail now, in one line, if ``folder`` cannot be made or written to; leaves no trace.
-
-    Called before long work starts, so that hours of training are not lost to a read-only or
-    mistyped output path. Folders it had to create for the test are removed again.
-    """
+@contextlib.contextmanager
+def made_folder(folder: str | Path) -> Iterator[Path]:
+    """Create ``folder`` (and missing parents) for the block; at its end remove those of them
+    it created that are still empty, so a command refused part-way leaves no trace."""
     folder = Path(folder)
     created: list[Path] = []
     probe = folder
@@ -119,17 +117,33 @@ def check_writable(folder: str | Path) -> None:
         raise InputError(f"cannot create the output folder: {probe} is a file", folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cganseg-write-test-", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
     except OSError as exc:
         raise InputError(
-            f"cannot write to the output folder ({exc.strerror or exc})", folder
+            f"cannot create the output folder ({exc.strerror or exc})", folder
         ) from None
+    try:
+        yield folder
     finally:
         for path in created:  # deepest first; one another process has written into stays
             with contextlib.suppress(OSError):
                 path.rmdir()
+
+
+def check_writable(folder: str | Path) -> None:
+    """Fail now, in one line, if ``folder`` cannot be made or written to; leaves no trace.
+
+    Called before long work starts, so that hours of training are not lost to a read-only or
+    mistyped output path. Folders it had to create for the test are removed again.
+    """
+    with made_folder(folder) as made:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".cganseg-write-test-", dir=made)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write to the output folder ({exc.strerror or exc})", made
+            ) from None
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cganseg.atomic import made_folder
 from cganseg.errors import InputError, WriteError
 
 LOCK_NAME = ".cganseg.lock"
@@ -90,19 +91,7 @@ def folder_lock(folder: str | Path, command: str) -> Iterator[None]:
     Creates ``folder`` if needed; a folder created here and left empty is removed again, so a
     command refused later (bad input) leaves no trace.
     """
-    folder = Path(folder)
-    created: list[Path] = []
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        created.append(probe)
-        probe = probe.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"cannot create the output folder ({exc.strerror or exc})", folder
-        ) from None
-    path = folder / LOCK_NAME
+    path = Path(folder) / LOCK_NAME
     me = {
         "pid": os.getpid(),
         "started": _start_time(os.getpid()),
@@ -110,18 +99,14 @@ def folder_lock(folder: str | Path, command: str) -> Iterator[None]:
         "command": command,
         "since": round(time.time()),
     }
-    try:
+    with made_folder(folder):
         _acquire(path, me)
         try:
             yield
         finally:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, InputError):
                 if _read(path) == me:
                     path.unlink()
-    finally:
-        for made in created:  # deepest first; one that now holds files stays
-            with contextlib.suppress(OSError):
-                made.rmdir()
 
 
 def _acquire(path: Path, me: dict) -> None:

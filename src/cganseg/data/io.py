@@ -233,9 +233,8 @@ def read_image(path: str | Path, channels: Channels = None) -> np.ndarray:
 
 #: file types whose compression is lossy: label ids at cell edges come back changed
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
-#: above this share of differing neighbours inside the foreground, an array is an intensity
-#: image (noise, gradients), not labels (ids change only where two cells touch)
-_LABEL_EDGE_SHARE = 0.5
+#: more connected patches per distinct value than this: an intensity image, not labels
+_PATCHES_PER_LABEL = 5
 
 
 def _read_mask_array(path: Path) -> np.ndarray:
@@ -265,21 +264,17 @@ def _read_mask_array(path: Path) -> np.ndarray:
 
 
 def looks_like_labels(labels: np.ndarray) -> bool:
-    """False for an intensity image: inside the foreground, most neighbouring pixels differ.
+    """False for an intensity image: each of its values is scattered over many patches.
 
-    A label image is piecewise constant (each cell one id), so between two non-zero neighbours
-    the value changes only where cells touch. Too few foreground neighbours to tell: True.
+    In a label image each id is one cell, one connected patch (an annotation may split a few
+    into two). In a microscopy image each grey level recurs in many separate patches. On the
+    real data sets in ../shared/data, masks have at most 1.6 patches per id, images at least 60.
     """
-    right = (labels[:, 1:] != 0) & (labels[:, :-1] != 0)
-    down = (labels[1:] != 0) & (labels[:-1] != 0)
-    n = int(right.sum() + down.sum())
-    if n < 100:
+    ids = np.count_nonzero(np.unique(labels))
+    if ids == 0:
         return True
-    differ = int(
-        ((labels[:, 1:] != labels[:, :-1]) & right).sum()
-        + ((labels[1:] != labels[:-1]) & down).sum()
-    )
-    return differ <= _LABEL_EDGE_SHARE * n
+    patches = int(connected_components(labels, background=0, connectivity=1).max())
+    return patches <= _PATCHES_PER_LABEL * ids
 
 
 def read_labels(path: str | Path) -> np.ndarray:
@@ -319,8 +314,8 @@ def read_labels(path: str | Path) -> np.ndarray:
         return instances
     if not looks_like_labels(arr):
         raise InputError(
-            "not a label image: neighbouring pixels inside the foreground mostly differ, as in "
-            "a microscopy image; give instance masks (0 = background, one id per cell)",
+            "not a label image: each value is scattered over many separate patches, as in a "
+            "microscopy image; give instance masks (0 = background, one id per cell)",
             path,
         )
     return arr.astype(np.int64 if values[-1] > np.iinfo(np.int32).max else np.int32)

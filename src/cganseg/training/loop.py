@@ -657,13 +657,7 @@ def _run_locked(
         )
     try:
         trainer = trainer_cls(cfg, state, progress)
-        if main:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise InputError(
-                    f"cannot create the output folder ({exc.strerror or exc})", run_dir
-                ) from None
+        if main:  # (the run folder exists: its lock made it)
             cfg.save(run_dir / "config.yaml")
             save_split(run_dir / "split.json", trainer.data.split)
         with graceful_stop():
