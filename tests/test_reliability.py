@@ -597,3 +597,26 @@ def test_evaluate_refuses_ground_truth_that_is_not_a_label_image(tmp_path, capsy
     tifffile.imwrite(pred / "a.tif" if pred.mkdir() is None else None, labels)
     rc = main(["evaluate", str(gt), str(pred), "--out", str(tmp_path / "ev"), "--quiet"])
     _refused(rc, capsys.readouterr().err, "a.tif", "not a label image")
+
+
+def test_a_custom_mask_suffix_works_in_every_command(tmp_path, capsys, seg_run, gan_run):
+    data = tmp_path / "cp"
+    for i in range(3):
+        image, labels = synthetic_pair(seed=i)
+        _write(data / f"s{i}.tif", image)
+        _write(data / f"s{i}_lbl.tif", labels)
+    pred = tmp_path / "pred"
+    assert main(["segment", str(seg_run), str(data), str(pred), "--mask-suffix", "_lbl",
+                 "--quiet"]) == 0  # fmt: skip
+    assert sorted(p.name for p in pred.glob("*.tif")) == ["s0.tif", "s1.tif", "s2.tif"]
+    rc = main(["evaluate", str(data), str(pred), "--out", str(tmp_path / "ev"),
+               "--mask-suffix", "_lbl", "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["synth-masks", str(data), str(tmp_path / "sm"), "--n", "2", "--mask-suffix",
+               "_lbl", "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["generate", str(gan_run), str(data), str(tmp_path / "g"), "--mask-suffix",
+               "_lbl", "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "g" / "masks").iterdir()) == [
+        "s0_s0.tif", "s1_s0.tif", "s2_s0.tif"]  # fmt: skip

@@ -395,6 +395,11 @@ def _add_synth_masks(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="a run's split.json: take shapes only from its training masks",
     )
+    p.add_argument(
+        "--mask-suffix",
+        default="_masks",
+        help="in a Cellpose-style folder, the masks' name suffix (default _masks)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_synth_masks)
@@ -420,6 +425,7 @@ def _cmd_synth_masks(args: argparse.Namespace) -> int:
         seed=args.seed,
         min_area=args.min_area,
         names=None if args.split is None else load_split(args.split)["train"],
+        mask_suffix=args.mask_suffix,
         progress=not args.quiet,
     )
     print(f"{len(paths)} synthetic mask(s) in {args.out}")
@@ -451,6 +457,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="tif: 16-bit TIFF (default); png: 8-bit PNG",
     )
     p.add_argument("--tile-size", type=int, default=1024, help="larger masks go in tiles")
+    p.add_argument(
+        "--mask-suffix",
+        default="_masks",
+        help="in a Cellpose-style folder, the masks' name suffix (default _masks)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_generate)
@@ -469,6 +480,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         image_format=args.image_format,
         device=args.device,
         tile_size=args.tile_size,
+        mask_suffix=args.mask_suffix,
         progress=not args.quiet,
     )
     print(f"{len(pairs)} image/mask pair(s) in {args.out}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cganseg.data.folders import mask_files
+from cganseg.data.folders import mask_files, stem_key
 from cganseg.data.io import read_labels, write_labels
 from cganseg.errors import InputError
 from cganseg.interrupt import check
@@ -41,18 +41,19 @@ def write_synthetic_masks(
     seed: int = 0,
     min_area: int = 10,
     names: Collection[str] | None = None,
+    mask_suffix: str = "_masks",
     progress: bool = True,
 ) -> list[Path]:
     """Write ``n`` synthetic masks into ``out``; returns their paths (made now or before).
 
     ``size`` defaults to the size of the first real mask. ``names``: take shapes only from the
-    masks of these names (file stems, ``_masks`` stripped), e.g. a run's training pairs, so that
-    no test cell shapes reach the synthetic training data.
+    masks of these names (file stems, ``mask_suffix`` stripped), e.g. a run's training pairs, so
+    that no test cell shapes reach the synthetic training data.
     """
-    files = mask_files(real_masks)
+    files = mask_files(real_masks, mask_suffix)
     if names is not None:
-        wanted = set(names)
-        files = [f for f in files if f.stem.removesuffix("_masks") in wanted]
+        wanted = {stem_key(n) for n in names}
+        files = [f for f in files if stem_key(f.stem.removesuffix(mask_suffix)) in wanted]
         if not files:
             raise InputError("none of the split's names is a mask in this folder", real_masks)
     out = Path(out)

@@ -55,6 +55,7 @@ def generate_pairs(
     image_format: str = "tif",
     device: str = "auto",
     tile_size: int = 1024,
+    mask_suffix: str = "_masks",
     progress: bool = True,
 ) -> list[tuple[Path, Path]]:
     """Write ``per_mask`` pairs per mask of ``masks``; returns every (image, mask) path."""
@@ -62,12 +63,12 @@ def generate_pairs(
         raise InputError(f"--per-mask must be at least 1, got {per_mask}")
     if image_format not in IMAGE_FORMATS:
         raise InputError(f"image format must be one of {', '.join(IMAGE_FORMATS)}")
-    files = mask_files(masks)
+    files = mask_files(masks, mask_suffix)
     out = Path(out)
     folder = files[0].parent
     if inside(out, folder) or inside(folder, out):
         raise InputError("output folder overlaps the mask folder; choose another", out)
-    stems = [f.stem.removesuffix("_masks") for f in files]
+    stems = [f.stem.removesuffix(mask_suffix) if mask_suffix else f.stem for f in files]
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise InputError(f"two masks share the name {dup!r}; outputs would overwrite each other")
