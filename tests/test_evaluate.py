@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from cganseg.errors import InputError
-from cganseg.evaluation.dice import DiceCounts, dice, dice_counts, pooled_dice
+from cganseg.evaluation.dice import DiceCounts, dice, dice_counts
 from cganseg.evaluation.evaluate import evaluate_folders, evaluate_pairs
 from cganseg.reports.plots import plot_f1_vs_iou, plot_training_curves
 
@@ -42,8 +42,8 @@ def test_dice_hand_computed():
     assert dice(gt, empty) == 0.0
     assert dice(empty, pred) == 0.0
     # pooled: (2*3 + 0) / (10 + 6) differs from the mean (0.6 + 0) / 2
-    assert pooled_dice([dice_counts(gt, pred), dice_counts(gt, empty)]) == pytest.approx(6 / 16)
-    assert pooled_dice([]) == 1.0
+    pooled = dice_counts(gt, pred) + dice_counts(gt, empty)
+    assert pooled.dice == pytest.approx(6 / 16)
 
 
 def two_image_set() -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -60,9 +60,10 @@ def test_per_image_and_pooled_differ_as_hand_computed():
     per, pooled = report["per_image"], report["pooled"]
     assert report["thresholds"] == [0.5, 0.9]
     assert report["n_images"] == 2
-    # per image: a -> P 1, R 1, F1 1; b -> P 1 (nothing wrong), R 0, F1 0; then averaged.
+    # per image: a -> P 1, R 1, F1 1; b -> P 0 (StarDist: 0/0 is 0), R 0, F1 0; then averaged.
+    # (changed by design in issue 14: b's precision was 1, "nothing wrong")
     assert per["tp"] == [0.5, 0.5] and per["fn"] == [1.5, 1.5] and per["fp"] == [0.0, 0.0]
-    assert per["precision"] == pytest.approx([1.0, 1.0])
+    assert per["precision"] == pytest.approx([0.5, 0.5])
     assert per["recall"] == pytest.approx([0.5, 0.5])
     assert per["f1"] == pytest.approx([0.5, 0.5])
     assert per["accuracy"] == pytest.approx([0.5, 0.5])

@@ -110,7 +110,9 @@ def test_overlap_ids_areas_and_iou():
     np.testing.assert_allclose(ov.iou, [2 / 6])
 
 
-def test_empty_images_edge_cases():
+def test_empty_images_edge_cases_follow_stardist():
+    """StarDist's ``matching``: every ratio with a zero denominator is 0 (changed by design in
+    issue 14: before, 0/0 counted as 1, so an empty prediction had precision 1)."""
     empty = np.zeros((8, 8), dtype=np.int32)
     cells = np.zeros_like(empty)
     cells[1:4, 1:4] = 1
@@ -118,18 +120,20 @@ def test_empty_images_edge_cases():
 
     both = scores_from_counts(match_counts(empty, empty, (0.5,)))
     for name, values in both.items():
-        assert values[0] == 1.0, name
+        assert values[0] == 0.0, name
 
     only_pred = scores_from_counts(match_counts(empty, cells, (0.5,)))
     assert only_pred["precision"][0] == 0.0
-    assert only_pred["recall"][0] == 1.0
+    assert only_pred["recall"][0] == 0.0
     assert only_pred["f1"][0] == 0.0
     assert only_pred["accuracy"][0] == 0.0
     assert only_pred["panoptic_quality"][0] == 0.0
     assert only_pred["mean_matched_iou"][0] == 0.0
 
     only_gt = scores_from_counts(match_counts(cells, empty, (0.5,)))
-    assert only_gt["precision"][0] == 1.0
+    assert only_gt["precision"][0] == 0.0
+    assert only_gt["accuracy"][0] == 0.0
+    assert only_gt["panoptic_quality"][0] == 0.0
     assert only_gt["recall"][0] == 0.0
     assert only_gt["f1"][0] == 0.0
     assert only_gt["mean_matched_iou"][0] == 0.0

@@ -562,12 +562,15 @@ def test_a_data_set_without_any_cell_is_refused(tmp_path, capsys):
     _refused(rc, capsys.readouterr().err, "no cell")
 
 
-def test_evaluate_warns_when_the_ground_truth_has_no_cell(tmp_path, capsys):
+def test_evaluate_refuses_ground_truth_without_any_cell(tmp_path, capsys):
+    """(issue 13 asked for a warning or a refusal; issue 14 made it a refusal, as per-image
+    scores of empty images are 0 by StarDist's convention)"""
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     for folder in (gt, pred):
         _write(folder / "a.tif", np.zeros((20, 20), np.uint16))
-    assert main(["evaluate", str(gt), str(pred), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
-    assert "no cell" in capsys.readouterr().err
+    rc = main(["evaluate", str(gt), str(pred), "--out", str(tmp_path / "ev"), "--quiet"])
+    _refused(rc, capsys.readouterr().err, "no cell")
+    assert not (tmp_path / "ev").exists()
 
 
 # ------------------------------------------------------------------ 9. the Cellpose layout

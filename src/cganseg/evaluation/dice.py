@@ -7,7 +7,6 @@ convention); the pooled variant sums the pixel counts first, so large images wei
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,8 +50,3 @@ def dice_counts(gt: np.ndarray, pred: np.ndarray) -> DiceCounts:
 def dice(gt: np.ndarray, pred: np.ndarray) -> float:
     """Foreground Dice of one image pair; 1.0 when both images are empty."""
     return dice_counts(gt, pred).dice
-
-
-def pooled_dice(counts: Iterable[DiceCounts]) -> float:
-    """Dice of the summed pixel counts of several image pairs; 1.0 when all are empty."""
-    return sum(counts, DiceCounts(0, 0, 0)).dice

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,10 +92,9 @@ def evaluate_pairs(
     if not rows:
         raise ValueError("no image pairs to evaluate")
     if not any(r["n_gt"] for r in rows):
-        warnings.warn(
-            f"the ground truth of all {len(rows)} image(s) holds no cell: scores only say "
-            "whether nothing was predicted",
-            stacklevel=2,
+        raise InputError(
+            f"the ground truth of all {len(rows)} image(s) holds no cell; there is nothing to "
+            "score (every object-level score would be 0)"
         )
     n = len(rows)
     pooled = {k: totals[k].astype(np.int64) for k in ("tp", "fp", "fn")}

@@ -194,8 +194,9 @@ def match_counts(
     }
 
 
-def _ratio(num: np.ndarray, den: np.ndarray, if_empty: float) -> np.ndarray:
-    out = np.full(np.broadcast(num, den).shape, if_empty, dtype=np.float64)
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, and 0 where den is 0 (StarDist's ``_safe_divide``)."""
+    out = np.zeros(np.broadcast(num, den).shape, dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
     return out
 
@@ -210,25 +211,22 @@ def scores_from_counts(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     - panoptic_quality = matched_iou_sum / (TP + FP/2 + FN/2)
     - mean_matched_iou = matched_iou_sum / TP
 
-    Edge cases: a ratio whose denominator is 0 means nothing was to be found and nothing was
-    found, which is a perfect answer, so precision, recall, f1, accuracy and panoptic_quality are
-    1.0 there. Consequently empty ground truth with a nonempty prediction gives precision 0,
-    recall 1 (nothing missed), f1 0; nonempty ground truth with an empty prediction gives
-    precision 1 (nothing wrong), recall 0, f1 0. mean_matched_iou is 1.0 when there are no
-    objects at all and 0.0 when TP = 0 but objects exist.
+    Edge cases follow StarDist's ``matching`` (and the cGAN-Seg reference code): a ratio whose
+    denominator is 0 is 0. So an image with cells and an empty prediction has precision 0 (not 1:
+    a model that predicts nothing must not score a high per-image precision), recall 0, f1 0; an
+    image empty on both sides scores 0 everywhere; empty ground truth with predicted cells gives
+    precision 0, recall 0, f1 0. That is why the commands refuse a data set whose ground truth
+    holds no cell at all: its scores would say nothing.
     """
     tp = np.asarray(counts["tp"], dtype=np.float64)
     fp = np.asarray(counts["fp"], dtype=np.float64)
     fn = np.asarray(counts["fn"], dtype=np.float64)
     iou_sum = np.asarray(counts["matched_iou_sum"], dtype=np.float64)
-    no_objects = (tp + fp + fn) == 0
-    mean_iou = _ratio(iou_sum, tp, 0.0)
-    mean_iou[no_objects] = 1.0
     return {
-        "precision": _ratio(tp, tp + fp, 1.0),
-        "recall": _ratio(tp, tp + fn, 1.0),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn, 1.0),
-        "accuracy": _ratio(tp, tp + fp + fn, 1.0),
-        "panoptic_quality": _ratio(iou_sum, tp + (fp + fn) / 2, 1.0),
-        "mean_matched_iou": mean_iou,
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "accuracy": _ratio(tp, tp + fp + fn),
+        "panoptic_quality": _ratio(iou_sum, tp + (fp + fn) / 2),
+        "mean_matched_iou": _ratio(iou_sum, tp),
     }

@@ -141,12 +141,14 @@ def load_data_split(
     used = [by_name[n] for part in split.values() for n in part]
     hashes = _content_hashes(used, expected_hashes)
     data = DataSplit(split, load("train"), load("val"), load("test"), hashes)
-    if not any(s.labels.any() for s in data.train):
-        raise InputError(
-            f"no cell in any of the {len(data.train)} training masks; a segmenter cannot learn "
-            "from masks that are all background",
-            cfg.data,
-        )
+    for part, samples in (("training", data.train), ("validation", data.val),
+                          ("test", data.test)):  # fmt: skip
+        if samples and not any(s.labels.any() for s in samples):
+            raise InputError(
+                f"no cell in any of the {len(samples)} {part} masks; a segmenter can neither "
+                "learn from nor be scored on masks that are all background",
+                cfg.data,
+            )
     ref = data.train[0].image.shape[0]
     for s in data.val + data.test:
         if s.image.shape[0] != ref:
