@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cganseg.atomic import write_text
 from cganseg.evaluation.matching import THRESHOLDS, match_counts, scores_from_counts
+from cganseg.runtime.atomic import write_text
 
 SIZE = 1024
 PITCH = 23  # 44 x 44 grid = 1936 objects

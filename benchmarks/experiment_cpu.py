@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
-from cganseg.atomic import write_text
 from cganseg.demo import demo_data_dir
 from cganseg.experiment.config import ExperimentConfig
+from cganseg.experiment.report import METRICS, aggregate
 from cganseg.experiment.runner import run_experiment
-from cganseg.reports.experiment_report import METRICS, aggregate
+from cganseg.runtime.atomic import write_text
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CGAN_CPU = {"preset": "cpu", "perceptual": "hed-vgg16", "val_every": 40, "patience": 0}

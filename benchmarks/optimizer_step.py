@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from cganseg.atomic import write_text
 from cganseg.models.discriminator import PatchDiscriminator
 from cganseg.models.generator import StyleUNet
 from cganseg.models.registry import build_segmenter
-from cganseg.training.config import PRESETS
+from cganseg.options import PRESETS
+from cganseg.runtime.atomic import write_text
 
 
 def _networks(preset: str) -> dict[str, torch.nn.Module]:

@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cganseg.atomic import write_text
 from cganseg.demo import demo_data_dir
 from cganseg.models.registry import SEGMENTERS
-from cganseg.training.config import PRESETS, CGanTrainConfig, SegTrainConfig
+from cganseg.options import PRESETS, CGanTrainConfig, SegTrainConfig
+from cganseg.runtime.atomic import write_text
 
 KINDS = ("train", "train-seg", "segment")
 #: config options of each variant (``--variants``); segmentation is measured for ``default`` only
@@ -121,8 +121,8 @@ def measure(
     quick: bool,
 ) -> dict[str, Any]:
     """One measurement, in this process (called in a fresh subprocess by :func:`main`)."""
-    from cganseg.inference.segment import resolve_device
     from cganseg.inference.tiling import predict_probabilities
+    from cganseg.runtime.device import resolve_device
     from cganseg.training.cgan_trainer import CGanTrainer
     from cganseg.training.seg_trainer import SegTrainer
 
@@ -134,16 +134,16 @@ def measure(
         cfgs = _configs(preset, backbone, variant, device, tmp, quick)
         if kind == "train":
             cfg = cfgs["cgan"]
-            trainer = CGanTrainer(cfg, None, progress=False)
+            trainer = CGanTrainer.from_config(cfg)
             result["s_per_step"] = _median_step(trainer, steps, warmup, with_loading=False)
         elif kind == "train-seg":
             cfg = cfgs["seg"]
-            trainer = SegTrainer(cfg, None, progress=False)
+            trainer = SegTrainer.from_config(cfg)
             result["s_per_step"] = _median_step(trainer, steps, warmup, with_loading=False)
             result["s_per_step_with_loading"] = _median_step(trainer, steps, warmup, True)
         else:
             cfg = cfgs["seg"]
-            model = SegTrainer(cfg, None, progress=False).model.eval()
+            model = SegTrainer.from_config(cfg).model.eval()
             size = 128 if quick else 1024
             image = np.random.default_rng(0).uniform(-1, 1, (1, size, size)).astype(np.float32)
             times = []

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from skimage.draw import disk
 
-from cganseg.training.config import CGanTrainConfig, SegTrainConfig
+from cganseg.options import CGanTrainConfig, SegTrainConfig
 
 TIFF = (".tif", ".tiff")
 

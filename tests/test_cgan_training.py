@@ -11,10 +11,10 @@ import pytest
 import torch
 from tests.conftest import tiny_cgan_config as _cfg
 
+from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.inference.generate import load_generator
-from cganseg.interrupt import Interrupted
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
@@ -25,9 +25,9 @@ from cganseg.losses.cgan_objective import (
 )
 from cganseg.models.discriminator import PatchDiscriminator
 from cganseg.models.registry import build_segmenter
+from cganseg.options import CGanTrainConfig
+from cganseg.runtime.interrupt import Interrupted
 from cganseg.training.cgan_trainer import CGanTrainer, mask_for_generator, train_cgan
-from cganseg.training.checkpoint import load_checkpoint
-from cganseg.training.config import CGanTrainConfig
 
 
 def _rows(run_dir) -> list[dict[str, str]]:
@@ -195,7 +195,7 @@ def test_cli_train_with_preset_and_overrides(data, tmp_path, capsys):
 
 
 def test_resume_refuses_an_earlier_versions_gpu_random_state(data, tmp_path, capsys):
-    from cganseg.training.checkpoint import save_checkpoint
+    from cganseg.checkpoint import save_checkpoint
 
     out = tmp_path / "run"
     cfg = _cfg(data, out, iterations=2)

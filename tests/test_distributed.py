@@ -14,10 +14,10 @@ import pytest
 import torch
 from tests.conftest import tiny_cgan_config, tiny_seg_config
 
+from cganseg.checkpoint import load_checkpoint
 from cganseg.data.dataset import SeededSampler, ShardSampler
 from cganseg.errors import InputError
 from cganseg.training.cgan_trainer import train_cgan
-from cganseg.training.checkpoint import load_checkpoint
 from cganseg.training.seg_trainer import train_segmenter
 
 

@@ -16,8 +16,8 @@ from cganseg.cli import main
 from cganseg.errors import InputError
 from cganseg.experiment.config import ExperimentConfig
 from cganseg.experiment.folds import fold_splits
+from cganseg.experiment.report import aggregate, write_experiment_report
 from cganseg.experiment.runner import Job, plan, run_config
-from cganseg.reports.experiment_report import aggregate, write_experiment_report
 
 NAMES = [f"img{i:03d}" for i in range(23)]
 

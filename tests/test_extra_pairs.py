@@ -12,7 +12,7 @@ from tests.conftest import make_dataset, tiny_seg_config
 from cganseg.cli import main
 from cganseg.data.dataset import MixedSampler, extra_count
 from cganseg.errors import InputError
-from cganseg.training.config import CGanTrainConfig, SegTrainConfig, split_extra
+from cganseg.options import CGanTrainConfig, SegTrainConfig, split_extra
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
 
 
@@ -56,9 +56,8 @@ def _cfg(data, out, **kw) -> SegTrainConfig:
 def test_training_draws_extra_pairs(tmp_path):
     real = make_dataset(tmp_path / "real", n=5, size=(40, 40))
     synth = make_dataset(tmp_path / "synth", n=7, size=(48, 36), seed=9)
-    trainer = SegTrainer(
-        _cfg(real, tmp_path / "run", extra=str(synth), extra_fraction=0.5), None, progress=False
-    )
+    cfg = _cfg(real, tmp_path / "run", extra=str(synth), extra_fraction=0.5)
+    trainer = SegTrainer.from_config(cfg)
     assert len(trainer.data.train) == 4 and len(trainer.extra) == 7
     loader_keys = list(itertools.islice(iter(trainer.loader().sampler), 8))
     assert sum(i >= 4 for i, _ in loader_keys) == 4

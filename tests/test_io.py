@@ -339,7 +339,7 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     import os
     import stat
 
-    from cganseg.atomic import write_text
+    from cganseg.runtime.atomic import write_text
 
     umask = os.umask(0o022)
     try:

@@ -33,9 +33,9 @@ from tests.conftest import (
 )
 from tests.conftest import write_image as _write
 
+from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main
 from cganseg.data.io import read_labels
-from cganseg.training.checkpoint import load_checkpoint
 
 SRC = Path(__file__).resolve().parents[1]
 #: a tiny conventional run on the command line (the issue's ``T``)
@@ -225,7 +225,7 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
-    assert not (out / ".cganseg.lock").exists()
+    assert not (out / ".cganseg.runtime.lock").exists()
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
@@ -235,12 +235,12 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock = {"pid": dead.pid, "host": socket.gethostname(), "command": "train-seg"}
-    (out / ".cganseg.lock").write_text(json.dumps(lock))
+    (out / ".cganseg.runtime.lock").write_text(json.dumps(lock))
     assert main(_train(data, out)) == 0, capsys.readouterr().err
-    assert not (out / ".cganseg.lock").exists()
-    (out / ".cganseg.lock").write_text(json.dumps({**lock, "host": "another-host"}))
+    assert not (out / ".cganseg.runtime.lock").exists()
+    (out / ".cganseg.runtime.lock").write_text(json.dumps({**lock, "host": "another-host"}))
     rc = main(["train-seg", "--out", str(out), "--resume", "--iterations", "3", "--quiet"])
-    _refused(rc, capsys.readouterr().err, "another-host", ".cganseg.lock")
+    _refused(rc, capsys.readouterr().err, "another-host", ".cganseg.runtime.lock")
 
 
 # ------------------------------------------------------------------ 5. full disk at every writer
@@ -295,7 +295,7 @@ def test_full_disk_at_each_training_writer(tmp_path, capsys, full_disk, name):
     if run.name == "run":
         assert load_checkpoint(run / "last.pt")["step"] == last_before  # whole, loadable
     assert no_temp_files(run)
-    assert not (run / ".cganseg.lock").exists()
+    assert not (run / ".cganseg.runtime.lock").exists()
 
 
 def test_full_disk_at_the_samples_of_cgan_training(tmp_path, capsys, full_disk):
@@ -344,7 +344,7 @@ def test_full_disk_at_overlays_synth_masks_and_generate(
     _refused(rc, capsys.readouterr().err, "img02_s0", "No space left on device")
     for folder in ("p", "sm", "g"):
         assert no_temp_files(tmp_path / folder)
-        assert not (tmp_path / folder / ".cganseg.lock").exists()
+        assert not (tmp_path / folder / ".cganseg.runtime.lock").exists()
 
 
 def _can_mount_tmpfs() -> bool:
@@ -383,7 +383,7 @@ def test_a_really_full_disk_ends_training_segment_and_evaluate_cleanly(tmp_path,
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 3 and all("No space left on device" in e for e in errors), proc.stderr
     assert "Traceback" not in proc.stderr
-    assert ".tmp" not in proc.stdout and ".cganseg.lock" not in proc.stdout, proc.stdout
+    assert ".tmp" not in proc.stdout and ".cganseg.runtime.lock" not in proc.stdout, proc.stdout
 
 
 # ------------------------------------------------------------------ 6. values validated

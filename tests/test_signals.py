@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from tests.conftest import make_dataset, tiny_cgan_config, tiny_seg_config, write_image
 
+from cganseg.checkpoint import load_checkpoint
 from cganseg.data.io import read_image, read_labels
 from cganseg.training.cgan_trainer import train_cgan
-from cganseg.training.checkpoint import load_checkpoint
 from cganseg.training.seg_trainer import train_segmenter
 
 pytestmark = pytest.mark.slow

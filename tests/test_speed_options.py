@@ -13,7 +13,7 @@ from cganseg.training.seg_trainer import SegTrainer
 
 
 def _losses(trainer_cls, cfg, steps: int = 3) -> np.ndarray:
-    trainer = trainer_cls(cfg, None, progress=False)
+    trainer = trainer_cls.from_config(cfg)
     batches = iter(trainer.train_loader)
     return np.array([trainer.train_step(*next(batches))["loss"].item() for _ in range(steps)])
 
@@ -34,7 +34,7 @@ def test_speed_options_give_the_same_losses(tmp_path, tiny_dataset, trainer_cls,
 
 
 def test_channels_last_reaches_the_networks(tmp_path, tiny_dataset):
-    trainer = SegTrainer(tiny_seg_config(tiny_dataset, tmp_path, channels_last=True), None, False)
+    trainer = SegTrainer.from_config(tiny_seg_config(tiny_dataset, tmp_path, channels_last=True))
     conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert all(g["fused"] for g in trainer.optimizer.param_groups)
@@ -62,6 +62,6 @@ def test_amp_dtype_option(tmp_path, tiny_dataset):
 
     with pytest.raises(InputError, match="amp_dtype must be one of fp16, bf16"):
         tiny_seg_config(tiny_dataset, tmp_path, amp_dtype="fp8").check()
-    trainer = SegTrainer(tiny_seg_config(tiny_dataset, tmp_path, amp_dtype="bf16"), None, False)
+    trainer = SegTrainer.from_config(tiny_seg_config(tiny_dataset, tmp_path, amp_dtype="bf16"))
     assert trainer.amp_dtype is torch.bfloat16
     assert not trainer.amp and not trainer.scaler.is_enabled()  # CPU: full precision

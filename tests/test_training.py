@@ -12,11 +12,11 @@ import pytest
 import torch
 from tests.conftest import tiny_seg_config as _cfg
 
+from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main
 from cganseg.errors import InputError, TrainingDiverged
-from cganseg.interrupt import Interrupted
-from cganseg.training.checkpoint import load_checkpoint
-from cganseg.training.config import SegTrainConfig
+from cganseg.options import SegTrainConfig
+from cganseg.runtime.interrupt import Interrupted
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
 
 

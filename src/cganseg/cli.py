@@ -165,7 +165,7 @@ def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
     """Defaults < preset < --config file < command line, as one dict of config keys."""
     import dataclasses
 
-    from cganseg.training.config import PRESETS, parse_size, read_yaml_mapping, split_extra
+    from cganseg.options import PRESETS, parse_size, read_yaml_mapping, split_extra
 
     keys = {f.name for f in dataclasses.fields(config_cls)}
     given = {k: v for k, v in vars(args).items() if k in keys and v is not None}
@@ -193,7 +193,7 @@ def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
 
 
 def _run_training(args: argparse.Namespace, config_cls: type, train) -> int:
-    from cganseg.training.distributed import from_env
+    from cganseg.runtime.distributed import from_env
 
     options, given = _training_options(args, config_cls)
     cfg = config_cls.from_dict(options, args.config)
@@ -212,15 +212,15 @@ def _run_training(args: argparse.Namespace, config_cls: type, train) -> int:
 
 
 def _cmd_train_seg(args: argparse.Namespace) -> int:
-    from cganseg.training.config import SegTrainConfig
+    from cganseg.options import SegTrainConfig
     from cganseg.training.seg_trainer import train_segmenter
 
     return _run_training(args, SegTrainConfig, train_segmenter)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from cganseg.options import CGanTrainConfig
     from cganseg.training.cgan_trainer import train_cgan
-    from cganseg.training.config import CGanTrainConfig
 
     return _run_training(args, CGanTrainConfig, train_cgan)
 
@@ -251,9 +251,9 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from cganseg.inference.segment import collect_inputs
-    from cganseg.outputs import open_output
-    from cganseg.training import distributed
+    from cganseg.data.folders import collect_inputs
+    from cganseg.runtime import distributed
+    from cganseg.runtime.outputs import open_output
 
     inputs = collect_inputs(args.input, args.mask_suffix)
     out = args.out_dir.resolve()
@@ -268,8 +268,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
-    from cganseg.inference.segment import load_segmenter, resolve_device, segment_files
-    from cganseg.training import distributed
+    from cganseg.inference.segment import load_segmenter, segment_files
+    from cganseg.runtime import distributed
+    from cganseg.runtime.device import resolve_device
 
     rank, device = distributed.setup(resolve_device(args.device))  # under torchrun: a share
     try:
@@ -336,7 +337,7 @@ def _summary_line(report: dict) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from cganseg.evaluation.evaluate import label_folder
-    from cganseg.outputs import open_output
+    from cganseg.runtime.outputs import open_output
 
     inputs = [args.gt, args.pred, label_folder(args.gt), label_folder(args.pred)]
     with open_output(args.out, "evaluate", inputs, overwrite=args.overwrite):
@@ -407,8 +408,8 @@ def _add_synth_masks(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_synth_masks(args: argparse.Namespace) -> int:
     from cganseg.data.splits import load_split
+    from cganseg.options import parse_size
     from cganseg.synth.make_masks import write_synthetic_masks
-    from cganseg.training.config import parse_size
 
     try:
         low, high = (float(v) for v in args.scale.split(","))
@@ -521,9 +522,9 @@ def _add_fid(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fid(args: argparse.Namespace) -> int:
+    from cganseg.data.folders import collect_inputs
     from cganseg.evaluation.fid import compute_fid, is_fid_json, summary_line
-    from cganseg.inference.segment import collect_inputs
-    from cganseg.outputs import check_output_file
+    from cganseg.runtime.outputs import check_output_file
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -670,7 +671,7 @@ _DISTRIBUTED_COMMANDS = ("train", "train-seg", "segment")
 
 
 def _refuse_torchrun(command: str) -> None:
-    from cganseg.training.distributed import from_env
+    from cganseg.runtime.distributed import from_env
 
     if command not in _DISTRIBUTED_COMMANDS and from_env().distributed:
         raise InputError(
@@ -692,8 +693,8 @@ _OUTPUT_OPTION = {
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output folder that cannot be written, before any work starts."""
-    from cganseg.atomic import check_writable
-    from cganseg.training.distributed import from_env
+    from cganseg.runtime.atomic import check_writable
+    from cganseg.runtime.distributed import from_env
 
     if not from_env().main:
         return  # under torchrun, rank 0 checks
@@ -706,13 +707,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 #: commands that lock their output folder here (training and experiment lock theirs in the
 #: library, where the folder may come from a config file)
-#: (segment and evaluate also claim theirs: cganseg.outputs.open_output)
+#: (segment and evaluate also claim theirs: cganseg.runtime.outputs.open_output)
 _LOCKED = ("synth-masks", "generate", "demo")
 
 
 def _output_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
-    from cganseg.lock import folder_lock
-    from cganseg.training.distributed import from_env
+    from cganseg.runtime.distributed import from_env
+    from cganseg.runtime.lock import folder_lock
 
     folder = getattr(args, _OUTPUT_OPTION.get(args.command, ""), None)
     if args.command not in _LOCKED or folder is None or not from_env().main:
@@ -731,7 +732,7 @@ def _end_helpers() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cganseg.interrupt import Interrupted, graceful_stop
+    from cganseg.runtime.interrupt import Interrupted, graceful_stop
 
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
@@ -747,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return _EXIT_DIVERGED
     except Interrupted as exc:
-        from cganseg.training.distributed import from_env
+        from cganseg.runtime.distributed import from_env
 
         if from_env().main:  # under torchrun, rank 0 speaks for all
             print(f"interrupted: {exc}", file=sys.stderr)

@@ -21,19 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from cganseg.atomic import write_text
 from cganseg.data.folders import Pair, find_pairs
 from cganseg.data.io import read_image, read_labels
 from cganseg.data.normalize import normalize_percentile
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.generate import Generator, load_generator
 from cganseg.inference.segment import load_segmenter, segment_files
+from cganseg.options import CGanTrainConfig, SegTrainConfig
 from cganseg.reports.grid import save_grid
 from cganseg.reports.overlays import overlay_labels, unit_gray
 from cganseg.reports.plots import plot_f1_vs_iou, plot_training_curves
+from cganseg.runtime.atomic import write_text
 from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
 from cganseg.training.cgan_trainer import train_cgan
-from cganseg.training.config import CGanTrainConfig, SegTrainConfig
 from cganseg.training.seg_trainer import train_segmenter
 
 SEG_ITERATIONS = 600

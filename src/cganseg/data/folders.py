@@ -19,7 +19,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from cganseg.data.io import list_image_files
+from cganseg.data.io import IMAGE_EXTENSIONS, list_image_files
 from cganseg.errors import InputError
 
 LAYOUTS = ("auto", "folders", "cellpose")
@@ -112,4 +112,25 @@ def mask_files(path: str | Path, mask_suffix: str = "_masks") -> list[Path]:
     files = named or files
     if not files:
         raise InputError("no mask images found", folder)
+    return files
+
+
+def collect_inputs(path: str | Path, mask_suffix: str = "_masks") -> list[Path]:
+    """An image file, or every image in a folder (or in its ``images/`` subfolder).
+
+    In a folder, files whose stem ends with ``mask_suffix`` (Cellpose-style ``NAME_masks``) or
+    ``_flows`` are masks and Cellpose outputs, not images, and are skipped.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(f"unsupported file type {path.suffix!r}", path)
+        return [path]
+    if not path.exists():
+        raise InputError("input not found", path)
+    folder = path / "images" if (path / "images").is_dir() else path
+    skip = tuple(s for s in (mask_suffix, "_flows") if s)
+    files = [f for f in list_image_files(folder) if not f.stem.endswith(skip)]
+    if not files:
+        raise InputError("no images found", folder)
     return files

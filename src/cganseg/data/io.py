@@ -30,8 +30,8 @@ import tifffile
 from PIL import Image
 from skimage.measure import label as connected_components
 
-from cganseg.atomic import atomic_path
 from cganseg.errors import InputError
+from cganseg.runtime.atomic import atomic_path
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 TIFF_EXTENSIONS = (".tif", ".tiff")

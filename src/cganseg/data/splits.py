@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cganseg.atomic import write_text
 from cganseg.errors import InputError
+from cganseg.runtime.atomic import write_text
 
 
 def make_split(

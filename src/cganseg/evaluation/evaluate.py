@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cganseg.atomic import staged_files, write_text
 from cganseg.data.folders import mask_files, stem_key
 from cganseg.data.io import list_image_files, read_labels
 from cganseg.errors import InputError
@@ -32,6 +31,8 @@ from cganseg.evaluation.matching import (
     match_counts,
     scores_from_counts,
 )
+from cganseg.reports.plots import plot_f1_vs_iou
+from cganseg.runtime.atomic import staged_files, write_text
 
 METRIC_KEYS = ("tp", "fp", "fn", *SCORE_KEYS)
 F1_AT = 0.5
@@ -191,7 +192,6 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
 
 
 def _write_report_files(report: dict[str, Any], out_dir: Path) -> None:
-    from cganseg.reports.plots import plot_f1_vs_iou
 
     write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
     header = ["threshold"] + [f"{s}_{k}" for s in ("per_image", "pooled") for k in METRIC_KEYS]

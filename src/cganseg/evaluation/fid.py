@@ -26,10 +26,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cganseg.atomic import write_text
+from cganseg.data.folders import collect_inputs
 from cganseg.data.io import read_image
 from cganseg.data.normalize import normalize_percentile
 from cganseg.errors import InputError
+from cganseg.models.fid_inception import load_fid_features
+from cganseg.runtime.atomic import write_text
+from cganseg.runtime.device import resolve_device
 
 #: below this many images per set FID is strongly biased upwards (and noisy); we warn
 FEW_IMAGES = 2048
@@ -167,8 +170,6 @@ def compute_fid(
     ``extractor`` replaces the standard network (tests use a tiny one); otherwise it is loaded
     from ``weights`` (see :func:`cganseg.models.fid_inception.find_fid_weights`).
     """
-    from cganseg.inference.segment import collect_inputs, resolve_device
-    from cganseg.models.fid_inception import load_fid_features
 
     real_files, fake_files = collect_inputs(real), collect_inputs(generated)
     dev = resolve_device(device)

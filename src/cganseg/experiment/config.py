@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cganseg.data.folders import Pair, find_pairs
 from cganseg.errors import InputError
 from cganseg.models.registry import SEGMENTERS
-from cganseg.training.config import (
+from cganseg.options import (
     PRESETS,
     SEED_MAX,
     CGanTrainConfig,
@@ -135,6 +136,10 @@ class ExperimentConfig:
                 cls.from_dict({**options, "data": self.data, "out": self.out})
             except InputError as exc:
                 raise bad(f"{name}: {exc}") from None
+
+    def pairs(self) -> list[Pair]:
+        """The image/mask pairs of the experiment's data set."""
+        return find_pairs(self.data, self.layout, self.mask_suffix, self.image_suffix)
 
     def synth(self) -> dict[str, Any]:
         return {**SYNTH_DEFAULTS, **self.synthetic}

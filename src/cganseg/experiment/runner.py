@@ -24,22 +24,34 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from cganseg.atomic import check_writable, write_text
-from cganseg.data.folders import Pair, find_pairs
+from cganseg.data.dataset import load_samples
+from cganseg.data.folders import find_pairs
 from cganseg.data.splits import load_split, save_split
 from cganseg.errors import InputError
+from cganseg.evaluation.fid import fid_kid, image_features
 from cganseg.experiment.config import ExperimentConfig
 from cganseg.experiment.folds import fold_splits
-from cganseg.interrupt import check
-from cganseg.lock import folder_lock
-from cganseg.outputs import foreign_entries
-from cganseg.training.config import (
+from cganseg.experiment.report import write_experiment_report
+from cganseg.inference.generate import load_generator
+from cganseg.models.fid_inception import find_fid_weights, load_fid_features
+from cganseg.options import (
     PRESETS,
     CGanTrainConfig,
     SegTrainConfig,
     parse_channels,
     read_yaml_mapping,
 )
+from cganseg.reports.grid import save_grid
+from cganseg.reports.overlays import overlay_labels, unit_gray
+from cganseg.runtime.atomic import check_writable, write_text
+from cganseg.runtime.device import resolve_device
+from cganseg.runtime.interrupt import check
+from cganseg.runtime.lock import folder_lock
+from cganseg.runtime.outputs import foreign_entries
+from cganseg.synth.make_masks import write_synthetic_masks
+from cganseg.synth.pairs import generate_pairs
+from cganseg.training.cgan_trainer import train_cgan
+from cganseg.training.seg_trainer import train_segmenter
 
 RESULT = "result.json"
 #: segmenter options that B, C and D take from scenario A unless ``seg`` sets them
@@ -55,11 +67,6 @@ class Job:
     @property
     def name(self) -> str:
         return f"fold {self.fold + 1} {self.scenario} {self.backbone}"
-
-
-def data_pairs(cfg: ExperimentConfig) -> list[Pair]:
-    """The image/mask pairs of the experiment's data set."""
-    return find_pairs(cfg.data, cfg.layout, cfg.mask_suffix, cfg.image_suffix)
 
 
 def _cgan_options(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -121,8 +128,6 @@ def _peak_rss_mb() -> float:
 
 
 def _train(run_cfg: SegTrainConfig, progress: bool) -> dict[str, Any]:
-    from cganseg.training.cgan_trainer import train_cgan
-    from cganseg.training.seg_trainer import train_segmenter
 
     train = train_cgan if isinstance(run_cfg, CGanTrainConfig) else train_segmenter
     resume = (Path(run_cfg.out) / "last.pt").is_file()
@@ -132,13 +137,11 @@ def _train(run_cfg: SegTrainConfig, progress: bool) -> dict[str, Any]:
 
 def _synthetic_pairs(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> None:
     """Scenario D's pairs: masks from the fold's N training cells, images from A's generator."""
-    from cganseg.synth.make_masks import write_synthetic_masks
-    from cganseg.synth.pairs import generate_pairs
 
     synth = cfg.synth()
     folder = fold_dir / f"synthetic_{job.backbone}"
     write_synthetic_masks(
-        data_pairs(cfg)[0].mask.parent,
+        cfg.pairs()[0].mask.parent,
         folder / "masks",
         int(synth["n"]),
         layout=synth["layout"],
@@ -161,17 +164,10 @@ def _synthetic_pairs(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: 
 def _fid(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dict[str, Any]:
     """FID/KID of A's generator: its images of the fold's test masks vs the real test images;
     also the grid of mask | generated | real for the report."""
-    from cganseg.data.dataset import load_samples
-    from cganseg.evaluation.fid import fid_kid, image_features
-    from cganseg.inference.generate import load_generator
-    from cganseg.inference.segment import resolve_device
-    from cganseg.models.fid_inception import load_fid_features
-    from cganseg.reports.grid import save_grid
-    from cganseg.reports.overlays import overlay_labels, unit_gray
 
     run = fold_dir / f"A_{job.backbone}"
     test = load_split(fold_dir / "split_N.json")["test"]
-    by_name = {p.name: p for p in data_pairs(cfg)}
+    by_name = {p.name: p for p in cfg.pairs()}
     channels = parse_channels(cfg.channels)
     samples = load_samples([by_name[n] for n in test], channels, progress, "loading test")
     device = resolve_device(cfg.device)
@@ -245,7 +241,7 @@ def _do_job(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> 
 def plan(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], list[Job]]:
     """The fold splits and the jobs in the order they run (A before D within a fold)."""
     folds = fold_splits(
-        [p.name for p in data_pairs(cfg)], cfg.folds, cfg.n_train, cfg.val_fraction, cfg.seed
+        [p.name for p in cfg.pairs()], cfg.folds, cfg.n_train, cfg.val_fraction, cfg.seed
     )
     order = [s for s in "BCAD" if s in cfg.scenarios]
     jobs = [Job(f, s, b) for f in range(cfg.folds) for b in cfg.backbones for s in order]
@@ -259,7 +255,6 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
     for job in jobs[: len(cfg.scenarios) * len(cfg.backbones)]:
         run_config(cfg, job, out / "fold_1")  # refuse bad run options before anything is written
     if cfg.fid and "A" in cfg.scenarios:
-        from cganseg.models.fid_inception import find_fid_weights
 
         find_fid_weights(cfg.fid_weights)  # say now, not after hours, that the network is missing
 
@@ -269,11 +264,9 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
 
 
 def _run_locked(cfg: ExperimentConfig, out: Path, folds, jobs: list[Job], progress: bool) -> Path:
-    from cganseg.data.dataset import load_samples
-    from cganseg.reports.experiment_report import write_experiment_report
 
     # every pair read once now: a bad file is named before anything is written, not in run 7
-    load_samples(data_pairs(cfg), parse_channels(cfg.channels), progress, "checking data")
+    load_samples(cfg.pairs(), parse_channels(cfg.channels), progress, "checking data")
     _claim(cfg, out)
     for i, fold in enumerate(folds):
         for key, split in fold.items():

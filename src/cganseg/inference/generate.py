@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cganseg.checkpoint import GENERATOR, load_network
 from cganseg.data.targets import labels_to_classes
-from cganseg.inference.segment import resolve_device
 from cganseg.inference.tiling import blend_tiles
 from cganseg.models.generator import StyleUNet, build_generator
-from cganseg.training.checkpoint import load_network
+from cganseg.runtime.device import resolve_device
 
 
 @dataclass
@@ -65,6 +65,6 @@ class Generator:
 
 def load_generator(path: str | Path, device: str = "auto") -> Generator:
     """The generator of a ``cganseg train`` checkpoint file or run folder."""
-    model, _ = load_network(path, "generator", build_generator)
+    model, _ = load_network(path, GENERATOR, build_generator)
     dev = resolve_device(device)
     return Generator(model.to(dev), dev)

@@ -16,15 +16,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cganseg.data.io import IMAGE_EXTENSIONS, list_image_files, read_image, write_labels
+from cganseg.checkpoint import SEGMENTER, load_network
+from cganseg.data.io import read_image, write_labels
 from cganseg.data.normalize import normalize_percentile
 from cganseg.errors import InputError
 from cganseg.inference.instances import probabilities_to_instances
 from cganseg.inference.tiling import check_memory, predict_probabilities
-from cganseg.interrupt import check
 from cganseg.models.registry import build_segmenter
 from cganseg.reports.overlays import save_overlay
-from cganseg.training.checkpoint import SEGMENTER_FORMAT, load_network
+from cganseg.runtime.device import resolve_device
+from cganseg.runtime.interrupt import check
 
 
 @dataclass
@@ -50,58 +51,14 @@ class Segmenter:
         return probabilities_to_instances(probs, min_size=self.min_size)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
-
-
-def segmenter_payload(model: torch.nn.Module, channels: Any, min_size: int) -> dict[str, Any]:
-    """The checkpoint entries that :func:`load_segmenter` needs."""
-    return {
-        "format": SEGMENTER_FORMAT,
-        "model_config": dict(model.config),
-        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "channels": channels,
-        "min_size": min_size,
-    }
-
-
 def load_segmenter(
     path: str | Path, device: str = "auto", min_size: int | None = None
 ) -> Segmenter:
     """Rebuild the segmenter of a checkpoint file or run folder."""
-    model, payload = load_network(path, "segmenter", lambda c: build_segmenter(**c))
+    model, payload = load_network(path, SEGMENTER, lambda c: build_segmenter(**c))
     dev = resolve_device(device)
     size = payload.get("min_size", 15) if min_size is None else min_size
     return Segmenter(model.to(dev), payload.get("channels"), int(size), dev)
-
-
-def collect_inputs(path: str | Path, mask_suffix: str = "_masks") -> list[Path]:
-    """An image file, or every image in a folder (or in its ``images/`` subfolder).
-
-    In a folder, files whose stem ends with ``mask_suffix`` (Cellpose-style ``NAME_masks``) or
-    ``_flows`` are masks and Cellpose outputs, not images, and are skipped.
-    """
-    path = Path(path)
-    if path.is_file():
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise InputError(f"unsupported file type {path.suffix!r}", path)
-        return [path]
-    if not path.exists():
-        raise InputError("input not found", path)
-    folder = path / "images" if (path / "images").is_dir() else path
-    skip = tuple(s for s in (mask_suffix, "_flows") if s)
-    files = [f for f in list_image_files(folder) if not f.stem.endswith(skip)]
-    if not files:
-        raise InputError("no images found", folder)
-    return files
 
 
 def segment_files(

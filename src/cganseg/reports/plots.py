@@ -16,8 +16,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cganseg.atomic import atomic_path
 from cganseg.errors import InputError
+from cganseg.runtime.atomic import atomic_path
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 120) -> None:

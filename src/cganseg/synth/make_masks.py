@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from cganseg.data.folders import mask_files, stem_key
 from cganseg.data.io import read_labels, write_labels
 from cganseg.errors import InputError
-from cganseg.interrupt import check
-from cganseg.outputs import inside
+from cganseg.runtime.interrupt import check
+from cganseg.runtime.outputs import inside
 from cganseg.synth.manifest import claim_folder
 from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
 

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cganseg.atomic import write_text
 from cganseg.errors import InputError
-from cganseg.outputs import foreign_entries
+from cganseg.runtime.atomic import write_text
+from cganseg.runtime.outputs import foreign_entries
 
 
 def claim_folder(out: Path, name: str, settings: dict[str, Any]) -> bool:

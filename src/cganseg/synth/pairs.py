@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from cganseg.checkpoint import resolve_checkpoint
 from cganseg.data.folders import mask_files
 from cganseg.data.io import file_sha256, read_labels, write_image, write_labels
 from cganseg.errors import InputError
 from cganseg.inference.generate import load_generator
 from cganseg.inference.tiling import check_memory
-from cganseg.interrupt import check
-from cganseg.outputs import inside
+from cganseg.runtime.interrupt import check
+from cganseg.runtime.outputs import inside
 from cganseg.synth.manifest import claim_folder
-from cganseg.training.checkpoint import resolve_checkpoint
 
 MANIFEST = "generate.json"
 IMAGE_FORMATS = {"tif": (".tif", np.uint16), "png": (".png", np.uint8)}

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cganseg.augment.diffaugment import apply_policy, sample_policy
+from cganseg.checkpoint import GENERATOR, network_entries
 from cganseg.data.dataset import pad_to_at_least
 from cganseg.data.targets import labels_to_classes
 from cganseg.errors import InputError
@@ -47,9 +48,9 @@ from cganseg.losses.image_loss import ImageLoss
 from cganseg.losses.perceptual import build_perceptual
 from cganseg.models.discriminator import PatchDiscriminator
 from cganseg.models.generator import StyleUNet
+from cganseg.options import CGanTrainConfig
 from cganseg.reports.grid import save_grid
 from cganseg.reports.overlays import overlay_labels, unit_gray
-from cganseg.training.config import CGanTrainConfig
 from cganseg.training.image_pool import ImagePool
 from cganseg.training.loop import TrainerBase, run_training
 from cganseg.training.schedule import make_scheduler
@@ -138,48 +139,34 @@ class CGanTrainer(TrainerBase):
         return {"segmenter": self.seg, "generator": self.gen, "D1": self.d1, "D2": self.d2}
 
     def best_extras(self) -> dict[str, Any]:
-        return {
-            "generator_config": dict(self.gen.config),
-            "generator_state": {k: v.detach().cpu() for k, v in self.gen.state_dict().items()},
-        }
+        return network_entries(GENERATOR, self.gen)
 
-    def training_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "d1_state": self.d1.state_dict(),
-            "d2_state": self.d2.state_dict(),
-            "scaler_gs": self.scaler_gs.state_dict(),
-            "scaler_d": self.scaler_d.state_dict(),
-            "style_rng": self.style_rng.get_state(),
-            "aug_rng": self.aug_rng.get_state(),
-            "pool_img": self.pool_img.state_dict(),
-            "pool_mask": self.pool_mask.state_dict(),
+    def state_objects(self) -> dict[str, Any]:
+        objects: dict[str, Any] = {
+            "model_state": self.seg,
+            "generator_state": self.gen,
+            "d1_state": self.d1,
+            "d2_state": self.d2,
+            "scaler_gs": self.scaler_gs,
+            "scaler_d": self.scaler_d,
+            "style_rng": self.style_rng,
+            "aug_rng": self.aug_rng,
+            "pool_img": self.pool_img,
+            "pool_mask": self.pool_mask,
         }
         for name, opt in self.optimizers.items():
-            state[name] = opt.state_dict()
-            state[f"sched_{name}"] = self.schedulers[name].state_dict()
-        return state
+            objects[name] = opt
+            objects[f"sched_{name}"] = self.schedulers[name]
+        return objects
 
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.seg.load_state_dict(state["model_state"])
-        self.gen.load_state_dict(state["generator_state"])
-        self.d1.load_state_dict(state["d1_state"])
-        self.d2.load_state_dict(state["d2_state"])
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(state[name])
-            self.schedulers[name].load_state_dict(state[f"sched_{name}"])
-        self.scaler_gs.load_state_dict(state["scaler_gs"])
-        self.scaler_d.load_state_dict(state["scaler_d"])
-        self.style_rng.set_state(state["style_rng"])
-        try:
-            self.aug_rng.set_state(state["aug_rng"])
-        except RuntimeError:  # earlier versions drew DiffAugment on the GPU when training there
+    def check_resumable(self, state: dict[str, Any]) -> None:
+        if state["aug_rng"].numel() != self.aug_rng.get_state().numel():
+            # earlier versions drew DiffAugment on the GPU when training there
             raise InputError(
                 "last.pt holds a GPU DiffAugment random state of an earlier cganseg version; it "
                 "cannot be resumed exactly: start a new run (best.pt works as before)",
                 self.run_dir / "last.pt",
-            ) from None
-        self.pool_img.load_state_dict(state["pool_img"], self.device)
-        self.pool_mask.load_state_dict(state["pool_mask"], self.device)
+            )
 
     def _generate(self, mask: torch.Tensor) -> torch.Tensor:
         return self.gen_ddp(

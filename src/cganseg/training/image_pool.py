@@ -23,6 +23,7 @@ class ImagePool:
     def query(self, batch: torch.Tensor) -> torch.Tensor:
         if self.size == 0:
             return batch
+        self.items = [t.to(batch.device) for t in self.items]  # restored ones come on the CPU
         out = []
         for item in batch.detach():
             if len(self.items) < self.size:
@@ -39,6 +40,6 @@ class ImagePool:
     def state_dict(self) -> dict[str, Any]:
         return {"items": [t.cpu() for t in self.items], "rng": self.rng.get_state()}
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        self.items = [t.to(device) for t in state["items"]]
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.items = list(state["items"])
         self.rng.set_state(state["rng"])

@@ -7,7 +7,7 @@ the same way for both: seeded data stream, averaged loss terms in ``metrics.csv`
 a clean stop on NaN/inf in the losses or weights (or a rollback to ``last.pt`` with lower learning
 rates, ``on_divergence: rollback``), SIGINT/SIGTERM stopping after the current step with
 ``last.pt`` saved, exact ``--resume``, and the final evaluation of ``best.pt`` on the test split.
-Started by ``torchrun``, the same loop trains data-parallel (:mod:`cganseg.training.distributed`):
+Started by ``torchrun``, the same loop trains data-parallel (:mod:`cganseg.runtime.distributed`):
 each process takes its share of every global batch, and rank 0 alone validates, logs and writes.
 """
 
@@ -18,6 +18,7 @@ import dataclasses
 import math
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from cganseg.atomic import check_writable
+from cganseg.checkpoint import (
+    load_checkpoint,
+    restore_state,
+    save_checkpoint,
+    segmenter_payload,
+    state_entries,
+)
 from cganseg.data.augment import ConventionalAugment
 from cganseg.data.dataset import (
     CropDataset,
@@ -42,16 +49,18 @@ from cganseg.data.io import file_sha256
 from cganseg.data.splits import load_split, make_split, save_split
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
-from cganseg.inference.segment import Segmenter, resolve_device, segmenter_payload
-from cganseg.interrupt import Interrupted, graceful_stop, ignore_stop_signals, requested
-from cganseg.lock import folder_lock
+from cganseg.inference.segment import Segmenter
 from cganseg.losses.ce_dice import CEDiceLoss
 from cganseg.models.registry import build_segmenter
-from cganseg.outputs import inside
-from cganseg.training import distributed
-from cganseg.training.checkpoint import load_checkpoint, save_checkpoint
-from cganseg.training.config import SegTrainConfig, parse_channels
+from cganseg.options import SegTrainConfig, parse_channels
+from cganseg.runtime import distributed
+from cganseg.runtime.atomic import check_writable
+from cganseg.runtime.device import resolve_device
+from cganseg.runtime.interrupt import Interrupted, graceful_stop, ignore_stop_signals, requested
+from cganseg.runtime.lock import folder_lock
+from cganseg.runtime.outputs import inside
 from cganseg.training.run_log import RunLog
+from cganseg.training.stopping import EarlyStopping, Rollbacks
 from cganseg.training.validation import VAL_COLUMNS, validate_segmenter
 
 #: options that may change when a run is resumed; all others must match the saved config
@@ -186,27 +195,47 @@ class TrainerBase:
     kind: str = ""
     loss_columns: tuple[str, ...] = ("loss",)
 
-    def __init__(self, cfg: SegTrainConfig, resume_state: dict[str, Any] | None, progress: bool):
+    def __init__(
+        self,
+        cfg: SegTrainConfig,
+        data: DataSplit,
+        *,
+        extra: Sequence[Sample] = (),
+        resume_state: dict[str, Any] | None = None,
+        progress: bool = True,
+    ):
+        """A run of ``cfg`` on ``data`` (:func:`load_data_split`). Nothing is written until
+        :meth:`run`, so a trainer (and a step of it) also works in memory, without a run folder.
+        """
         self.cfg = cfg
         self.run_dir = Path(cfg.out)
         self.rank, self.device = distributed.setup(resolve_device(cfg.device))
         self.progress = progress and self.rank.main
-        saved_split = resume_state["split"] if resume_state else None
-        saved_hashes = resume_state.get("data_hashes") if resume_state else None
-        self.data = load_data_split(cfg, saved_split, self.progress, saved_hashes)
+        self.data = data
         self.in_channels = self.data.train[0].image.shape[0]
-        self.extra = load_extra(cfg, self.in_channels, self.progress)
+        self.extra = list(extra)
         self.amp = cfg.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
         self.scale_grads = self.amp and cfg.amp_dtype == "fp16"  # bf16 needs no loss scaling
-        self.step, self.best_score, self.stale = 0, -math.inf, 0
-        self.lr_scale, self.rollbacks = 1.0, 0  # lowered by divergence rollbacks
+        self.step = 0
+        self.early = EarlyStopping(cfg.patience)
+        self.rollbacks = Rollbacks(
+            cfg.on_divergence == "rollback", cfg.max_rollbacks, cfg.rollback_lr_factor
+        )
         self.loss_reference: float | None = None  # the first step's loss, for max_loss
         torch.manual_seed(cfg.seed)
         self.build()
         if resume_state:
             self._restore(resume_state)
         self.train_loader = self.loader()  # built now: a batch size that does not shard is refused
+
+    @classmethod
+    def from_config(cls, cfg: SegTrainConfig, progress: bool = False) -> TrainerBase:
+        """A fresh trainer of ``cfg`` with its data read (benchmarks, notebooks): nothing is
+        written; :meth:`train_step` runs in memory."""
+        data = load_data_split(cfg, None, progress)
+        extra = load_extra(cfg, data.train[0].image.shape[0], progress)
+        return cls(cfg, data, extra=extra, progress=progress)
 
     # --- hooks for subclasses -------------------------------------------------------------
     def build(self) -> None:
@@ -221,12 +250,14 @@ class TrainerBase:
     def segmenter(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def training_state(self) -> dict[str, Any]:
-        """Everything but the segmenter weights that ``last.pt`` must hold to resume."""
+    def state_objects(self) -> dict[str, Any]:
+        """Every object ``last.pt`` must hold to resume, by checkpoint key: networks,
+        optimisers, schedules, scalers, random generators (saved and restored by
+        :func:`cganseg.checkpoint.state_entries` / :func:`~cganseg.checkpoint.restore_state`)."""
         raise NotImplementedError
 
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+    def check_resumable(self, state: dict[str, Any]) -> None:
+        """Refuse, in one line, a ``last.pt`` this trainer cannot continue exactly."""
 
     def best_extras(self) -> dict[str, Any]:
         """Extra entries of ``best.pt`` (e.g. the generator) besides the segmenter."""
@@ -295,14 +326,12 @@ class TrainerBase:
         payload.update(kind=self.kind, step=self.step, config=self.cfg.to_dict())
         payload.update(self.best_extras())
         if full:
-            payload.update(self.training_state())
+            payload.update(state_entries(self.state_objects()))
+            payload.update(self.early.state_dict())
+            payload.update(self.rollbacks.state_dict())
             payload.update(
-                best_score=self.best_score,
-                stale=self.stale,
                 torch_rng=torch.get_rng_state(),
                 split=self.data.split,
-                lr_scale=self.lr_scale,
-                rollbacks=self.rollbacks,
                 loss_reference=self.loss_reference,
                 data_hashes=self.data.hashes,
             )
@@ -310,11 +339,11 @@ class TrainerBase:
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Take up the training state of a ``last.pt`` payload (resume and rollback)."""
-        self.load_training_state(state)
+        self.check_resumable(state)
+        restore_state(self.state_objects(), state, self.run_dir / "last.pt")
         self.step = state["step"]
-        self.best_score, self.stale = state["best_score"], state["stale"]
-        self.lr_scale = state.get("lr_scale", 1.0)
-        self.rollbacks = max(self.rollbacks, state.get("rollbacks", 0))
+        self.early.load_state_dict(state)
+        self.rollbacks.load_state_dict(state)
         self.loss_reference = state.get("loss_reference")
         torch.set_rng_state(state["torch_rng"])
 
@@ -362,16 +391,11 @@ class TrainerBase:
 
     def checkpoint(self, metrics: dict[str, float]) -> bool:
         """Save last.pt (and best.pt when improved); True when early stopping says stop."""
-        score = metrics.get("val_f1_iou50")
-        if score is None or score > self.best_score:
-            self.best_score = -math.inf if score is None else score
-            self.stale = 0
+        if self.early.update(metrics.get("val_f1_iou50")):
             save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
-        else:
-            self.stale += 1
         self.save_last()
         self.on_checkpoint()
-        return bool(self.cfg.patience) and self.stale >= self.cfg.patience
+        return self.early.should_stop
 
     def _diverged(self, reason: str) -> TrainingDiverged:
         last = self.run_dir / "last.pt"
@@ -417,16 +441,13 @@ class TrainerBase:
 
     def _roll_back(self, exc: TrainingDiverged) -> bool:
         """Go back to ``last.pt`` with the learning rates lowered, if the run allows it."""
-        cfg = self.cfg
         path = self.run_dir / "last.pt"
-        if cfg.on_divergence != "rollback" or self.rollbacks >= cfg.max_rollbacks:
+        if not self.rollbacks.available:
             return False
         distributed.barrier()  # rank 0's last.pt is complete before anyone reads it
         state = load_checkpoint(path, map_location=self.device)
         self._restore(state)
-        self.rollbacks += 1
-        ratio = cfg.rollback_lr_factor**self.rollbacks / self.lr_scale
-        self.lr_scale *= ratio
+        ratio = self.rollbacks.take()
         for sched in self.lr_schedulers():
             sched.base_lrs = [lr * ratio for lr in sched.base_lrs]
             for group in sched.optimizer.param_groups:
@@ -435,7 +456,8 @@ class TrainerBase:
         if self.rank.main:
             tqdm.write(
                 f"{exc.reason}: rolled back to step {self.step}, learning rates x"
-                f"{self.lr_scale:g} (rollback {self.rollbacks} of {cfg.max_rollbacks})"
+                f"{self.rollbacks.lr_scale:g} (rollback {self.rollbacks.count} of "
+                f"{self.rollbacks.allowed})"
             )
         return True
 
@@ -549,7 +571,7 @@ class TrainerBase:
 
     def finish(self) -> dict[str, Any]:
         """Evaluate best.pt on the test split (if any) and return a summary."""
-        summary: dict[str, Any] = {"step": self.step, "best_val_f1_iou50": self.best_score}
+        summary: dict[str, Any] = {"step": self.step, "best_val_f1_iou50": self.early.best}
         if self.data.test and self.rank.main:
             best = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
             self.segmenter.load_state_dict(best["model_state"])
@@ -657,8 +679,16 @@ def _run_locked(
             split_file=_absolute(cfg.split_file),
             extra=_absolute(cfg.extra),
         )
+    loading = progress and main
+    data = load_data_split(
+        cfg,
+        state["split"] if state else None,
+        loading,
+        state.get("data_hashes") if state else None,
+    )
+    extra = load_extra(cfg, data.train[0].image.shape[0], loading)
     try:
-        trainer = trainer_cls(cfg, state, progress)
+        trainer = trainer_cls(cfg, data, extra=extra, resume_state=state, progress=progress)
         if main:  # (the run folder exists: its lock made it)
             cfg.save(run_dir / "config.yaml")
             save_split(run_dir / "split.json", trainer.data.split)

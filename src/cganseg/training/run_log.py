@@ -14,8 +14,8 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from cganseg.atomic import write_text
 from cganseg.errors import WriteError
+from cganseg.runtime.atomic import write_text
 
 
 class RunLog:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from cganseg.training.config import SegTrainConfig
+from cganseg.options import SegTrainConfig
 from cganseg.training.loop import TrainerBase, run_training
 from cganseg.training.schedule import make_scheduler
 
@@ -42,18 +42,13 @@ class SegTrainer(TrainerBase):
     def segmenter(self) -> torch.nn.Module:
         return self.model
 
-    def training_state(self) -> dict[str, Any]:
+    def state_objects(self) -> dict[str, Any]:
         return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "model_state": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
         }
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model_state"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
 
     def current_lr(self) -> float:
         return self.scheduler.get_last_lr()[0]

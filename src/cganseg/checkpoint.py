@@ -1,8 +1,21 @@
-"""Checkpoints: plain data, written atomically, read without unpickling code.
+"""The checkpoint format: its one owner. Plain data, written atomically, read without unpickling.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts. It is saved to a temporary
 file and moved into place, so a crash leaves the previous checkpoint intact, and it is read with
 ``torch.load(..., weights_only=True)``, so a crafted file cannot run code when a lab shares it.
+
+Layout (``format`` cganseg.segmenter/1, ``version`` 2):
+
+- every checkpoint: ``format``, ``version``, the segmenter as ``model_config`` + ``model_state``
+  (:func:`segmenter_payload`), ``channels``, ``min_size``, ``kind`` (train-seg or train),
+  ``step``, ``config``; a cGAN-Seg checkpoint also the generator, ``generator_config`` +
+  ``generator_state``. ``best.pt`` holds just that; :func:`load_network` reads a network back.
+- ``last.pt`` adds the training state a trainer registers, one entry per object under its key
+  (:func:`state_entries`, :func:`restore_state`: networks, optimisers, schedules, loss scalers,
+  random generators, image pools), and the loop's own state (step, scores, split, RNG, ...).
+
+Version 1 (before the ``version`` entry) has the same keys and still loads; a newer version is
+refused in one line.
 """
 
 from __future__ import annotations
@@ -10,16 +23,70 @@ from __future__ import annotations
 import pickle
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cganseg.atomic import atomic_path
 from cganseg.errors import InputError
+from cganseg.runtime.atomic import atomic_path
 
 SEGMENTER_FORMAT = "cganseg.segmenter/1"
+#: the payload layout's version; a checkpoint without one is version 1 (same keys)
+VERSION = 2
+#: key prefixes of the two networks other commands read back
+SEGMENTER, GENERATOR = "model", "generator"
+
+
+def network_entries(key: str, net: torch.nn.Module) -> dict[str, Any]:
+    """``KEY_config`` (what rebuilds the network) and ``KEY_state`` (its weights, on the CPU)."""
+    return {f"{key}_config": dict(net.config), f"{key}_state": _cpu_state(net)}
+
+
+def segmenter_payload(model: torch.nn.Module, channels: Any, min_size: int) -> dict[str, Any]:
+    """The checkpoint entries that ``cganseg segment`` (``load_segmenter``) needs."""
+    return {
+        "format": SEGMENTER_FORMAT,
+        "version": VERSION,
+        **network_entries(SEGMENTER, model),
+        "channels": channels,
+        "min_size": min_size,
+    }
+
+
+def _cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
+def state_entries(objects: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``last.pt`` entries of a trainer's registered state, one per key: a network's
+    weights, a random generator's state, else the object's ``state_dict()``."""
+    out: dict[str, Any] = {}
+    for key, obj in objects.items():
+        if isinstance(obj, torch.nn.Module):
+            out[key] = _cpu_state(obj)
+        elif isinstance(obj, torch.Generator):
+            out[key] = obj.get_state()
+        else:
+            out[key] = obj.state_dict()
+    return out
+
+
+def restore_state(objects: Mapping[str, Any], payload: dict[str, Any], path: Path) -> None:
+    """Load every registered object from its entry of ``payload`` (a ``last.pt``); one line
+    naming the entry when it is missing or does not fit."""
+    for key, obj in objects.items():
+        if key not in payload:
+            raise InputError(f"holds no {key!r} entry; not a last.pt of this kind of run", path)
+        try:
+            if isinstance(obj, torch.Generator):
+                obj.set_state(payload[key])
+            else:
+                obj.load_state_dict(payload[key])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise InputError(f"cannot restore {key!r} ({first})", path) from None
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -61,6 +128,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise InputError("not a cganseg checkpoint (no 'format' entry)", path)
+    version = payload.get("version", 1)
+    if not isinstance(version, int) or version > VERSION:
+        raise InputError(
+            f"written by a newer cganseg (checkpoint version {version}, this one reads up to "
+            f"{VERSION}); update cganseg",
+            path,
+        )
     return payload
 
 
@@ -90,14 +164,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_network(
-    path: str | Path, what: str, builder: Callable[[dict[str, Any]], torch.nn.Module]
+    path: str | Path, key: str, builder: Callable[[dict[str, Any]], torch.nn.Module]
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the network ``what`` ("segmenter" or "generator") of a checkpoint or run folder.
-
-    The checkpoint stores it as ``<prefix>_config`` + ``<prefix>_state`` (prefix ``model`` for the
-    segmenter); returns the network on the CPU in eval mode and the whole payload.
-    """
-    prefix = "model" if what == "segmenter" else what
+    """Rebuild the network under ``key`` (:data:`SEGMENTER` or :data:`GENERATOR`) of a
+    checkpoint or run folder; returns it on the CPU in eval mode, and the whole payload."""
+    what = "segmenter" if key == SEGMENTER else key
+    prefix = key
     ckpt_path = resolve_checkpoint(path)
     payload = load_checkpoint(ckpt_path)
     if f"{prefix}_config" not in payload or f"{prefix}_state" not in payload:

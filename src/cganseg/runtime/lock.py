@@ -2,7 +2,7 @@
 
 Two training runs started into the same ``--out`` (a repeated job array index, a second terminal)
 would both write config.yaml, checkpoints and metrics.csv, and the folder would then describe
-neither. So every command that writes a folder first creates ``FOLDER/.cganseg.lock`` with
+neither. So every command that writes a folder first creates ``FOLDER/.cganseg.runtime.lock`` with
 ``O_EXCL`` (atomic on local and NFSv3+ file systems), recording the process id, its start time
 and the host. A second writer finds it and stops with one line naming the holder. A lock whose
 process is gone (same host, no such pid, or a pid now used by a later process) is stale and taken
@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cganseg.atomic import made_folder
 from cganseg.errors import InputError, WriteError
+from cganseg.runtime.atomic import made_folder
 
-LOCK_NAME = ".cganseg.lock"
+LOCK_NAME = ".cganseg.runtime.lock"
 #: a lock file still empty after this many seconds belongs to a writer that died creating it
 _EMPTY_GRACE_S = 30.0
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from cganseg.atomic import write_text
 from cganseg.errors import InputError
 from cganseg.losses.cgan_objective import LossWeights
+from cganseg.runtime.atomic import write_text
 
 #: Python types accepted for each annotation used below
 _TYPES: dict[str, tuple[type, ...]] = {

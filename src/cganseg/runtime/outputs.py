@@ -15,9 +15,9 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from cganseg.atomic import write_text
 from cganseg.errors import InputError
-from cganseg.lock import LOCK_NAME, folder_lock
+from cganseg.runtime.atomic import write_text
+from cganseg.runtime.lock import LOCK_NAME, folder_lock
 
 MARKER = ".cganseg-output.json"
 

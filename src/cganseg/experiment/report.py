@@ -19,11 +19,17 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cganseg.atomic import atomic_path, write_text
+from cganseg.data.dataset import load_samples
+from cganseg.data.splits import load_split
 from cganseg.evaluation.evaluate import csv_text
 from cganseg.evaluation.fid import kid_text
 from cganseg.experiment.config import SCENARIOS, ExperimentConfig
+from cganseg.inference.segment import load_segmenter
+from cganseg.options import parse_channels
+from cganseg.reports.grid import save_grid
+from cganseg.reports.overlays import overlay_labels, unit_gray
 from cganseg.reports.plots import plot_f1_vs_iou
+from cganseg.runtime.atomic import atomic_path, write_text
 
 #: (result key, column title) of the scores in the table, all per-image means on the test set
 METRICS = (
@@ -161,20 +167,13 @@ def _results_csv(results: Sequence[dict[str, Any]]) -> str:
 
 def _segmentation_grid(cfg: ExperimentConfig, backbone: str, scenarios: list[str], path: Path):
     """Fold 1's first test images: image, ground truth and each scenario's segmentation."""
-    from cganseg.data.dataset import load_samples
-    from cganseg.data.splits import load_split
-    from cganseg.experiment.runner import data_pairs
-    from cganseg.inference.segment import load_segmenter
-    from cganseg.reports.grid import save_grid
-    from cganseg.reports.overlays import overlay_labels, unit_gray
-    from cganseg.training.config import parse_channels
 
     fold = Path(cfg.out) / "fold_1"
     runs = [fold / f"{s}_{backbone}" for s in scenarios]
     if not (fold / "split_N.json").is_file() or not all((r / "best.pt").is_file() for r in runs):
         return False
     names = load_split(fold / "split_N.json")["test"][:SEGMENTATION_ROWS]
-    by_name = {p.name: p for p in data_pairs(cfg)}
+    by_name = {p.name: p for p in cfg.pairs()}
     samples = load_samples([by_name[n] for n in names], parse_channels(cfg.channels), False)
     segmenters = [load_segmenter(r, cfg.device) for r in runs]
     rows = [
