@@ -165,7 +165,7 @@ def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
     """Defaults < preset < --config file < command line, as one dict of config keys."""
     import dataclasses
 
-    from cganseg.options import PRESETS, parse_size, read_yaml_mapping, split_extra
+    from cganseg.options import parse_size, read_yaml_mapping, split_extra
 
     keys = {f.name for f in dataclasses.fields(config_cls)}
     given = {k: v for k, v in vars(args).items() if k in keys and v is not None}
@@ -181,8 +181,7 @@ def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
         except ValueError:
             raise InputError(f"--betas must look like 0.5,0.999, got {args.betas!r}") from None
     file_options = {} if args.config is None else read_yaml_mapping(args.config)
-    preset = given.get("preset") or file_options.get("preset")
-    options = {**PRESETS.get(preset, {}), **file_options, **given}
+    options = {**file_options, **given}  # the config applies the preset beneath these
     if not options.get("out"):
         raise InputError("--out RUN_DIR is required")
     if args.resume:

@@ -180,7 +180,7 @@ class SegTrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> SegTrainConfig:
         refuse_unknown(cls, data, source)
-        data = dict(data)
+        data = apply_preset(data, source)
         crop = data.get("crop")
         if isinstance(crop, int | str) and not isinstance(crop, bool):
             data["crop"] = parse_size(str(crop))  # "crop: 256" in YAML means 256x256
@@ -325,6 +325,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def apply_preset(options: dict[str, Any], source: str | Path | None = None) -> dict[str, Any]:
+    """``options`` over the values of its ``preset`` (if it names one): the one place presets
+    are applied, so the CLI, the Python API, the experiment and config.yaml agree
+    (precedence: defaults < preset < config file < command line)."""
+    preset = options.get("preset")
+    if preset is None:
+        return dict(options)
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})", source)
+    return {**PRESETS[preset], **options}
+
+
 @dataclass
 class CGanTrainConfig(SegTrainConfig):
     """cGAN-Seg training (``cganseg train``): the segmenter's options plus Gen, D1, D2 and losses.
@@ -391,6 +403,10 @@ class CGanTrainConfig(SegTrainConfig):
             )
         if self.preset is not None and self.preset not in PRESETS:
             raise InputError(f"unknown preset {self.preset!r} (use {', '.join(PRESETS)})", source)
+        if self.weight_decay:
+            raise InputError(
+                "option weight_decay is for train-seg; cGAN-Seg training does not use it", source
+            )
 
 
 SEG_TO_GEN = ("soft", "straight-through", "argmax")

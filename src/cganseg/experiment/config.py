@@ -24,7 +24,6 @@ from cganseg.data.folders import Pair, find_pairs
 from cganseg.errors import InputError
 from cganseg.models.registry import SEGMENTERS
 from cganseg.options import (
-    PRESETS,
     SEED_MAX,
     CGanTrainConfig,
     SegTrainConfig,
@@ -129,9 +128,7 @@ class ExperimentConfig:
         if self.seed > SEED_MAX or self.seed < 0:
             raise bad(f"option seed must be in [0, {SEED_MAX}], got {self.seed}")
         for name, cls in (("cgan", CGanTrainConfig), ("seg", SegTrainConfig)):
-            options = dict(getattr(self, name))
-            if name == "cgan" and isinstance(options.get("preset"), str):
-                options = {**PRESETS.get(options["preset"], {}), **options}
+            options = getattr(self, name)
             try:  # the runs' own options, checked now (data and out are the experiment's)
                 cls.from_dict({**options, "data": self.data, "out": self.out})
             except InputError as exc:

@@ -35,9 +35,9 @@ from cganseg.experiment.report import write_experiment_report
 from cganseg.inference.generate import load_generator
 from cganseg.models.fid_inception import find_fid_weights, load_fid_features
 from cganseg.options import (
-    PRESETS,
     CGanTrainConfig,
     SegTrainConfig,
+    apply_preset,
     parse_channels,
     read_yaml_mapping,
 )
@@ -70,7 +70,7 @@ class Job:
 
 
 def _cgan_options(cfg: ExperimentConfig) -> dict[str, Any]:
-    return {**PRESETS.get(cfg.cgan.get("preset"), {}), **cfg.cgan}
+    return apply_preset(cfg.cgan)
 
 
 def _common(cfg: ExperimentConfig, job: Job) -> dict[str, Any]:
