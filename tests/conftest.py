@@ -1,104 +1,16 @@
-"""Shared fixtures: tiny synthetic data sets written to disk in either supported layout."""
+"""Shared fixtures (the helpers they use are in tests/helpers.py)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-import imageio.v3 as iio
-import numpy as np
 import pytest
-import tifffile
-from skimage.draw import disk
+import torch
+from tests.helpers import TinyFeatures, make_dataset, tiny_cgan_config, tiny_seg_config
 
-from cganseg.options import CGanTrainConfig, SegTrainConfig
-
-TIFF = (".tif", ".tiff")
-
-
-def synthetic_pair(
-    size: tuple[int, int] = (40, 52),
-    image_dtype: type = np.uint8,
-    channels: int = 1,
-    seed: int = 0,
-    n_cells: int = 3,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A noisy image (H, W) or (H, W, C) of bright discs on a dark background, and its labels.
-
-    Cells are placed on a coarse grid so they never touch: each disc is its own instance.
-    """
-    rng = np.random.default_rng(seed)
-    h, w = size
-    labels = np.zeros((h, w), np.uint16)
-    radius = max(2, min(h, w) // 8)
-    step = 2 * radius + 3
-    slots = [
-        (y, x)
-        for y in range(radius + 1, h - radius - 1, step)
-        for x in range(radius + 1, w - radius - 1, step)
-    ]
-    picks = rng.choice(len(slots), size=min(n_cells, len(slots)), replace=False)
-    for cell_id, k in enumerate(sorted(picks), start=1):
-        rr, cc = disk(slots[k], radius, shape=(h, w))
-        labels[rr, cc] = cell_id
-    signal = (labels > 0).astype(np.float32) + rng.normal(0, 0.05, size=(h, w))
-    if channels > 1:
-        gains = np.linspace(1.0, 0.5, channels)
-        signal = np.stack([signal * g for g in gains], axis=-1)
-    signal = np.clip(signal, 0.0, 1.2) / 1.2
-    if image_dtype == np.uint8:
-        image = np.round(20 + 200 * signal).astype(np.uint8)
-    elif image_dtype == np.uint16:
-        image = np.round(1000 + 300 * signal).astype(np.uint16)  # small 16-bit dynamic range
-    elif image_dtype == np.float32:
-        image = signal.astype(np.float32)
-    else:
-        raise ValueError(f"unsupported image dtype {image_dtype}")
-    return image, labels
-
-
-def write_image(path: Path, array: np.ndarray) -> None:
-    """Write with tifffile for TIFF, imageio (Pillow) otherwise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in TIFF:
-        tifffile.imwrite(path, array)
-    else:
-        iio.imwrite(path, array, extension=path.suffix)
-
-
-def make_dataset(
-    root: str | Path,
-    n: int = 6,
-    size: tuple[int, int] = (40, 52),
-    layout: str = "folders",
-    image_ext: str = ".png",
-    mask_ext: str = ".png",
-    image_dtype: type = np.uint8,
-    channels: int = 1,
-    seed: int = 0,
-) -> Path:
-    """Write ``n`` image/mask pairs named ``img00``... and return ``root``.
-
-    ``layout="folders"``: ``root/images/NAME{image_ext}`` + ``root/masks/NAME{mask_ext}``;
-    ``layout="cellpose"``: ``root/NAME{image_ext}`` + ``root/NAME_masks{mask_ext}``.
-    Masks are uint16 instance labels; multi-channel images are stored channel-last.
-    """
-    root = Path(root)
-    if layout not in ("folders", "cellpose"):
-        raise ValueError(f"unknown layout {layout!r}")
-    if image_dtype == np.float32 and image_ext.lower() not in TIFF:
-        raise ValueError("float32 images need a TIFF extension")
-    for i in range(n):
-        image, labels = synthetic_pair(size, image_dtype, channels, seed=seed * 1000 + i)
-        name = f"img{i:02d}"
-        if layout == "folders":
-            img_path = root / "images" / f"{name}{image_ext}"
-            mask_path = root / "masks" / f"{name}{mask_ext}"
-        else:
-            img_path = root / f"{name}{image_ext}"
-            mask_path = root / f"{name}_masks{mask_ext}"
-        write_image(img_path, image)
-        write_image(mask_path, labels)
-    return root
+from cganseg.training.cgan_trainer import train_cgan
+from cganseg.training.seg_trainer import train_segmenter
 
 
 @pytest.fixture
@@ -113,71 +25,7 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
-def tiny_seg_config(data, out, **kw) -> SegTrainConfig:
-    """Conventional training sized for tests: UNet width 4, 32x32 crops, a few steps."""
-    base = dict(
-        data=str(data),
-        out=str(out),
-        model="unet",
-        width=4,
-        crop=[32, 32],
-        batch_size=4,
-        iterations=6,
-        lr=5e-3,
-        val_every=3,
-        log_every=1,
-        patience=0,
-        val_fraction=0.2,
-        test_fraction=0.2,
-        seed=3,
-        device="cpu",
-        num_workers=0,
-        warmup_fraction=0.0,
-    )
-    base.update(kw)
-    return SegTrainConfig(**base)
-
-
-def tiny_cgan_config(data, out, **kw) -> CGanTrainConfig:
-    """cGAN-Seg training sized for tests: every network width 4, 32x32 crops, no perceptual loss."""
-    base = dict(
-        data=str(data),
-        out=str(out),
-        model="unet",
-        width=4,
-        gen_width=4,
-        style_dim=8,
-        n_mapping=2,
-        disc_width=4,
-        disc_layers=2,
-        crop=[32, 32],
-        batch_size=2,
-        iterations=4,
-        val_every=2,
-        log_every=1,
-        patience=0,
-        val_fraction=0.2,
-        test_fraction=0.0,
-        seed=5,
-        device="cpu",
-        num_workers=0,
-        warmup_fraction=0.0,
-        perceptual="none",
-        tile_size=64,
-    )
-    base.update(kw)
-    return CGanTrainConfig(**base)
-
-
-def no_temp_files(folder: Path) -> bool:
-    """True when ``folder`` (if it exists) holds no temporary file of an atomic write."""
-    return not folder.exists() or not [p for p in folder.rglob(".*") if ".tmp" in p.name]
-
-
 def _tiny_run(tmp_path_factory, kind: str) -> Path:
-    from cganseg.training.cgan_trainer import train_cgan
-    from cganseg.training.seg_trainer import train_segmenter
-
     root = tmp_path_factory.mktemp(kind)
     run = root / "run"
     make, train = (tiny_seg_config, train_segmenter) if kind == "seg" else (
@@ -201,11 +49,6 @@ def gan_run(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_fid_network(tmp_path, monkeypatch) -> None:
     """A tiny scripted feature network as the FID network (``$CGANSEG_FID_WEIGHTS``)."""
-    import warnings
-
-    import torch
-    from tests.test_fid import TinyFeatures
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(TinyFeatures()).save(str(tmp_path / "tiny.pt"))

@@ -19,14 +19,15 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
-from tests.conftest import (
+from tests.helpers import (
     make_dataset,
     no_temp_files,
     synthetic_pair,
     tiny_cgan_config,
+    tiny_experiment,
     tiny_seg_config,
 )
-from tests.conftest import write_image as _write
+from tests.helpers import write_image as _write
 
 from cganseg.cli import main
 from cganseg.data.io import read_labels
@@ -326,9 +327,8 @@ def test_fid_refuses_bad_images(tmp_path, capsys, tiny_fid_network, case):
 
 # ------------------------------------------------------------------ experiment
 def _experiment_yaml(tmp_path: Path, data: Path, **extra) -> Path:
-    from tests.test_experiment import _tiny_experiment
 
-    options = _tiny_experiment(tmp_path).to_dict()
+    options = tiny_experiment(tmp_path).to_dict()
     options.update(data=str(data), **extra)
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(options))

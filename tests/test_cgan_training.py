@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 import torch
-from tests.conftest import tiny_cgan_config as _cfg
+from tests.helpers import tiny_cgan_config as _cfg
 
 from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.helpers import synthetic_pair, write_image
 
 from cganseg.cli import main
-from conftest import synthetic_pair, write_image
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, list[str]]:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.helpers import synthetic_pair, write_image
 
 from cganseg.data.augment import ConventionalAugment
 from cganseg.data.dataset import CropDataset, Sample, SeededSampler, load_samples
 from cganseg.data.folders import find_pairs
 from cganseg.errors import InputError
-from conftest import synthetic_pair, write_image
 
 
 def test_load_samples_normalises_and_keeps_labels(tiny_dataset: Path) -> None:

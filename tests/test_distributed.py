@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import tiny_cgan_config, tiny_seg_config
+from tests.helpers import tiny_cgan_config, tiny_seg_config
 
 from cganseg.checkpoint import load_checkpoint
 from cganseg.data.dataset import SeededSampler, ShardSampler

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tests.conftest import make_dataset
+from tests.helpers import make_dataset, tiny_experiment
 
 from cganseg.cli import main
 from cganseg.errors import InputError
@@ -155,45 +155,9 @@ def _write_yaml(tmp_path: Path, cfg: ExperimentConfig) -> Path:
     return path
 
 
-def _tiny_experiment(tmp_path: Path, **kw) -> ExperimentConfig:
-    data = make_dataset(tmp_path / "data", n=9, size=(48, 48))
-    net = {
-        "width": 4,
-        "crop": [32, 32],
-        "batch_size": 2,
-        "iterations": 2,
-        "val_every": 2,
-        "num_workers": 0,
-        "tile_size": 64,
-        "log_every": 1,
-    }
-    options = {
-        "data": str(data),
-        "out": str(tmp_path / "exp"),
-        "folds": 3,
-        "n_train": 2,
-        "scenarios": ["A", "B", "C", "D"],
-        "device": "cpu",
-        "cgan": {
-            **net,
-            "gen_width": 4,
-            "style_dim": 8,
-            "n_mapping": 1,
-            "disc_width": 4,
-            "disc_layers": 2,
-            "perceptual": "none",
-        },
-        "seg": net,
-        "synthetic": {"n": 2, "density": 0.2},
-        "fid": False,
-        **kw,
-    }
-    return ExperimentConfig.from_dict(options)
-
-
 @pytest.mark.slow
 def test_experiment_runs_resumes_and_refuses_other_settings(tmp_path, capsys):
-    cfg = _tiny_experiment(tmp_path)
+    cfg = tiny_experiment(tmp_path)
     path = _write_yaml(tmp_path, cfg)
     assert main(["experiment", str(path), "--quiet"]) == 0
     exp = Path(cfg.out)

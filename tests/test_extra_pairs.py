@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import yaml
-from tests.conftest import make_dataset, tiny_seg_config
+from tests.helpers import make_dataset, tiny_seg_config
 
 from cganseg.cli import main
 from cganseg.data.dataset import MixedSampler, extra_count

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import make_dataset, write_image
+from tests.helpers import TinyFeatures, make_dataset, write_image
 from torch import nn
 
 from cganseg.cli import main
@@ -26,17 +26,6 @@ from cganseg.evaluation.fid import (
 from cganseg.models import fid_inception
 from cganseg.models.fid_inception import FidFeatures, find_fid_weights, load_fid_features
 from cganseg.models.weights import FID_INCEPTION, WheelWeights, cache_dir
-
-
-class TinyFeatures(nn.Module):
-    """Stand-in for Inception: channel means and spreads on a 4x4 grid (32 features)."""
-
-    num_features = 32
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = nn.functional.adaptive_avg_pool2d(x[:, :1] / 255.0, 4).flatten(1)
-        spread = nn.functional.adaptive_avg_pool2d((x[:, :1] / 255.0) ** 2, 4).flatten(1)
-        return torch.cat([pooled, spread], dim=1)
 
 
 @pytest.fixture(autouse=True)

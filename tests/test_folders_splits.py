@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.helpers import synthetic_pair, write_image
 
 from cganseg.data.folders import find_pairs
 from cganseg.data.splits import kfold_indices, load_split, make_split, save_split
 from cganseg.errors import InputError
-from conftest import synthetic_pair, write_image
 
 # ---------------------------------------------------------------- find_pairs
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests.conftest import make_dataset, tiny_cgan_config, write_image
+from tests.helpers import make_dataset, tiny_cgan_config, write_image
 
 from cganseg.cli import main
 from cganseg.data.folders import find_pairs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from tests.conftest import write_image
+from tests.helpers import write_image
 
 from cganseg.cli import main
 from cganseg.evaluation.hardness import hardness, touching_pairs

@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from tests.helpers import synthetic_pair, write_image
 
 from cganseg.data.io import (
     AlphaDroppedWarning,
@@ -21,7 +22,6 @@ from cganseg.data.io import (
 )
 from cganseg.data.normalize import normalize_percentile
 from cganseg.errors import InputError
-from conftest import synthetic_pair, write_image
 
 
 def _assert_one_line_naming(exc: pytest.ExceptionInfo[InputError], path: Path) -> None:

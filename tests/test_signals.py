@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import make_dataset, tiny_cgan_config, tiny_seg_config, write_image
+from tests.helpers import (
+    make_dataset,
+    tiny_cgan_config,
+    tiny_experiment,
+    tiny_seg_config,
+    write_image,
+)
 
 from cganseg.checkpoint import load_checkpoint
 from cganseg.data.io import read_image, read_labels
@@ -142,9 +148,8 @@ def test_sigterm_during_generate_then_the_same_command_finishes(tmp_path):
 
 def test_sigterm_during_experiment_then_the_same_command_finishes(tmp_path):
     import yaml
-    from tests.test_experiment import _tiny_experiment
 
-    options = _tiny_experiment(tmp_path, scenarios=["B"]).to_dict()
+    options = tiny_experiment(tmp_path, scenarios=["B"]).to_dict()
     options["seg"] = {**options.get("seg", {}), "iterations": 400, "val_every": 400}
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(options))

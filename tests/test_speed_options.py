@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.conftest import tiny_cgan_config, tiny_seg_config
+from tests.helpers import tiny_cgan_config, tiny_seg_config
 
 from cganseg.cli import build_parser
 from cganseg.training.cgan_trainer import CGanTrainer

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from skimage.measure import label as connected_components
+from tests.helpers import write_image
 
 from cganseg.cli import main
 from cganseg.data.io import read_labels
@@ -17,8 +18,6 @@ from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
 
 def _real_masks(tmp_path, n=3):
     """Label images of touching and separate irregular cells, written as PNG."""
-    from tests.conftest import write_image
-
     rng = np.random.default_rng(1)
     folder = tmp_path / "real" / "masks"
     for i in range(n):

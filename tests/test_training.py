@@ -10,10 +10,12 @@ import signal
 import numpy as np
 import pytest
 import torch
-from tests.conftest import tiny_seg_config as _cfg
+from tests.helpers import tiny_seg_config as _cfg
+from tests.helpers import write_image
 
 from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main
+from cganseg.data.io import list_image_files, read_labels
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.options import SegTrainConfig
 from cganseg.runtime.interrupt import Interrupted
@@ -186,9 +188,6 @@ def test_demo_writes_its_report(tmp_path):
 
 
 def test_binary_masks_warn_once_and_train(data, tmp_path, capsys):
-    from cganseg.data.io import list_image_files, read_labels
-    from conftest import write_image
-
     for mask in list_image_files(data / "masks"):
         write_image(mask, (read_labels(mask) > 0).astype(np.uint8) * 255)
     code = main(

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from tests.conftest import synthetic_pair, tiny_cgan_config, tiny_seg_config
+from tests.helpers import synthetic_pair, tiny_cgan_config, tiny_seg_config
 
 from cganseg.data.dataset import Sample
 from cganseg.data.normalize import normalize_percentile

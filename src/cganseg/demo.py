@@ -29,7 +29,7 @@ from cganseg.inference.generate import Generator, load_generator
 from cganseg.inference.segment import load_segmenter, segment_files
 from cganseg.options import CGanTrainConfig, SegTrainConfig
 from cganseg.reports.grid import save_grid
-from cganseg.reports.overlays import overlay_labels, unit_gray
+from cganseg.reports.overlays import generation_row, overlay_labels, unit_gray
 from cganseg.reports.plots import plot_f1_vs_iou, plot_training_curves
 from cganseg.runtime.atomic import write_text
 from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
@@ -121,7 +121,7 @@ def _dense_grid(gen: Generator, train_masks: list[np.ndarray], path: Path) -> No
     for i, (layout, density) in enumerate(DENSE_SCENES):
         mask = synthetic_mask(shapes, MaskSpec(256, 256, layout, density), np.random.default_rng(i))
         image = gen.generate(mask, seed=i)
-        rows.append([overlay_labels(np.zeros_like(image), mask), unit_gray(image)])
+        rows.append(generation_row(mask, [image]))
         names.append(f"{layout}, density {density}")
     save_grid(path, rows, ["synthetic mask", "generated image"], names)
 
@@ -219,12 +219,7 @@ def run_demo(
     save_grid(
         out / "generated.png",
         [
-            [
-                overlay_labels(np.zeros_like(im), g),
-                unit_gray(gen.generate(g, seed=1)),
-                unit_gray(gen.generate(g, seed=2)),
-                unit_gray(im),
-            ]
+            generation_row(g, [gen.generate(g, seed=1), gen.generate(g, seed=2)], im)
             for im, g in zip(images, gts, strict=False)
         ],
         ["test mask", "generated, seed 1", "generated, seed 2", "real image"],

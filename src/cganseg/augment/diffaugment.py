@@ -199,39 +199,3 @@ def apply_policy(x: torch.Tensor, policy: DiffAugmentPolicy) -> torch.Tensor:
             selected = (schedule[:, step] == op).to(x.device).view(-1, 1, 1, 1)
             x = torch.where(selected, _FUNCTIONS[op](current, policy), x)
     return x
-
-
-class DiffAugment:
-    """Callable that applies one shared random policy to several batches (e.g. real and fake)."""
-
-    def __init__(self, p_diff: float, translation: float = 0.125, cutout: float = 0.5) -> None:
-        _check_fraction("p_diff", p_diff)
-        _check_fraction("translation", translation)
-        _check_fraction("cutout", cutout)
-        self.p_diff = p_diff
-        self.translation = translation
-        self.cutout = cutout
-
-    def __call__(
-        self, *batches: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, ...]:
-        """Augment every batch with the same policy; they must share batch size and H, W."""
-        if not batches:
-            raise ValueError("DiffAugment needs at least one batch")
-        first = batches[0]
-        for batch in batches[1:]:
-            if batch.shape[0] != first.shape[0] or batch.shape[-2:] != first.shape[-2:]:
-                raise ValueError(
-                    f"batches to augment alike must share batch size and H, W: "
-                    f"{tuple(first.shape)} vs {tuple(batch.shape)}"
-                )
-        policy = sample_policy(
-            first.shape[0],
-            self.p_diff,
-            generator=generator,
-            device=first.device,
-            image_size=(first.shape[-2], first.shape[-1]),
-            translation=self.translation,
-            cutout=self.cutout,
-        )
-        return tuple(apply_policy(batch, policy) for batch in batches)

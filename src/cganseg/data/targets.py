@@ -11,14 +11,13 @@ seed. Cells too thin to have a core become all-boundary.
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from skimage.segmentation import find_boundaries
 
 from cganseg.errors import InputError
 
-BACKGROUND = 0
-CELL = 1
-INTERIOR = 1
-BOUNDARY = 2
+BOUNDARY = 2  # the class of cell-edge pixels with three classes (0 background, 1 interior)
 
 
 def labels_to_classes(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -39,3 +38,9 @@ def labels_to_classes(labels: np.ndarray, n_classes: int) -> np.ndarray:
         boundary = find_boundaries(labels, connectivity=1, mode="inner", background=0)
         classes[boundary & (labels > 0)] = BOUNDARY
     return classes
+
+
+def one_hot(classes: torch.Tensor, n_classes: int, dtype: torch.dtype = torch.float32):
+    """Class indices (..., H, W) -> one channel per class (..., K, H, W): the mask as the
+    generator, D2 and the Dice term see it."""
+    return F.one_hot(classes, n_classes).movedim(-1, -3).to(dtype)

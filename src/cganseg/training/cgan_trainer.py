@@ -26,16 +26,15 @@ from __future__ import annotations
 from itertools import chain
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cganseg.augment.diffaugment import apply_policy, sample_policy
 from cganseg.checkpoint import GENERATOR, network_entries
 from cganseg.data.dataset import pad_to_at_least
-from cganseg.data.targets import labels_to_classes
+from cganseg.data.targets import one_hot
 from cganseg.errors import InputError
+from cganseg.inference.generate import Generator
 from cganseg.inference.segment import Segmenter
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.cgan_objective import (
@@ -50,7 +49,7 @@ from cganseg.models.discriminator import PatchDiscriminator
 from cganseg.models.generator import StyleUNet
 from cganseg.options import CGanTrainConfig
 from cganseg.reports.grid import save_grid
-from cganseg.reports.overlays import overlay_labels, unit_gray
+from cganseg.reports.overlays import generation_row, overlay_labels
 from cganseg.training.image_pool import ImagePool
 from cganseg.training.loop import TrainerBase, run_training
 from cganseg.training.schedule import make_scheduler
@@ -63,7 +62,7 @@ def mask_for_generator(logits: torch.Tensor, mode: str) -> torch.Tensor:
     probs = logits.float().softmax(dim=1)
     if mode == "soft":
         return probs
-    hard = F.one_hot(probs.argmax(dim=1), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    hard = one_hot(probs.argmax(dim=1), probs.shape[1], probs.dtype)
     if mode == "argmax":
         return hard
     return hard + probs - probs.detach()  # straight-through
@@ -96,8 +95,8 @@ class CGanTrainer(TrainerBase):
             self.in_channels, cfg.disc_width, cfg.disc_layers, cfg.disc_attention
         ).to(dev)
         self.d2 = PatchDiscriminator(k, cfg.disc_width, cfg.disc_layers, cfg.disc_attention).to(dev)
-        # what a training pass calls: DDP wrappers when distributed, the networks themselves alone
-        self.seg_ddp, self.gen_ddp, self.d1_ddp, self.d2_ddp = (
+        # what a training step calls: DDP-wrapped / compiled when so configured, else the network
+        self.seg_pass, self.gen_pass, self.d1_pass, self.d2_pass = (
             self.training_pass(net) for net in (self.seg, self.gen, self.d1, self.d2)
         )
         perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights)
@@ -169,7 +168,7 @@ class CGanTrainer(TrainerBase):
             )
 
     def _generate(self, mask: torch.Tensor) -> torch.Tensor:
-        return self.gen_ddp(
+        return self.gen_pass(
             mask,
             generator=self.style_rng,
             mix_prob=self.cfg.mix_prob,
@@ -179,7 +178,7 @@ class CGanTrainer(TrainerBase):
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, w = self.cfg, self.weights
         x, t = self.to_device(images), self.to_device(targets)
-        m = self.to_device(F.one_hot(t, cfg.n_classes).permute(0, 3, 1, 2).float())
+        m = self.to_device(one_hot(t, cfg.n_classes))
         nets = [self.seg, self.gen, self.d1, self.d2]
         for net in nets:
             net.train()
@@ -196,8 +195,8 @@ class CGanTrainer(TrainerBase):
         _set_requires_grad([self.d1, self.d2], False)  # and called unwrapped: no grads to average
         with self.autocast():
             fake_img = self._generate(m)
-            rec_logits = self.seg_ddp(fake_img)
-            seg_logits = self.seg_ddp(x)
+            rec_logits = self.seg_pass(fake_img)
+            seg_logits = self.seg_pass(x)
             fake_mask = mask_for_generator(seg_logits, cfg.seg_to_gen)
             rec_img = self._generate(fake_mask)
             id_g, rec_g = self.image_loss.multi([fake_img, rec_img], x)
@@ -223,10 +222,10 @@ class CGanTrainer(TrainerBase):
         old_mask = self.pool_mask.query(fake_mask.detach())
         with self.autocast():
             d_terms = {
-                "real_d1": lsgan_loss(self.d1_ddp(apply_policy(x, policy)), True),
-                "real_d2": lsgan_loss(self.d2_ddp(m), True),
-                "fake_d1": lsgan_loss(self.d1_ddp(apply_policy(old_img, policy)), False),
-                "fake_d2": lsgan_loss(self.d2_ddp(old_mask), False),
+                "real_d1": lsgan_loss(self.d1_pass(apply_policy(x, policy)), True),
+                "real_d2": lsgan_loss(self.d2_pass(m), True),
+                "fake_d1": lsgan_loss(self.d1_pass(apply_policy(old_img, policy)), False),
+                "fake_d2": lsgan_loss(self.d2_pass(old_mask), False),
             }
             loss_d = discriminator_loss(d_terms, w)
         self.opt_d.zero_grad(set_to_none=True)
@@ -249,34 +248,23 @@ class CGanTrainer(TrainerBase):
 
     @torch.no_grad()
     def save_samples(self, path) -> None:
-        """Grid of mask | generated image | real image | segmentation, on fixed crops and seed."""
+        """Grid of mask | generated image | real image | segmentation, on fixed crops and seeds
+        (the generator as ``cganseg generate`` runs it)."""
         samples = (self.data.val or self.data.train)[:N_SAMPLE_ROWS]
         crop = tuple(self.cfg.crop)
         rows, names = [], []
-        was_training = self.gen.training
-        self.gen.eval()
         seg = Segmenter(self.seg, None, self.cfg.min_size, self.device)
-        rng = torch.Generator(self.style_rng.device).manual_seed(self.cfg.seed)
-        for s in samples:
+        gen = Generator(self.gen, self.device)
+        for i, s in enumerate(samples):
             image, labels = pad_to_at_least(s.image, s.labels, crop)
             y0 = (labels.shape[0] - crop[0]) // 2
             x0 = (labels.shape[1] - crop[1]) // 2
             image = image[:, y0 : y0 + crop[0], x0 : x0 + crop[1]]
             labels = labels[y0 : y0 + crop[0], x0 : x0 + crop[1]]
-            classes = torch.from_numpy(labels_to_classes(labels, self.cfg.n_classes))
-            onehot = F.one_hot(classes, self.cfg.n_classes).permute(2, 0, 1)[None].float()
-            fake = self.gen(onehot.to(self.device), generator=rng)[0].float().cpu().numpy()
+            fake = gen.generate(labels, seed=self.cfg.seed + i, tile_size=max(crop))
             pred = seg.segment(image, tile_size=self.cfg.tile_size)
-            rows.append(
-                [
-                    overlay_labels(np.zeros_like(image), labels),
-                    unit_gray(fake),
-                    unit_gray(image),
-                    overlay_labels(image, pred),
-                ]
-            )
+            rows.append([*generation_row(labels, [fake], image), overlay_labels(image, pred)])
             names.append(s.name)
-        self.gen.train(was_training)
         save_grid(path, rows, ["mask", "generated", "real", "segmentation"], names)
 
     def finish(self) -> dict[str, Any]:
