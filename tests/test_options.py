@@ -38,3 +38,31 @@ def test_an_unknown_preset_and_an_ignored_weight_decay_are_refused():
         CGanTrainConfig.from_dict({"preset": "gpu", "data": "d", "out": "o"})
     with pytest.raises(InputError, match="weight_decay is for train-seg"):
         CGanTrainConfig.from_dict({"data": "d", "out": "o", "weight_decay": 0.01})
+
+
+@pytest.mark.parametrize("command", ["train-seg", "train"])
+def test_the_command_line_is_built_from_the_config(command):
+    """Every training option of the CLI is a config field with the config's choices and default;
+    nothing is declared twice."""
+    import argparse
+    import dataclasses
+
+    from cganseg.cli import build_parser
+    from cganseg.options import CHOICES, CLI, SegTrainConfig
+
+    cls = SegTrainConfig if command == "train-seg" else CGanTrainConfig
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    dests = set()
+    for action in parser._actions:
+        if action.dest in ("help", "config", "resume", "quiet"):
+            continue
+        assert action.dest in fields and action.dest in CLI, action.dest
+        assert action.default is None  # so that an option not given does not override a file
+        if action.dest in CHOICES:
+            assert tuple(action.choices) == CHOICES[action.dest]
+        dests.add(action.dest)
+    assert dests == {n for n in fields if n in CLI and n not in cls.cli_exclude}
+    width = next(a for a in parser._actions if a.dest == "batch_size")
+    assert f"(default: {fields['batch_size'].default})" in width.help

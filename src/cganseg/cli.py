@@ -21,165 +21,48 @@ from cganseg.errors import InputError, TrainingDiverged, one_line
 _EXIT_BUG, _EXIT_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
-def _add_training_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``train-seg`` and ``train`` (dests are config keys)."""
-    p.add_argument("--data", help="data-set folder (DIR/images + DIR/masks, or Cellpose-style)")
-    p.add_argument("--out", help="run folder to create (or to continue with --resume)")
+def _add_training_options(p: argparse.ArgumentParser, config_cls: type) -> None:
+    """The run's options, built from the config dataclass (names, types, choices, defaults),
+    plus the command's own switches."""
+    from cganseg.options import add_cli_options
+
     p.add_argument("--config", type=Path, help="YAML file of options (keys as in config.yaml)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = p.add_argument_group("segmenter")
-    g.add_argument("--model", choices=("unet", "deepsea", "cellpose"))
-    g.add_argument("--width", type=int, help="base channels (default: the backbone's own)")
-    g.add_argument(
-        "--classes",
-        dest="n_classes",
-        type=int,
-        choices=(2, 3),
-        help="2: background/cell (paper); 3: +boundary, separates touching cells",
-    )
-    g = p.add_argument_group("training")
-    g.add_argument("--crop", help="training crop, e.g. 256 or 256x320")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--iterations", type=int)
-    g.add_argument("--lr", type=float, help="learning rate (of the segmenter)")
-    g.add_argument("--schedule", choices=("cosine", "constant"))
-    g.add_argument("--p-vanilla", type=float, help="probability of conventional augmentation")
-    g.add_argument("--val-every", type=int, help="validate and checkpoint every N steps")
-    g.add_argument("--patience", type=int, help="early stopping after N validations (0: off)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    g.add_argument(
-        "--no-amp",
-        dest="amp",
-        action="store_false",
-        default=None,
-        help="disable mixed precision on CUDA",
-    )
-    g.add_argument(
-        "--amp-dtype", choices=("fp16", "bf16"), help="mixed-precision type on CUDA (default fp16)"
-    )
-    g.add_argument("--workers", dest="num_workers", type=int, help="data-loading processes")
-    g.add_argument(
-        "--on-divergence",
-        choices=("stop", "rollback"),
-        help="NaN/inf in losses or weights: stop (default), or go back to last.pt with the "
-        "learning rates halved (at most --max-rollbacks times)",
-    )
-    g.add_argument("--max-rollbacks", type=int, help="rollbacks allowed (default 3)")
-    g.add_argument(
-        "--max-loss",
-        type=float,
-        help="a loss above this also counts as divergence (default: 10^4 times the first "
-        "step's loss)",
-    )
-    g = p.add_argument_group("speed (results change by float rounding at most)")
-    g.add_argument(
-        "--channels-last",
-        action="store_true",
-        default=None,
-        help="NHWC memory layout (can help CUDA convolutions with AMP)",
-    )
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="torch.compile the training passes (the first steps compile; needs a C++ compiler "
-        "on CPU)",
-    )
-    g.add_argument(
-        "--no-fused-adam",
-        dest="fused_adam",
-        action="store_false",
-        default=None,
-        help="Adam without its fused kernels",
-    )
-    g = p.add_argument_group("data")
-    g.add_argument("--n-train", type=int, help="use only N training pairs (e.g. the paper's 200)")
-    g.add_argument("--val-fraction", type=float)
-    g.add_argument("--test-fraction", type=float)
-    g.add_argument("--split", dest="split_file", help="JSON split file (train/val/test names)")
-    g.add_argument("--layout", choices=("auto", "folders", "cellpose"))
-    g.add_argument("--mask-suffix", help="Cellpose layout: mask file suffix (default _masks)")
-    g.add_argument("--image-suffix", help="Cellpose layout: image file suffix (default none)")
-    g.add_argument("--channels", help="'gray' or channel indices like 0,1,2 (default: all)")
-    g.add_argument("--min-size", type=int, help="smallest object kept, in pixels (default 15)")
+    add_cli_options(p, config_cls)
 
 
 def _add_train_seg(sub: argparse._SubParsersAction) -> None:
+    from cganseg.options import SegTrainConfig
+
     p = sub.add_parser(
         "train-seg",
         help="conventional training of a segmenter (the paper's baseline)",
         description="Train a segmenter the conventional way on an annotated folder. Options not "
         "given come from --config (YAML), else from the defaults (see config.yaml of a run).",
     )
-    _add_training_options(p)
-    p.add_argument(
-        "--extra",
-        metavar="DIR[:FRACTION]",
-        help="extra (e.g. synthetic) pairs mixed into every batch; FRACTION is their share of "
-        "each batch (default: their share of all pairs)",
-    )
+    _add_training_options(p, SegTrainConfig)
     p.set_defaults(func=_cmd_train_seg)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from cganseg.options import CGanTrainConfig
+
     p = sub.add_parser(
         "train",
         help="cGAN-Seg training: segmenter + mask-to-image generator in a cycle GAN",
         description="Train a segmenter inside a cycle GAN with a StyleUNet generator (cGAN-Seg). "
         "Precedence of options: defaults < --preset < --config < command line.",
     )
-    _add_training_options(p)
-    p.add_argument(
-        "--preset",
-        choices=("cpu", "paper"),
-        help="cpu: 128x128 crops, small networks; paper: full-size networks for GPUs",
-    )
-    g = p.add_argument_group("cGAN-Seg")
-    g.add_argument("--gen-width", type=int, help="generator base channels")
-    g.add_argument("--style-dim", type=int, help="latent/style vector size")
-    g.add_argument("--disc-width", type=int, help="discriminator base channels")
-    g.add_argument("--disc-layers", type=int, help="PatchGAN downsampling layers")
-    g.add_argument("--lr-gen", type=float)
-    g.add_argument("--lr-disc", type=float)
-    g.add_argument("--betas", help="Adam betas, e.g. 0.5,0.999 (CycleGAN) or 0.9,0.999")
-    g.add_argument(
-        "--perceptual",
-        choices=("vgg19", "hed-vgg16", "none"),
-        help="perceptual-loss network (vgg19: ImageNet VGG19 as in the paper)",
-    )
-    g.add_argument("--perceptual-weights", help="weights file of the perceptual network")
-    g.add_argument("--p-diff", type=float, help="probability of DiffAugment")
-    g.add_argument(
-        "--seg-to-gen",
-        choices=("soft", "straight-through", "argmax"),
-        help="how Seg's output reaches D2 and Gen (argmax, default: reference code, no gradient)",
-    )
-    g.add_argument("--pool-size", type=int, help="history pool of fakes (0: off)")
-    g.add_argument("--sample-every", type=int, help="also write a sample grid every N steps")
+    _add_training_options(p, CGanTrainConfig)
     p.set_defaults(func=_cmd_train)
 
 
 def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
     """Defaults < preset < --config file < command line, as one dict of config keys."""
-    import dataclasses
+    from cganseg.options import cli_options, read_yaml_mapping
 
-    from cganseg.options import parse_size, read_yaml_mapping, split_extra
-
-    keys = {f.name for f in dataclasses.fields(config_cls)}
-    given = {k: v for k, v in vars(args).items() if k in keys and v is not None}
-    if args.crop is not None:
-        given["crop"] = parse_size(args.crop)
-    if getattr(args, "extra", None) is not None:
-        given["extra"], fraction = split_extra(args.extra)
-        if fraction is not None:
-            given["extra_fraction"] = fraction
-    if getattr(args, "betas", None) is not None:
-        try:
-            given["betas"] = [float(b) for b in args.betas.split(",")]
-        except ValueError:
-            raise InputError(f"--betas must look like 0.5,0.999, got {args.betas!r}") from None
+    given = cli_options(vars(args), config_cls)
     file_options = {} if args.config is None else read_yaml_mapping(args.config)
     options = {**file_options, **given}  # the config applies the preset beneath these
     if not options.get("out"):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -95,14 +96,19 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 #: options that must be strictly positive
 _POSITIVE = ("lr", "lr_gen", "lr_disc", "max_loss")
-#: options with a fixed set of values
-_CHOICES: dict[str, tuple[Any, ...]] = {
+#: how Seg's output reaches D2 and Gen (see CGanTrainConfig)
+SEG_TO_GEN = ("soft", "straight-through", "argmax")
+#: options with a fixed set of values (None is allowed where the option's type allows it)
+CHOICES: dict[str, tuple[Any, ...]] = {
     "model": ("unet", "deepsea", "cellpose"),
     "n_classes": (2, 3),
     "layout": ("auto", "folders", "cellpose"),
     "schedule": ("cosine", "constant"),
     "on_divergence": ("stop", "rollback"),
     "amp_dtype": ("fp16", "bf16"),
+    "perceptual": ("vgg19", "hed-vgg16", "none"),
+    "seg_to_gen": SEG_TO_GEN,
+    "preset": ("cpu", "paper"),
 }
 
 
@@ -126,6 +132,9 @@ def check_type(name: str, annotation: str, value: Any, bad) -> None:
 @dataclass
 class SegTrainConfig:
     """Conventional training: the paper's baseline scenarios B (N pairs) and C (all pairs)."""
+
+    #: options of the dataclass that the command line does not offer (config files only)
+    cli_exclude: ClassVar[tuple[str, ...]] = ()
 
     data: str
     out: str
@@ -222,10 +231,11 @@ class SegTrainConfig:
             value = getattr(self, name, None)
             if value is not None and not value > 0:
                 raise bad(f"{name} must be > 0, got {value}")
-        for name, choices in _CHOICES.items():
-            if getattr(self, name) not in choices:
+        for name, choices in CHOICES.items():
+            value = getattr(self, name, None)
+            if value is not None and value not in choices:
                 raise bad(f"{name} must be one of {', '.join(map(str, choices))}, got "
-                          f"{getattr(self, name)!r}")  # fmt: skip
+                          f"{value!r}")  # fmt: skip
         for name in ("val_fraction", "test_fraction", "warmup_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -348,6 +358,8 @@ class CGanTrainConfig(SegTrainConfig):
     0.638 and soft 0.583; see the README.
     """
 
+    cli_exclude: ClassVar[tuple[str, ...]] = ("extra",)  # cGAN-Seg trains on real pairs only
+
     lr: float = 2e-4
     lr_gen: float = 2e-4
     lr_disc: float = 2e-4
@@ -383,30 +395,187 @@ class CGanTrainConfig(SegTrainConfig):
 
     def check(self, source: str | Path | None = None) -> None:
         super().check(source)
-        if self.seg_to_gen not in SEG_TO_GEN:
-            choices = ", ".join(SEG_TO_GEN)
-            raise InputError(
-                f"option seg_to_gen must be one of {choices}, got {self.seg_to_gen!r}", source
-            )
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise InputError(
                 f"option betas must be two numbers in [0, 1), got {self.betas}", source
-            )
-        if self.perceptual not in ("vgg19", "hed-vgg16", "none"):
-            raise InputError(
-                f"option perceptual must be vgg19, hed-vgg16 or none, got {self.perceptual!r}",
-                source,
             )
         if self.extra is not None:
             raise InputError(
                 "extra pairs are for train-seg; cGAN-Seg training uses real pairs", source
             )
-        if self.preset is not None and self.preset not in PRESETS:
-            raise InputError(f"unknown preset {self.preset!r} (use {', '.join(PRESETS)})", source)
         if self.weight_decay:
             raise InputError(
                 "option weight_decay is for train-seg; cGAN-Seg training does not use it", source
             )
 
 
-SEG_TO_GEN = ("soft", "straight-through", "argmax")
+# --------------------------------------------------------------------- the command line
+@dataclass(frozen=True)
+class CliOption:
+    """How an option appears on the command line; its type, choices and default come from the
+    dataclass, so the CLI cannot drift from the config."""
+
+    help: str
+    group: str = "training"
+    flag: str | None = None  # default: --the-field-name
+    parse: Callable[[str], dict[str, Any]] | None = None  # text -> config entries
+    metavar: str | None = None
+    default_text: str | None = None  # what the default means, where the value does not say
+
+
+def _parse_crop(text: str) -> dict[str, Any]:
+    return {"crop": parse_size(text)}
+
+
+def _parse_extra(text: str) -> dict[str, Any]:
+    folder, fraction = split_extra(text)
+    return {"extra": folder} if fraction is None else {"extra": folder, "extra_fraction": fraction}
+
+
+def _parse_betas(text: str) -> dict[str, Any]:
+    try:
+        return {"betas": [float(b) for b in text.split(",")]}
+    except ValueError:
+        raise InputError(f"--betas must look like 0.5,0.999, got {text!r}") from None
+
+
+#: the options ``train-seg`` and ``train`` offer, by config field; a field not here is set in a
+#: --config YAML file only (e.g. weight_decay, warmup_fraction, the loss weights)
+CLI: dict[str, CliOption] = {
+    "data": CliOption("data-set folder (DIR/images + DIR/masks, or Cellpose-style)", "run"),
+    "out": CliOption("run folder to create (or to continue with --resume)", "run"),
+    "preset": CliOption(
+        "cpu: 128x128 crops, small networks; paper: full-size networks for GPUs", "run"
+    ),
+    "model": CliOption("segmentation backbone", "segmenter"),
+    "width": CliOption("base channels", "segmenter", default_text="the backbone's own"),
+    "n_classes": CliOption(
+        "2: background/cell (paper); 3: +boundary, separates touching cells",
+        "segmenter",
+        flag="--classes",
+    ),
+    "crop": CliOption("training crop, e.g. 256 or 256x320", parse=_parse_crop),
+    "batch_size": CliOption("crops per step (the global batch under torchrun)"),
+    "iterations": CliOption("training steps"),
+    "lr": CliOption("learning rate (of the segmenter)"),
+    "schedule": CliOption("learning-rate schedule after the warm-up"),
+    "p_vanilla": CliOption("probability of conventional augmentation"),
+    "val_every": CliOption("validate and checkpoint every N steps"),
+    "patience": CliOption("early stopping after N validations without improvement (0: off)"),
+    "seed": CliOption("seed of the split, the weights and the data stream"),
+    "device": CliOption("auto, cpu, cuda or cuda:N"),
+    "amp": CliOption("disable mixed precision on CUDA", flag="--no-amp"),
+    "amp_dtype": CliOption("mixed-precision type on CUDA"),
+    "num_workers": CliOption("data-loading processes", flag="--workers"),
+    "on_divergence": CliOption(
+        "NaN/inf or an exploding loss: stop, or go back to last.pt with the learning rates "
+        "halved (at most --max-rollbacks times)"
+    ),
+    "max_rollbacks": CliOption("rollbacks allowed"),
+    "max_loss": CliOption(
+        "a loss above this also counts as divergence",
+        default_text="10^4 times the first step's loss",
+    ),
+    "channels_last": CliOption(
+        "NHWC memory layout (can help CUDA convolutions with AMP)", "speed"
+    ),
+    "compile": CliOption(
+        "torch.compile the training passes (the first steps compile; needs a C++ compiler on "
+        "CPU)",
+        "speed",
+    ),
+    "fused_adam": CliOption("Adam without its fused kernels", "speed", flag="--no-fused-adam"),
+    "n_train": CliOption(
+        "use only N training pairs (e.g. the paper's 200)", "data", default_text="all"
+    ),
+    "val_fraction": CliOption("share of the pairs held out for validation", "data"),
+    "test_fraction": CliOption("share of the pairs held out for testing", "data"),
+    "split_file": CliOption("JSON split file (train/val/test names)", "data", flag="--split"),
+    "layout": CliOption("data-set layout", "data"),
+    "mask_suffix": CliOption("Cellpose layout: mask file suffix", "data"),
+    "image_suffix": CliOption("Cellpose layout: image file suffix", "data"),
+    "channels": CliOption("'gray' or channel indices like 0,1,2", "data", default_text="all"),
+    "min_size": CliOption("smallest object kept, in pixels", "data"),
+    "extra": CliOption(
+        "extra (e.g. synthetic) pairs mixed into every batch; FRACTION is their share of each "
+        "batch",
+        "data",
+        parse=_parse_extra,
+        metavar="DIR[:FRACTION]",
+        default_text="none; FRACTION: their share of all pairs",
+    ),
+    "gen_width": CliOption("generator base channels", "cGAN-Seg"),
+    "style_dim": CliOption("latent/style vector size", "cGAN-Seg"),
+    "disc_width": CliOption("discriminator base channels", "cGAN-Seg"),
+    "disc_layers": CliOption("PatchGAN downsampling layers", "cGAN-Seg"),
+    "lr_gen": CliOption("learning rate of the generator", "cGAN-Seg"),
+    "lr_disc": CliOption("learning rate of the discriminators", "cGAN-Seg"),
+    "betas": CliOption(
+        "Adam betas, e.g. 0.5,0.999 (CycleGAN) or 0.9,0.999", "cGAN-Seg", parse=_parse_betas
+    ),
+    "perceptual": CliOption(
+        "perceptual-loss network (vgg19: ImageNet VGG19 as in the paper)", "cGAN-Seg"
+    ),
+    "perceptual_weights": CliOption("weights file of the perceptual network", "cGAN-Seg"),
+    "p_diff": CliOption("probability of DiffAugment", "cGAN-Seg"),
+    "seg_to_gen": CliOption(
+        "how Seg's output reaches D2 and Gen (argmax: the reference code, no gradient)",
+        "cGAN-Seg",
+    ),
+    "pool_size": CliOption("history pool of fakes (0: off)", "cGAN-Seg"),
+    "sample_every": CliOption("also write a sample grid every N steps", "cGAN-Seg"),
+}
+_GROUP_TITLES = {"speed": "speed (results change by float rounding at most)"}
+
+
+def _field_type(annotation: str) -> type:
+    base = annotation.split("|")[0].strip()
+    return {"int": int, "float": float}.get(base, str)
+
+
+def _default_text(f: dataclasses.Field, spec: CliOption) -> str:
+    if spec.default_text is not None:
+        return spec.default_text
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(value, list):
+        return "x".join(map(str, value)) if f.name == "crop" else ",".join(map(str, value))
+    return "none" if value is None or value == "" else str(value)
+
+
+def add_cli_options(parser: Any, cls: type[SegTrainConfig]) -> None:
+    """Add an argparse option for every :data:`CLI` field of ``cls`` (default None: an option
+    not given is not in the result of :func:`cli_options`)."""
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        spec = CLI.get(f.name)
+        if spec is None or f.name in cls.cli_exclude:
+            continue
+        if spec.group not in groups:
+            title = _GROUP_TITLES.get(spec.group, spec.group)
+            groups[spec.group] = parser if spec.group == "run" else parser.add_argument_group(title)
+        flag = spec.flag or "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": spec.help}
+        if str(f.type) == "bool":
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        else:
+            kwargs["type"] = str if spec.parse else _field_type(str(f.type))
+            if f.name in CHOICES:
+                kwargs["choices"] = CHOICES[f.name]
+            else:
+                kwargs["metavar"] = spec.metavar or flag.lstrip("-").replace("-", "_").upper()
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if not required:
+                kwargs["help"] += f" (default: {_default_text(f, spec)})"
+        groups[spec.group].add_argument(flag, **kwargs)
+
+
+def cli_options(values: dict[str, Any], cls: type[SegTrainConfig]) -> dict[str, Any]:
+    """The config entries the command line gave (parsed argparse ``values``)."""
+    given: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = values.get(f.name)
+        if value is None or f.name not in CLI:
+            continue
+        spec = CLI[f.name]
+        given.update(spec.parse(value) if spec.parse else {f.name: value})
+    return given

@@ -8,8 +8,10 @@ The weights are options (:class:`LossWeights`), recorded with each run.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: the options (and `cganseg --help`) read LossWeights
+    import torch
 
 GS_TERMS = ("d1_g", "d2_s", "rec_g", "rec_s", "id_g", "id_s")
 D_TERMS = ("real_d1", "real_d2", "fake_d1", "fake_d2")
