@@ -14,7 +14,9 @@ For each preset (cpu, paper) and backbone (unet, deepsea, cellpose), in a fresh 
 
 ``--variants`` measures the training speed options against each other: ``before`` (Adam without
 fused kernels, as before issue 6), ``default``, ``channels-last`` and ``compile`` (the first
-steps compile: raise ``--warmup`` so that they are not timed).
+steps compile: raise ``--warmup`` so that they are not timed), ``all-terms`` (D2 trained and
+D2_S computed under argmax, as before issue 15 skipped them). A variant named twice runs twice,
+so ``--variants all-terms default all-terms default`` interleaves two.
 
 Data: the bundled demo images (256x256 nuclei), so the run needs nothing else. Prints a table and
 writes ``benchmarks/results/speed_DEVICE.json``. Run from the repository root:
@@ -50,6 +52,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "channels-last": {"channels_last": True},
     "compile": {"compile": True},
+    # as before issue 15: D2 and D2_S computed and trained although argmax gives them no effect
+    "all-terms": {"log_unused_terms": True},
 }
 
 

@@ -386,6 +386,12 @@ class CGanTrainConfig(SegTrainConfig):
     w_disc: float = LossWeights.disc
     sample_every: int = 100
     preset: str | None = None
+    # the reference code's BatchNorm running statistics, half from generated images (Seg sees
+    # Gen(mask) in train mode); off: they come from real images only (issue 15)
+    bn_stats_from_generated: bool = False
+    # also compute, train and log what cannot change any weight: D2 and D2_S under argmax, a
+    # cycle of weight 0 (diagnostics; costs time)
+    log_unused_terms: bool = False
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(

@@ -31,17 +31,18 @@ class LossWeights:
 
 
 def generator_segmenter_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
-    """Eq. 16 from the terms ``d1_g, d2_s, rec_g, rec_s, id_g, id_s``."""
-    return (
-        w.adv_g * terms["d1_g"]
-        + w.adv_s * terms["d2_s"]
-        + w.rec_g * terms["rec_g"]
-        + w.rec_s * terms["rec_s"]
-        + w.id_g * terms["id_g"]
-        + w.id_s * terms["id_s"]
-    )
+    """Eq. 16 from the terms ``d1_g, d2_s, rec_g, rec_s, id_g, id_s``.
+
+    A term the trainer skipped because it cannot change any weight (D2_S under argmax, a cycle
+    of weight 0) is absent and adds nothing, so the logged total then leaves it out.
+    """
+    weights = {
+        "d1_g": w.adv_g, "d2_s": w.adv_s, "rec_g": w.rec_g, "rec_s": w.rec_s, "id_g": w.id_g,
+        "id_s": w.id_s,
+    }  # fmt: skip
+    return sum(weights[k] * terms[k] for k in GS_TERMS if k in terms)
 
 
 def discriminator_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:
-    """Eq. 17 from the terms ``real_d1, real_d2, fake_d1, fake_d2``."""
-    return w.disc * sum(terms[k] for k in D_TERMS)
+    """Eq. 17 from the terms ``real_d1, real_d2, fake_d1, fake_d2`` (D2's absent when skipped)."""
+    return w.disc * sum(terms[k] for k in D_TERMS if k in terms)

@@ -128,12 +128,9 @@ class ModulatedConv2d(nn.Module):
         weight = weight.reshape(
             batch * self.out_channels, self.in_channels, self.kernel_size, self.kernel_size
         )
-        out = F.conv2d(
-            x.reshape(1, batch * self.in_channels, height, width),
-            weight,
-            padding=self.kernel_size // 2,
-            groups=batch,
-        )
+        pad = self.kernel_size // 2  # edges repeated, not zeros: zeros draw a frame (issue 15)
+        x = F.pad(x.reshape(1, batch * self.in_channels, height, width), [pad] * 4, "replicate")
+        out = F.conv2d(x, weight, groups=batch)
         return out.reshape(batch, self.out_channels, height, width)
 
 
@@ -152,7 +149,7 @@ class StyledConv(nn.Module):
 
 def _encoder_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     """3x3 conv with He initialisation for LeakyReLU(0.2), so the norm-free encoder keeps scale."""
-    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="replicate")
     nn.init.kaiming_normal_(conv.weight, a=0.2, nonlinearity="leaky_relu")
     nn.init.zeros_(conv.bias)
     return conv

@@ -23,6 +23,8 @@ generators of DiffAugment and of the style/noise draws, and the history pools.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
@@ -66,6 +68,24 @@ def mask_for_generator(logits: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "argmax":
         return hard
     return hard + probs - probs.detach()  # straight-through
+
+
+@contextlib.contextmanager
+def running_stats_frozen(net: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of ``net`` keep their running statistics in the block (momentum 0, and
+    the batch counter as it was): they still normalise with the batch's own statistics."""
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in layers]  # fmt: skip (a copy on the device: no host sync per step)
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(layers, saved, strict=True):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 def _set_requires_grad(modules: list[nn.Module], flag: bool) -> None:
@@ -193,21 +213,21 @@ class CGanTrainer(TrainerBase):
 
         # --- Gen + Seg (Eq. 16); the discriminators are frozen for this pass
         _set_requires_grad([self.d1, self.d2], False)  # and called unwrapped: no grads to average
+        use_d2, use_rec_s = self.d2_matters, w.rec_s > 0 or cfg.log_unused_terms
         with self.autocast():
             fake_img = self._generate(m)
-            rec_logits = self.seg_pass(fake_img)
+            terms: dict[str, torch.Tensor] = {}
+            if use_rec_s:
+                with self._stats_of_generated():
+                    terms["rec_s"] = self.seg_loss(self.seg_pass(fake_img), t)
             seg_logits = self.seg_pass(x)
             fake_mask = mask_for_generator(seg_logits, cfg.seg_to_gen)
             rec_img = self._generate(fake_mask)
-            id_g, rec_g = self.image_loss.multi([fake_img, rec_img], x)
-            terms = {
-                "d1_g": lsgan_loss(self.d1(apply_policy(fake_img, policy)), True),
-                "d2_s": lsgan_loss(self.d2(fake_mask), True),
-                "rec_g": rec_g,
-                "rec_s": self.seg_loss(rec_logits, t),
-                "id_g": id_g,
-                "id_s": self.seg_loss(seg_logits, t),
-            }
+            terms["id_g"], terms["rec_g"] = self.image_loss.multi([fake_img, rec_img], x)
+            terms["d1_g"] = lsgan_loss(self.d1(apply_policy(fake_img, policy)), True)
+            if use_d2:
+                terms["d2_s"] = lsgan_loss(self.d2(fake_mask), True)
+            terms["id_s"] = self.seg_loss(seg_logits, t)
             loss_gs = generator_segmenter_loss(terms, w)
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_s.zero_grad(set_to_none=True)
@@ -219,14 +239,15 @@ class CGanTrainer(TrainerBase):
         # --- D1 + D2 (Eq. 17), on the same DiffAugment policy for real and fake images
         _set_requires_grad([self.d1, self.d2], True)
         old_img = self.pool_img.query(fake_img.detach())
-        old_mask = self.pool_mask.query(fake_mask.detach())
         with self.autocast():
             d_terms = {
                 "real_d1": lsgan_loss(self.d1_pass(apply_policy(x, policy)), True),
-                "real_d2": lsgan_loss(self.d2_pass(m), True),
                 "fake_d1": lsgan_loss(self.d1_pass(apply_policy(old_img, policy)), False),
-                "fake_d2": lsgan_loss(self.d2_pass(old_mask), False),
             }
+            if use_d2:
+                old_mask = self.pool_mask.query(fake_mask.detach())
+                d_terms["real_d2"] = lsgan_loss(self.d2_pass(m), True)
+                d_terms["fake_d2"] = lsgan_loss(self.d2_pass(old_mask), False)
             loss_d = discriminator_loss(d_terms, w)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss_d).backward()
@@ -237,6 +258,20 @@ class CGanTrainer(TrainerBase):
         out = {"loss": loss_gs.detach(), "loss_d": loss_d.detach()}
         out.update({k: v.detach() for k, v in {**terms, **d_terms}.items()})
         return out
+
+    @property
+    def d2_matters(self) -> bool:
+        """Whether D2 can change anything: under ``argmax`` the mask it judges carries no
+        gradient, so D2 and its term D2_S only cost time (skipped unless ``log_unused_terms``)."""
+        return self.cfg.seg_to_gen != "argmax" or self.cfg.log_unused_terms
+
+    def _stats_of_generated(self) -> contextlib.AbstractContextManager:
+        """While Seg sees generated images, its BatchNorm layers normalise with the batch's
+        statistics but leave their running statistics (what validation and inference use) to
+        the real images; ``bn_stats_from_generated`` keeps the reference code's mixing."""
+        if self.cfg.bn_stats_from_generated:
+            return contextlib.nullcontext()
+        return running_stats_frozen(self.seg)
 
     def on_checkpoint(self) -> None:
         self.save_samples(self.run_dir / "samples" / f"step_{self.step:06d}.png")

@@ -1,0 +1,339 @@
+"""Does cGAN-Seg pay off? Each training recipe at equal compute, on real data, over folds.
+
+The instrument of issues 15 and 17 (not a unit test). For every data set, fold and recipe it
+trains one run with the same budget of training CPU-seconds, chooses the checkpoint on
+validation only, and scores it once on the fold's test part:
+
+- **recipes** (``RECIPES``): ``conventional`` (``cganseg train-seg``) and ``cgan`` (``cganseg
+  train``, today's defaults), both with the same segmenter (UNet width 16, 3 classes, 128 px
+  crops, batch 4: the CPU preset); part 2 adds more;
+- **data**: ``dsb2018_fluo_256`` (200 training pairs per fold) and ``usiigaci_phase`` (each
+  1022x1024 image cut into 4 tiles, tiles of one image always on one side of a split), from
+  ../shared/data; ``demo`` is the bundled data (for ``--quick``);
+- **equal compute**: ``--budget-s`` CPU-seconds of training steps per run. A short interleaved
+  timing pass (recipes alternate step by step, in this process, before any run) gives each
+  recipe's median seconds per step, and the budget becomes a step count per recipe, so runs stay
+  seeded and repeatable whatever else the machine does later. Validation and the final test
+  evaluation are not counted; a recipe's pre-training would be;
+- **folds**: k-fold over groups (images or source images) with ``--folds`` (default 3); within a
+  fold, 10% of the remaining groups validate, ``n_train`` pairs train;
+- **scores** on the test part: F1@0.5 pooled and per image, mean F1 over IoU 0.5:0.95 (per image),
+  Dice; for cGAN-Seg also the FID of images generated from the test masks against the real test
+  images (needs `cganseg fetch-weights fid-inception`); and how often the chosen checkpoint is the
+  first validation.
+
+Prints a table of mean +- sd per data set and recipe, writes ``benchmarks/results/value_cpu.json``
+(``--out``). Runs live in ``--work`` (default ``benchmarks/.work/value``); a finished run is not
+run again, so an interrupted benchmark goes on where it stopped. From the repository root:
+``.venv/bin/python benchmarks/value.py [--budget-s 1200] [--sets dsb2018_fluo_256]``;
+``--quick`` runs a tiny version on the bundled data in about a minute (CI runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cganseg.data.dataset import load_samples
+from cganseg.data.folders import find_pairs
+from cganseg.data.io import read_image, read_labels, write_image, write_labels
+from cganseg.data.splits import kfold_indices, save_split
+from cganseg.demo import demo_data_dir
+from cganseg.errors import InputError
+from cganseg.evaluation.fid import fid_kid, image_features
+from cganseg.inference.generate import load_generator
+from cganseg.models.fid_inception import load_fid_features
+from cganseg.options import CGanTrainConfig, SegTrainConfig
+from cganseg.runtime.atomic import write_text
+from cganseg.runtime.device import resolve_device
+from cganseg.training.cgan_trainer import CGanTrainer, train_cgan
+from cganseg.training.seg_trainer import SegTrainer, train_segmenter
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+N_TRAIN = 200
+VALIDATIONS = 10  # per run, evenly spaced
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A way to train the segmenter: its config class, trainer and options."""
+
+    config: type[SegTrainConfig]
+    options: dict[str, Any]
+    quick: dict[str, Any] = field(default_factory=dict)
+
+
+_SEGMENTER = {"model": "unet", "width": 16, "n_classes": 3, "crop": [128, 128], "batch_size": 4}
+_TINY = {"width": 4, "crop": [32, 32], "batch_size": 2, "num_workers": 0, "tile_size": 64}
+RECIPES: dict[str, Recipe] = {
+    "conventional": Recipe(SegTrainConfig, {**_SEGMENTER}, _TINY),
+    "cgan": Recipe(
+        CGanTrainConfig,
+        {"preset": "cpu", **_SEGMENTER, "perceptual": "hed-vgg16", "sample_every": 0},
+        {**_TINY, "gen_width": 4, "style_dim": 8, "n_mapping": 2, "disc_width": 4,
+         "disc_layers": 2, "perceptual": "none"},  # fmt: skip
+    ),
+}
+TRAINERS = {
+    SegTrainConfig: (SegTrainer, train_segmenter),
+    CGanTrainConfig: (CGanTrainer, train_cgan),
+}
+
+
+# ------------------------------------------------------------------ data sets and folds
+def _usiigaci_tiles(work: Path) -> Path:
+    """usiigaci_phase with each image cut into 2x2 tiles (NAME_tK), written once."""
+    out = work / "data" / "usiigaci_phase_tiles"
+    if (out / "done").is_file():
+        return out
+    for pair in find_pairs(SHARED / "usiigaci_phase"):
+        image, labels = read_image(pair.image), read_labels(pair.mask)
+        h, w = labels.shape
+        for k, (ys, xs) in enumerate(
+            (ys, xs) for ys in (slice(0, h // 2), slice(h // 2, h))
+            for xs in (slice(0, w // 2), slice(w // 2, w))
+        ):  # fmt: skip
+            tile = image[:, ys, xs]
+            write_image(out / "images" / f"{pair.name}_t{k}.tif", tile[0] if len(tile) == 1
+                        else np.moveaxis(tile, 0, -1))  # fmt: skip
+            write_labels(out / "masks" / f"{pair.name}_t{k}.tif", labels[ys, xs])
+    write_text(out / "done", "")
+    return out
+
+
+def data_set(name: str, work: Path) -> tuple[Path, dict[str, str]]:
+    """The data folder of a set and each pair's group (pairs of a group stay together)."""
+    if name == "demo":
+        folder = demo_data_dir()
+    elif name == "usiigaci_phase":
+        folder = _usiigaci_tiles(work)
+    else:
+        folder = SHARED / name
+    if not folder.is_dir():
+        raise InputError("data set not found (../shared/data is needed)", folder)
+    names = [p.name for p in find_pairs(folder)]
+    groups = {n: n.rsplit("_t", 1)[0] if name == "usiigaci_phase" else n for n in names}
+    return folder, groups
+
+
+def fold_splits(groups: dict[str, str], k: int, seed: int, n_train: int | None) -> list[dict]:
+    """k folds over groups: test = one part; of the rest, 10% of groups validate and the first
+    ``n_train`` pairs (seeded order) train."""
+    keys = sorted(set(groups.values()))
+    splits = []
+    for i, (rest_idx, test_idx) in enumerate(kfold_indices(len(keys), k, seed)):
+        rng = np.random.default_rng(seed * 1000 + i)
+        rest = [keys[j] for j in rng.permutation(rest_idx)]
+        n_val = max(1, round(0.1 * len(rest)))
+        val_groups, test_groups = set(rest[:n_val]), {keys[j] for j in test_idx}
+        train = [n for n in sorted(groups) if groups[n] not in val_groups | test_groups]
+        train = [train[j] for j in rng.permutation(len(train))][:n_train]
+        splits.append(
+            {
+                "train": sorted(train),
+                "val": sorted(n for n in groups if groups[n] in val_groups),
+                "test": sorted(n for n in groups if groups[n] in test_groups),
+            }
+        )
+    return splits
+
+
+# ------------------------------------------------------------------ equal compute
+def run_config(
+    name: str, args: argparse.Namespace, data: Path, set_dir: Path, fold: int, steps: int
+) -> SegTrainConfig:
+    """Recipe ``name``'s config for one fold of a set, trained for ``steps`` steps."""
+    recipe = RECIPES[name]
+    fold_dir = set_dir / f"fold_{fold + 1}"
+    fixed = {
+        "data": str(data),
+        "out": str(fold_dir / name),
+        "split_file": str(fold_dir / "split.json"),
+        "iterations": steps,
+        "val_every": max(1, steps // VALIDATIONS),
+        "patience": 0,
+        "seed": args.seed + fold,
+        "device": args.device,
+    }
+    quick = recipe.quick if args.quick else {}
+    return recipe.config.from_dict({**recipe.options, **quick, **fixed})
+
+
+def seconds_per_step(cfgs: dict[str, SegTrainConfig], rounds: int) -> dict[str, float]:
+    """Median seconds per training step of each recipe, steps interleaved across recipes."""
+    trainers = {name: TRAINERS[type(cfg)][0].from_config(cfg) for name, cfg in cfgs.items()}
+    batches = {name: iter(t.loader()) for name, t in trainers.items()}
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for r in range(rounds + 1):  # round 0 warms up
+        for name, trainer in trainers.items():
+            images, targets = next(batches[name])
+            start = time.process_time()
+            trainer.train_step(images, targets)
+            if r:
+                times[name].append(time.process_time() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+# ------------------------------------------------------------------ one run
+def _chosen_is_first_validation(run: Path) -> bool:
+    with open(run / "metrics.csv", newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("val_f1_iou50")]
+    scores = [float(r["val_f1_iou50"]) for r in rows]
+    return bool(scores) and int(np.argmax(scores)) == 0
+
+
+def _fid(run: Path, data: Path, test: list[str], device: str) -> float | None:
+    try:
+        extractor = load_fid_features(None, resolve_device(device))
+    except InputError:
+        return None  # the FID network is not fetched: said in the output
+    by_name = {p.name: p for p in find_pairs(data)}
+    samples = load_samples([by_name[n] for n in test], None, False)
+    gen = load_generator(run, device)
+    fakes = [gen.generate(s.labels, seed=i) for i, s in enumerate(samples)]
+    dev = resolve_device(device)
+    real = image_features(((s.name, s.image) for s in samples), extractor, device=dev)
+    fake = image_features(((s.name, f) for s, f in zip(samples, fakes, strict=True)), extractor,
+                          device=dev)  # fmt: skip
+    return float(fid_kid(real, fake)["fid"])
+
+
+def run_one(cfg: SegTrainConfig, split: dict, device: str) -> dict[str, Any]:
+    """Train (or finish) one run, then its test scores; cached in RUN/value.json."""
+    run = Path(cfg.out)
+    done = run / "value.json"
+    if done.is_file():
+        return json.loads(done.read_text(encoding="utf-8"))
+    train = TRAINERS[type(cfg)][1]
+    start = time.process_time()
+    train(cfg, resume=(run / "last.pt").is_file(), progress=False,
+          given={"iterations": cfg.iterations})  # fmt: skip
+    report = json.loads((run / "test" / "metrics.json").read_text(encoding="utf-8"))
+    i50 = [round(t, 2) for t in report["thresholds"]].index(0.5)
+    result = {
+        "steps": cfg.iterations,
+        "cpu_s": time.process_time() - start,
+        "f1_50_pooled": report["pooled"]["f1"][i50],
+        "f1_50_per_image": report["per_image"]["f1"][i50],
+        "f1_mean_per_image": float(np.mean(report["per_image"]["f1"])),
+        "dice": report["dice"],
+        "n_test": report["n_images"],
+        "chosen_first_validation": _chosen_is_first_validation(run),
+        "fid": _fid(run, Path(cfg.data), split["test"], device)
+        if isinstance(cfg, CGanTrainConfig) else None,
+    }  # fmt: skip
+    write_text(done, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+# ------------------------------------------------------------------ the benchmark
+SCORES = ("f1_50_pooled", "f1_50_per_image", "f1_mean_per_image", "dice", "fid")
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n_runs": len(runs)}
+    for key in SCORES:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            out[key] = {
+                "mean": float(np.mean(values)),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            }
+    out["chosen_first_validation"] = sum(r["chosen_first_validation"] for r in runs)
+    out["steps"] = sorted({r["steps"] for r in runs})
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=None,
+                        help="dsb2018_fluo_256, usiigaci_phase, demo (default: the first two)")
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--budget-s", type=float, default=1200.0,
+                        help="training CPU-seconds per run (default 1200)")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--timing-rounds", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="tiny networks on the demo data")
+    parser.add_argument("--work", type=Path, default=Path(__file__).parent / ".work" / "value")
+    parser.add_argument("--out", type=Path, help="JSON (default benchmarks/results/value_cpu.json)")
+    args = parser.parse_args()  # fmt: skip
+    sets = args.sets or (["demo"] if args.quick else ["dsb2018_fluo_256", "usiigaci_phase"])
+    budget, rounds = (3.0, 2) if args.quick else (args.budget_s, args.timing_rounds)
+    folds = 2 if args.quick else args.folds
+    record: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "budget": f"{budget:g} training CPU-seconds per run (validation and testing not counted)",
+        "folds": folds,
+        "recipes": {n: RECIPES[n].options for n in args.recipes},
+        "sets": {},
+    }
+    plans = {}
+    for set_name in sets:  # every set's timing pass first, while the machine is quiet
+        data, groups = data_set(set_name, args.work)
+        n_train = None if set_name == "demo" else N_TRAIN
+        splits = fold_splits(groups, folds, args.seed, n_train)
+        set_dir = args.work / ("quick" if args.quick else "full") / set_name
+        for i, split in enumerate(splits):
+            save_split(set_dir / f"fold_{i + 1}" / "split.json", split)
+        timing = set_dir / "timing.json"  # kept, so a resumed benchmark keeps its step counts
+        saved = json.loads(timing.read_text(encoding="utf-8")) if timing.is_file() else {}
+        if set(args.recipes) <= set(saved):
+            speed = {n: saved[n] for n in args.recipes}
+        else:
+            probes = {n: run_config(n, args, data, set_dir, 0, 1) for n in args.recipes}
+            speed = seconds_per_step(probes, rounds)
+            write_text(timing, json.dumps(speed) + "\n")
+        steps = {n: max(1, int(budget / speed[n])) for n in args.recipes}
+        print(f"{set_name}: s/step {speed}, steps {steps} for {budget:g} CPU-s", flush=True)
+        plans[set_name] = (data, groups, splits, set_dir, speed, steps)
+    for set_name, (data, groups, splits, set_dir, speed, steps) in plans.items():
+        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in args.recipes}
+        for fold, split in enumerate(splits):
+            for name in args.recipes:
+                cfg = run_config(name, args, data, set_dir, fold, steps[name])
+                result = run_one(cfg, split, args.device)
+                runs[name].append(result)
+                print(f"  {set_name} fold {fold + 1} {name}: {json.dumps(result)}", flush=True)
+        record["sets"][set_name] = {
+            "n_pairs": len(groups),
+            "s_per_step": speed,
+            "runs": runs,
+            "summary": {n: summarise(r) for n, r in runs.items()},
+        }
+    _print_table(record)
+    out = args.out or Path(__file__).parent / "results" / "value_cpu.json"
+    write_text(out, json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _print_table(record: dict[str, Any]) -> None:
+    print(f"\n{record['budget']}, {record['folds']} folds; mean +- sd over folds")
+    head = f"{'set':<18}{'recipe':<14}{'steps':<12}" + "".join(f"{k:<18}" for k in SCORES)
+    print(head + "chosen=first val")
+    for set_name, entry in record["sets"].items():
+        for name, summ in entry["summary"].items():
+            cells = "".join(
+                f"{summ[k]['mean']:.3f} +- {summ[k]['sd']:.3f}".ljust(18) if k in summ
+                else "-".ljust(18) for k in SCORES
+            )  # fmt: skip
+            steps = ",".join(map(str, summ["steps"]))
+            print(f"{set_name:<18}{name:<14}{steps:<12}{cells}"
+                  f"{summ['chosen_first_validation']}/{summ['n_runs']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
