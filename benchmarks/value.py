@@ -13,8 +13,10 @@ validation only, and scores it once on the fold's test part:
 - **equal compute**: ``--budget-s`` CPU-seconds of training steps per run. A short interleaved
   timing pass (recipes alternate step by step, in this process, before any run) gives each
   recipe's median seconds per step, and the budget becomes a step count per recipe, so runs stay
-  seeded and repeatable whatever else the machine does later. Validation and the final test
-  evaluation are not counted; a recipe's pre-training would be;
+  seeded and repeatable whatever else the machine does later (kept in ``timing.json``). CPU time
+  of this process, all threads: run the timing on a quiet machine, as OpenMP threads that spin
+  on an oversubscribed machine inflate it. Data loading (worker processes), validation and the
+  final test evaluation are not counted; a recipe's pre-training would be;
 - **folds**: k-fold over groups (images or source images) with ``--folds`` (default 3); within a
   fold, 10% of the remaining groups validate, ``n_train`` pairs train;
 - **scores** on the test part: F1@0.5 pooled and per image, mean F1 over IoU 0.5:0.95 (per image),

@@ -128,10 +128,25 @@ class ModulatedConv2d(nn.Module):
         weight = weight.reshape(
             batch * self.out_channels, self.in_channels, self.kernel_size, self.kernel_size
         )
-        pad = self.kernel_size // 2  # edges repeated, not zeros: zeros draw a frame (issue 15)
-        x = F.pad(x.reshape(1, batch * self.in_channels, height, width), [pad] * 4, "replicate")
+        x = _edge_pad(x.reshape(1, batch * self.in_channels, height, width), self.kernel_size // 2)
         out = F.conv2d(x, weight, groups=batch)
         return out.reshape(batch, self.out_channels, height, width)
+
+
+def _edge_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad by reflection (by repeating the edge where a map is too small to reflect): zero
+    padding drew a frame a few pixels inside every generated image (issue 15)."""
+    return F.pad(x, [pad] * 4, "reflect" if min(x.shape[-2:]) > pad else "replicate")
+
+
+class _EdgePaddedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state-dict keys) that pads with :func:`_edge_pad`."""
+
+    def _conv_forward(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        x = _edge_pad(x, self.kernel_size[0] // 2)
+        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
 class StyledConv(nn.Module):
@@ -149,7 +164,7 @@ class StyledConv(nn.Module):
 
 def _encoder_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     """3x3 conv with He initialisation for LeakyReLU(0.2), so the norm-free encoder keeps scale."""
-    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="replicate")
+    conv = _EdgePaddedConv2d(in_channels, out_channels, 3)
     nn.init.kaiming_normal_(conv.weight, a=0.2, nonlinearity="leaky_relu")
     nn.init.zeros_(conv.bias)
     return conv
