@@ -105,60 +105,33 @@ def make_dataset(
     return root
 
 
+#: what the tiny test runs share: width-4 UNet, 32x32 crops, CPU, no workers, no warm-up
+_TINY_RUN = dict(
+    model="unet",
+    width=4,
+    crop=[32, 32],
+    log_every=1,
+    patience=0,
+    val_fraction=0.2,
+    device="cpu",
+    num_workers=0,
+    warmup_fraction=0.0,
+)
+
+
 def tiny_seg_config(data, out, **kw) -> SegTrainConfig:
     """Conventional training sized for tests: UNet width 4, 32x32 crops, a few steps."""
-    base = dict(
-        data=str(data),
-        out=str(out),
-        model="unet",
-        width=4,
-        crop=[32, 32],
-        batch_size=4,
-        iterations=6,
-        lr=5e-3,
-        val_every=3,
-        log_every=1,
-        patience=0,
-        val_fraction=0.2,
-        test_fraction=0.2,
-        seed=3,
-        device="cpu",
-        num_workers=0,
-        warmup_fraction=0.0,
-    )
-    base.update(kw)
-    return SegTrainConfig(**base)
+    base = dict(_TINY_RUN, data=str(data), out=str(out), batch_size=4, iterations=6, lr=5e-3,
+                val_every=3, test_fraction=0.2, seed=3)  # fmt: skip
+    return SegTrainConfig(**{**base, **kw})
 
 
 def tiny_cgan_config(data, out, **kw) -> CGanTrainConfig:
     """cGAN-Seg training sized for tests: every network width 4, 32x32 crops, no perceptual loss."""
-    base = dict(
-        data=str(data),
-        out=str(out),
-        model="unet",
-        width=4,
-        gen_width=4,
-        style_dim=8,
-        n_mapping=2,
-        disc_width=4,
-        disc_layers=2,
-        crop=[32, 32],
-        batch_size=2,
-        iterations=4,
-        val_every=2,
-        log_every=1,
-        patience=0,
-        val_fraction=0.2,
-        test_fraction=0.0,
-        seed=5,
-        device="cpu",
-        num_workers=0,
-        warmup_fraction=0.0,
-        perceptual="none",
-        tile_size=64,
-    )
-    base.update(kw)
-    return CGanTrainConfig(**base)
+    base = dict(_TINY_RUN, data=str(data), out=str(out), gen_width=4, style_dim=8, n_mapping=2,
+                disc_width=4, disc_layers=2, batch_size=2, iterations=4, val_every=2,
+                test_fraction=0.0, seed=5, perceptual="none", tile_size=64)  # fmt: skip
+    return CGanTrainConfig(**{**base, **kw})
 
 
 def no_temp_files(folder: Path) -> bool:

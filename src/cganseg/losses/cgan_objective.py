@@ -36,10 +36,7 @@ def generator_segmenter_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> 
     A term the trainer skipped because it cannot change any weight (D2_S under argmax, a cycle
     of weight 0) is absent and adds nothing, so the logged total then leaves it out.
     """
-    weights = {
-        "d1_g": w.adv_g, "d2_s": w.adv_s, "rec_g": w.rec_g, "rec_s": w.rec_s, "id_g": w.id_g,
-        "id_s": w.id_s,
-    }  # fmt: skip
+    weights = dict(zip(GS_TERMS, (w.adv_g, w.adv_s, w.rec_g, w.rec_s, w.id_g, w.id_s), strict=True))
     return sum(weights[k] * terms[k] for k in GS_TERMS if k in terms)
 
 
