@@ -8,7 +8,7 @@ For each preset (cpu, paper) and backbone (unet, deepsea, cellpose), in a fresh 
 - ``train-seg`` seconds per step *with* its data loader (crops, augmentation, ``num_workers``
   worker processes, default 2), because on small machines loading can cost more than the step;
 - segmentation throughput of the network: megapixels per second of tiled prediction
-  (:func:`cganseg.inference.tiling.predict_probabilities`) on a 1024x1024 image, instance
+  (:func:`cganseg.inference.tiling.predict_outputs`) on a 1024x1024 image, instance
   extraction excluded (it depends on trained weights);
 - peak memory: resident set of the subprocess on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 
@@ -125,7 +125,7 @@ def measure(
     quick: bool,
 ) -> dict[str, Any]:
     """One measurement, in this process (called in a fresh subprocess by :func:`main`)."""
-    from cganseg.inference.tiling import predict_probabilities
+    from cganseg.inference.tiling import predict_outputs
     from cganseg.runtime.device import resolve_device
     from cganseg.training.cgan_trainer import CGanTrainer
     from cganseg.training.seg_trainer import SegTrainer
@@ -153,7 +153,7 @@ def measure(
             times = []
             for i in range(warmup + steps):
                 t0 = time.perf_counter()
-                predict_probabilities(model, image, tile_size=cfg.tile_size, device=dev)
+                predict_outputs(model, image, tile_size=cfg.tile_size, device=dev)
                 _sync(dev)
                 if i >= warmup:
                     times.append(time.perf_counter() - t0)

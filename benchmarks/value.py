@@ -160,7 +160,7 @@ def run_config(
     fold_dir = set_dir / f"fold_{fold + 1}"
     fixed = {
         "data": str(data),
-        "out": str(fold_dir / name),
+        "out": str(fold_dir / f"{name}_{steps}steps"),  # another budget is another run
         "split_file": str(fold_dir / "split.json"),
         "iterations": steps,
         "val_every": max(1, steps // VALIDATIONS),

@@ -9,7 +9,7 @@ from tests.helpers import make_dataset
 
 from cganseg.cli import main
 from cganseg.errors import InputError
-from cganseg.options import PRESETS, CGanTrainConfig
+from cganseg.options import PRESETS, CGanTrainConfig, SegTrainConfig
 
 
 def test_the_cpu_preset_gives_the_same_run_from_the_cli_and_the_api(tmp_path):
@@ -66,3 +66,11 @@ def test_the_command_line_is_built_from_the_config(command):
     assert dests == {n for n in fields if n in CLI and n not in cls.cli_exclude}
     width = next(a for a in parser._actions if a.dest == "batch_size")
     assert f"(default: {fields['batch_size'].default})" in width.help
+
+
+def test_the_flow_mode_without_cellpose_is_refused_before_a_run_starts(monkeypatch):
+    from cganseg.data import flows
+
+    monkeypatch.setattr(flows, "available", lambda: False)
+    with pytest.raises(InputError, match=r"needs cellpose 3.*cganseg\[flows\]"):
+        SegTrainConfig.from_dict({"data": "d", "out": "o", "instances": "flows"})

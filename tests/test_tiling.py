@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cganseg.errors import InputError
-from cganseg.inference.tiling import predict_probabilities
+from cganseg.inference.tiling import predict_outputs
 
 
 class PointwiseModel(nn.Module):
@@ -50,7 +50,7 @@ def _direct(model: nn.Module, image: np.ndarray) -> np.ndarray:
 def test_tiled_equals_direct_prediction():
     model = PointwiseModel()
     image = _image(70, 93)
-    probs = predict_probabilities(model, image, tile_size=32, overlap=8)
+    probs = predict_outputs(model, image, tile_size=32, overlap=8)
     # Many tiles, each of the tile size.
     assert {shape[-2:] for shape in model.input_shapes} == {(32, 32)}
     assert sum(shape[0] for shape in model.input_shapes) > 4
@@ -62,8 +62,8 @@ def test_tiled_equals_direct_prediction():
 def test_batch_size_bounds_tiles_and_does_not_change_result():
     image = _image(70, 93)
     model_one, model_five = PointwiseModel(), PointwiseModel()
-    one = predict_probabilities(model_one, image, tile_size=32, overlap=8, batch_size=1)
-    five = predict_probabilities(model_five, image, tile_size=32, overlap=8, batch_size=5)
+    one = predict_outputs(model_one, image, tile_size=32, overlap=8, batch_size=1)
+    five = predict_outputs(model_five, image, tile_size=32, overlap=8, batch_size=5)
     np.testing.assert_allclose(one, five, atol=1e-6)
     assert max(shape[0] for shape in model_one.input_shapes) == 1
     assert max(shape[0] for shape in model_five.input_shapes) == 5
@@ -72,7 +72,7 @@ def test_batch_size_bounds_tiles_and_does_not_change_result():
 def test_small_image_is_one_padded_tile():
     model = PointwiseModel(in_channels=1, n_classes=3)
     image = _image(5, 21, channels=1)
-    probs = predict_probabilities(model, image, tile_size=64, overlap=8)
+    probs = predict_outputs(model, image, tile_size=64, overlap=8)
     assert probs.shape == (3, 5, 21)
     assert model.input_shapes == [(1, 1, 16, 32)]
     np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
@@ -81,11 +81,11 @@ def test_small_image_is_one_padded_tile():
 def test_train_mode_is_restored_and_eval_used_during_call():
     model = PointwiseModel()
     model.train()
-    predict_probabilities(model, _image(40, 40), tile_size=32, overlap=8)
+    predict_outputs(model, _image(40, 40), tile_size=32, overlap=8)
     assert model.training
     assert model.modes and not any(model.modes)
     model.eval()
-    predict_probabilities(model, _image(40, 40), tile_size=32, overlap=8)
+    predict_outputs(model, _image(40, 40), tile_size=32, overlap=8)
     assert not model.training
 
 
@@ -97,8 +97,8 @@ def test_blending_removes_seams_for_a_context_model():
     image = _image(64, 64)
     direct = _direct(model, image)
     inner = (slice(None), slice(1, -1), slice(1, -1))  # the image edge differs by padding mode
-    hard = predict_probabilities(model, image, tile_size=32, overlap=0)
-    blended = predict_probabilities(model, image, tile_size=32, overlap=16)
+    hard = predict_outputs(model, image, tile_size=32, overlap=0)
+    blended = predict_outputs(model, image, tile_size=32, overlap=16)
     assert np.abs(hard - direct)[inner].max() > 0.05
     assert np.abs(blended - direct)[inner].max() < 0.005
 
@@ -113,9 +113,9 @@ def test_blending_removes_seams_for_a_context_model():
 )
 def test_invalid_options_are_input_errors(kwargs, message):
     with pytest.raises(InputError, match=message):
-        predict_probabilities(PointwiseModel(), _image(20, 20), **kwargs)
+        predict_outputs(PointwiseModel(), _image(20, 20), **kwargs)
 
 
 def test_non_chw_image_is_input_error():
     with pytest.raises(InputError, match="C, H, W"):
-        predict_probabilities(PointwiseModel(), np.zeros((20, 20), np.float32))
+        predict_outputs(PointwiseModel(), np.zeros((20, 20), np.float32))

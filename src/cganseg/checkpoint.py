@@ -4,18 +4,20 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts. It is save
 file and moved into place, so a crash leaves the previous checkpoint intact, and it is read with
 ``torch.load(..., weights_only=True)``, so a crafted file cannot run code when a lab shares it.
 
-Layout (``format`` cganseg.segmenter/1, ``version`` 2):
+Layout (``format`` cganseg.segmenter/1, ``version`` 3):
 
 - every checkpoint: ``format``, ``version``, the segmenter as ``model_config`` + ``model_state``
-  (:func:`segmenter_payload`), ``channels``, ``min_size``, ``kind`` (train-seg or train),
+  (:func:`segmenter_payload`), ``channels``, ``min_size``, ``instances`` with its post-processing
+  settings (``cellprob_threshold``, ``flow_threshold``; absent before version 3: instances by the
+  class count), ``kind`` (train-seg or train),
   ``step``, ``config``; a cGAN-Seg checkpoint also the generator, ``generator_config`` +
   ``generator_state``. ``best.pt`` holds just that; :func:`load_network` reads a network back.
 - ``last.pt`` adds the training state a trainer registers, one entry per object under its key
   (:func:`state_entries`, :func:`restore_state`: networks, optimisers, schedules, loss scalers,
   random generators, image pools), and the loop's own state (step, scores, split, RNG, ...).
 
-Version 1 (before the ``version`` entry) has the same keys and still loads; a newer version is
-refused in one line.
+Versions 1 (before the ``version`` entry) and 2 (before ``instances``) still load; a newer
+version is refused in one line.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from cganseg.runtime.atomic import atomic_path
 
 SEGMENTER_FORMAT = "cganseg.segmenter/1"
 #: the payload layout's version; a checkpoint without one is version 1 (same keys)
-VERSION = 2
+VERSION = 3
 #: key prefixes of the two networks other commands read back
 SEGMENTER, GENERATOR = "model", "generator"
 
@@ -44,14 +46,18 @@ def network_entries(key: str, net: torch.nn.Module) -> dict[str, Any]:
     return {f"{key}_config": dict(net.config), f"{key}_state": _cpu_state(net)}
 
 
-def segmenter_payload(model: torch.nn.Module, channels: Any, min_size: int) -> dict[str, Any]:
-    """The checkpoint entries that ``cganseg segment`` (``load_segmenter``) needs."""
+def segmenter_payload(
+    model: torch.nn.Module, channels: Any, min_size: int, post: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The checkpoint entries that ``cganseg segment`` (``load_segmenter``) needs; ``post``:
+    ``instances`` and its thresholds."""
     return {
         "format": SEGMENTER_FORMAT,
         "version": VERSION,
         **network_entries(SEGMENTER, model),
         "channels": channels,
         "min_size": min_size,
+        **post,
     }
 
 

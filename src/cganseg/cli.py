@@ -87,6 +87,10 @@ def _run_training(args: argparse.Namespace, config_cls: type, train) -> int:
         line = f"done: {summary['step']} steps, no validation set: best.pt is the last step's model"
     else:
         line = f"done: {summary['step']} steps, best validation F1@0.5 {best:.3f}"
+    if "postprocessing" in summary:
+        post = summary["postprocessing"]
+        line += (f"; thresholds chosen on validation: cell probability "
+                 f"{post['cellprob_threshold']:g}, flow {post['flow_threshold']:g}")  # fmt: skip
     if "test_f1_iou50" in summary:
         line += f", test F1@0.5 {summary['test_f1_iou50']:.3f} (see {cfg.out}/test)"
     print(line)
@@ -117,6 +121,11 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-size", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--min-size", type=int, help="smallest object kept (default: the model's)")
+    p.add_argument("--cellprob-threshold", type=float,
+                   help="flow models: cell-probability logit threshold (default: the model's)")
+    p.add_argument("--flow-threshold", type=float,
+                   help="flow models: largest flow error of a kept cell, 0 keeps all "
+                   "(default: the model's)")  # fmt: skip
     p.add_argument(
         "--mask-suffix",
         default="_masks",
@@ -157,6 +166,10 @@ def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
     rank, device = distributed.setup(resolve_device(args.device))  # under torchrun: a share
     try:
         seg = load_segmenter(args.checkpoint, str(device), args.min_size)
+        if args.cellprob_threshold is not None:
+            seg.cellprob_threshold = args.cellprob_threshold
+        if args.flow_threshold is not None:
+            seg.flow_threshold = args.flow_threshold
         segment_files(
             seg,
             inputs,

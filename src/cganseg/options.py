@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 
 import yaml
 
+from cganseg.data import flows
+from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
+from cganseg.data.targets import INSTANCE_MODES, default_instances
 from cganseg.errors import InputError
 from cganseg.losses.cgan_objective import LossWeights
 from cganseg.runtime.atomic import write_text
@@ -57,6 +60,8 @@ FLOAT_OPTIONS = (
     "w_id_g",
     "w_id_s",
     "w_disc",
+    "cellprob_threshold",
+    "flow_threshold",
 )
 #: largest seed: what NumPy's legacy seeding and every torch generator accept
 SEED_MAX = 2**32 - 1
@@ -93,6 +98,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "w_id_g": (0, None),
     "w_id_s": (0, None),
     "w_disc": (0, None),
+    "flow_threshold": (0, None),
 }
 #: options that must be strictly positive
 _POSITIVE = ("lr", "lr_gen", "lr_disc", "max_loss")
@@ -102,6 +108,7 @@ SEG_TO_GEN = ("soft", "straight-through", "argmax")
 CHOICES: dict[str, tuple[Any, ...]] = {
     "model": ("unet", "deepsea", "cellpose"),
     "n_classes": (2, 3),
+    "instances": INSTANCE_MODES,
     "layout": ("auto", "folders", "cellpose"),
     "schedule": ("cosine", "constant"),
     "on_divergence": ("stop", "rollback"),
@@ -145,6 +152,13 @@ class SegTrainConfig:
     model: str = "unet"
     width: int | None = None  # None: the backbone's default
     n_classes: int = 3  # 2: background/cell (the paper); 3: + boundary, separates touching cells
+    # how cells come out: watershed (3 classes), components (2: the paper), flows (Cellpose's
+    # flows, n_classes unused); None: by n_classes, resolved when the config is made
+    instances: str | None = None
+    cellprob_threshold: float = CELLPROB_THRESHOLD  # flows: cell-probability logit threshold
+    flow_threshold: float = FLOW_THRESHOLD  # flows: largest flow error of a kept cell
+    # flows: choose both thresholds on the validation images at the end (training/tuning.py)
+    tune_thresholds: bool = True
     crop: list[int] = field(default_factory=lambda: [256, 256])
     batch_size: int = 8
     iterations: int = 2000
@@ -183,8 +197,20 @@ class SegTrainConfig:
     extra: str | None = None
     extra_fraction: float | None = None  # share of each batch; None: their share of all pairs
 
+    def __post_init__(self) -> None:
+        if self.instances is None and self.n_classes in (2, 3):
+            self.instances = default_instances(self.n_classes)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def postprocessing(self) -> dict[str, Any]:
+        """How the segmenter's output becomes cells (stored in every checkpoint)."""
+        return {
+            "instances": self.instances,
+            "cellprob_threshold": self.cellprob_threshold,
+            "flow_threshold": self.flow_threshold,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> SegTrainConfig:
@@ -241,6 +267,10 @@ class SegTrainConfig:
                 raise bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.extra_fraction is not None and self.extra is None:
             raise bad("extra_fraction needs extra")
+        if self.instances == "watershed" and self.n_classes != 3:
+            raise bad("instances watershed needs 3 classes (boundary seeds); use components")
+        if self.instances == "flows" and not flows.available():
+            raise bad(f"instances flows needs cellpose 3, which is not installed; {flows.INSTALL}")
         if not 0.0 < self.rollback_lr_factor < 1.0:
             raise bad(f"rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor}")
         if self.channels is not None:
@@ -413,6 +443,12 @@ class CGanTrainConfig(SegTrainConfig):
             raise InputError(
                 "option weight_decay is for train-seg; cGAN-Seg training does not use it", source
             )
+        if self.instances == "flows":
+            raise InputError(
+                "option instances flows is built for train-seg only so far; cganseg train "
+                "needs watershed or components",
+                source,
+            )
 
 
 # --------------------------------------------------------------------- the command line
@@ -459,6 +495,24 @@ CLI: dict[str, CliOption] = {
         "2: background/cell (paper); 3: +boundary, separates touching cells",
         "segmenter",
         flag="--classes",
+    ),
+    "instances": CliOption(
+        "how cells are separated: watershed (3 classes), components (connected components, "
+        "the paper with --classes 2), flows (Cellpose's flows)",
+        "segmenter",
+        default_text="watershed with 3 classes, components with 2",
+    ),
+    "cellprob_threshold": CliOption(
+        "flows: cell-probability logit above which a pixel is in a cell", "segmenter"
+    ),
+    "flow_threshold": CliOption(
+        "flows: largest flow error of a kept cell (0: keep all)", "segmenter"
+    ),
+    "tune_thresholds": CliOption(
+        "flows: keep the two thresholds as given instead of choosing them on the validation "
+        "images after training",
+        "segmenter",
+        flag="--no-tune-thresholds",
     ),
     "crop": CliOption("training crop, e.g. 256 or 256x320", parse=_parse_crop),
     "batch_size": CliOption("crops per step (the global batch under torchrun)"),

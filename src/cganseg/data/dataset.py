@@ -23,10 +23,11 @@ from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
 from cganseg.data.augment import ConventionalAugment
+from cganseg.data.flows import dynamics
 from cganseg.data.folders import Pair
 from cganseg.data.io import Channels, read_image, read_labels
 from cganseg.data.normalize import normalize_percentile
-from cganseg.data.targets import labels_to_classes
+from cganseg.data.targets import default_instances, training_targets
 from cganseg.errors import InputError
 
 
@@ -75,7 +76,8 @@ def pad_to_at_least(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]
 
 
 class CropDataset(Dataset):
-    """Random crops of loaded samples with conventional augmentation and class targets."""
+    """Random crops of loaded samples with conventional augmentation and their targets (classes
+    or flows, by ``instances``; computed after augmentation, so they fit the augmented mask)."""
 
     def __init__(
         self,
@@ -83,11 +85,15 @@ class CropDataset(Dataset):
         crop: tuple[int, int],
         n_classes: int,
         augment: ConventionalAugment | None = None,
+        instances: str | None = None,
     ) -> None:
         self.samples = list(samples)
         self.crop = crop
         self.n_classes = n_classes
         self.augment = augment
+        self.instances = instances or default_instances(n_classes)
+        if self.instances == "flows":
+            dynamics()  # imported (numba-compiled) once here, not again in every loader worker
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -104,8 +110,7 @@ class CropDataset(Dataset):
         mask = torch.from_numpy(labels[y : y + ch, x : x + cw].astype(np.int64))
         if self.augment is not None:
             img, mask = self.augment(img, mask, rng)
-        target = labels_to_classes(mask.numpy(), self.n_classes)
-        return img, torch.from_numpy(target)
+        return img, training_targets(mask.numpy(), self.instances, self.n_classes)
 
 
 class SeededSampler(Sampler):

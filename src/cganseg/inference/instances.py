@@ -27,16 +27,26 @@ predicted boundary or gap one pixel thin that runs diagonally separates two regi
 merge. It also matches the connectivity of the boundary class in
 :func:`cganseg.data.targets.labels_to_classes`.
 
+- **flows** (issue 16, :func:`flows_to_instances`): the output is Cellpose's (flow ``dy, dx`` at
+  5x scale, cell-probability logit); pixels whose logit exceeds ``cellprob_threshold`` follow the
+  flow for 200 steps and those that end at the same point form one cell; cells whose flows
+  disagree with the flows recomputed from their own mask by more than ``flow_threshold`` (mean
+  squared error) are dropped. Both steps are ``cellpose.dynamics.compute_masks`` of cellpose 3,
+  with Cellpose's defaults (0.0 and 0.4); holes and small objects are then handled as above.
+
 Output: int32 labels (H, W), 0 background, consecutive ids 1..N.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label
 from skimage.segmentation import relabel_sequential, watershed
 
+from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_CHANNELS, FLOW_THRESHOLD, dynamics
 from cganseg.errors import InputError
 
 BOUNDARY_MODES = ("watershed", "components")
@@ -77,6 +87,40 @@ def _watershed_instances(probs: np.ndarray, classes: np.ndarray, min_size: int) 
     return _drop_small(np.where(grown > 0, grown, unseeded), min_size)
 
 
+def _numbered(labels: np.ndarray) -> np.ndarray:
+    relabelled, _, _ = relabel_sequential(labels.astype(np.int32, copy=False))
+    return relabelled.astype(np.int32, copy=False)
+
+
+def flows_to_instances(
+    output: np.ndarray,
+    *,
+    cellprob_threshold: float = CELLPROB_THRESHOLD,
+    flow_threshold: float = FLOW_THRESHOLD,
+    min_size: int = 15,
+) -> np.ndarray:
+    """Instance labels (H, W) int32, consecutive 1..N, from a flow output (3, H, W)."""
+    output = np.asarray(output, dtype=np.float32)
+    if output.ndim != 3 or output.shape[0] != FLOW_CHANNELS:
+        raise InputError(f"a flow output must have shape (3, H, W), got {output.shape}")
+    with warnings.catch_warnings():  # torch's note on sparse tensors, once per process
+        warnings.filterwarnings("ignore", "Sparse invariant checks", UserWarning)
+        masks = dynamics().compute_masks(
+            output[:2],
+            output[2],
+            cellprob_threshold=cellprob_threshold,
+            flow_threshold=flow_threshold,
+            min_size=-1,  # ours below, as for the class modes
+        )
+    labels = np.asarray(masks, dtype=np.int32)
+    filled = np.zeros_like(labels)
+    for region, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is not None:  # fill each cell's own small holes, then drop small cells
+            cell = _fill_small_holes(labels[box] == region, min_size)
+            filled[box][cell & (filled[box] == 0)] = region
+    return _numbered(_drop_small(filled, min_size))
+
+
 def probabilities_to_instances(
     probs: np.ndarray, *, min_size: int = 15, boundary_mode: str = "watershed"
 ) -> np.ndarray:
@@ -91,5 +135,4 @@ def probabilities_to_instances(
         labels = _watershed_instances(probs, classes, min_size)
     else:
         labels = _components(classes != 0, min_size)
-    relabelled, _, _ = relabel_sequential(labels.astype(np.int32, copy=False))
-    return relabelled.astype(np.int32, copy=False)
+    return _numbered(labels)

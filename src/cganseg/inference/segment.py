@@ -17,11 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from cganseg.checkpoint import SEGMENTER, load_network
+from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
 from cganseg.data.io import read_image, write_labels
 from cganseg.data.normalize import normalize_percentile
+from cganseg.data.targets import default_instances
 from cganseg.errors import InputError
-from cganseg.inference.instances import probabilities_to_instances
-from cganseg.inference.tiling import check_memory, predict_probabilities
+from cganseg.inference.instances import flows_to_instances, probabilities_to_instances
+from cganseg.inference.tiling import check_memory, predict_outputs
 from cganseg.models.registry import build_segmenter
 from cganseg.reports.overlays import save_overlay
 from cganseg.runtime.device import resolve_device
@@ -30,25 +32,54 @@ from cganseg.runtime.interrupt import check
 
 @dataclass
 class Segmenter:
-    """A trained segmenter and what it needs to run: channels and post-processing settings."""
+    """A trained segmenter and what it needs to run: channels and post-processing settings.
+
+    ``instances``: how cells come out of the output (:data:`~cganseg.data.targets.INSTANCE_MODES`;
+    None: by the model's class count); the two thresholds serve the flow mode.
+    """
 
     model: torch.nn.Module
     channels: Any
     min_size: int
     device: torch.device
+    instances: str | None = None
+    cellprob_threshold: float = CELLPROB_THRESHOLD
+    flow_threshold: float = FLOW_THRESHOLD
 
-    def segment(self, image: np.ndarray, tile_size: int = 512, batch_size: int = 4) -> np.ndarray:
-        """Instance labels (H, W) for a normalised (C, H, W) image."""
-        probs = predict_probabilities(
+    def __post_init__(self) -> None:
+        if self.instances is None:
+            self.instances = default_instances(self.model.config["n_classes"])
+
+    def predict(self, image: np.ndarray, tile_size: int = 512, batch_size: int = 4) -> np.ndarray:
+        """The blended output (K, H, W) for a normalised (C, H, W) image: class probabilities,
+        or flows and cell-probability logits in the flow mode."""
+        return predict_outputs(
             self.model,
             image,
+            softmax=self.instances != "flows",
             tile_size=tile_size,
             overlap=min(64, tile_size // 4),
             batch_size=batch_size,
             device=self.device,
             amp=self.device.type == "cuda",
         )
-        return probabilities_to_instances(probs, min_size=self.min_size)
+
+    def to_instances(self, output: np.ndarray) -> np.ndarray:
+        """Instance labels (H, W) from an output of :meth:`predict`."""
+        if self.instances == "flows":
+            return flows_to_instances(
+                output,
+                cellprob_threshold=self.cellprob_threshold,
+                flow_threshold=self.flow_threshold,
+                min_size=self.min_size,
+            )
+        return probabilities_to_instances(
+            output, min_size=self.min_size, boundary_mode=str(self.instances)
+        )
+
+    def segment(self, image: np.ndarray, tile_size: int = 512, batch_size: int = 4) -> np.ndarray:
+        """Instance labels (H, W) for a normalised (C, H, W) image."""
+        return self.to_instances(self.predict(image, tile_size, batch_size))
 
 
 def load_segmenter(
@@ -58,7 +89,15 @@ def load_segmenter(
     model, payload = load_network(path, SEGMENTER, lambda c: build_segmenter(**c))
     dev = resolve_device(device)
     size = payload.get("min_size", 15) if min_size is None else min_size
-    return Segmenter(model.to(dev), payload.get("channels"), int(size), dev)
+    return Segmenter(
+        model.to(dev),
+        payload.get("channels"),
+        int(size),
+        dev,
+        payload.get("instances"),  # None in checkpoints before issue 16: by the class count
+        float(payload.get("cellprob_threshold", CELLPROB_THRESHOLD)),
+        float(payload.get("flow_threshold", FLOW_THRESHOLD)),
+    )
 
 
 def segment_files(

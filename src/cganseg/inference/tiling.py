@@ -139,17 +139,20 @@ def blend_tiles(
     return np.ascontiguousarray(result, dtype=np.float32)
 
 
-def predict_probabilities(
+def predict_outputs(
     model: torch.nn.Module,
     image: np.ndarray,
     *,
+    softmax: bool = True,
     tile_size: int = 512,
     overlap: int = 64,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     amp: bool = False,
 ) -> np.ndarray:
-    """Softmax probabilities (n_classes, H, W) float32 for a normalised image (C, H, W).
+    """Softmax probabilities (n_classes, H, W) float32 for a normalised image (C, H, W), or
+    with ``softmax=False`` the raw outputs (a flow output: flows and cell-probability logits,
+    which blend linearly across tiles as well).
 
     ``model`` must already live on ``device``. Tiling as :func:`blend_tiles`; an image no larger
     than a tile is predicted as one padded tile. A model in train mode is switched to eval mode
@@ -159,16 +162,16 @@ def predict_probabilities(
     use_amp = amp and device.type == "cuda"
     autocast = torch.autocast("cuda") if use_amp else contextlib.nullcontext()
 
-    def probabilities(tiles: np.ndarray) -> np.ndarray:
-        logits = model(torch.from_numpy(tiles).to(device))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+    def outputs(tiles: np.ndarray) -> np.ndarray:
+        raw = model(torch.from_numpy(tiles).to(device)).float()
+        return (torch.softmax(raw, dim=1) if softmax else raw).cpu().numpy()
 
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), autocast:
             return blend_tiles(
-                probabilities,
+                outputs,
                 image,
                 multiple=int(getattr(model, "size_multiple", 1)),
                 tile_size=tile_size,

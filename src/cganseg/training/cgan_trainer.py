@@ -37,7 +37,6 @@ from cganseg.data.dataset import pad_to_at_least
 from cganseg.data.targets import one_hot
 from cganseg.errors import InputError
 from cganseg.inference.generate import Generator
-from cganseg.inference.segment import Segmenter
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
@@ -288,7 +287,7 @@ class CGanTrainer(TrainerBase):
         samples = (self.data.val or self.data.train)[:N_SAMPLE_ROWS]
         crop = tuple(self.cfg.crop)
         rows, names = [], []
-        seg = Segmenter(self.seg, None, self.cfg.min_size, self.device)
+        seg = self.as_segmenter(self.seg)
         gen = Generator(self.gen, self.device)
         for i, s in enumerate(samples):
             image, labels = pad_to_at_least(s.image, s.labels, crop)

@@ -47,10 +47,12 @@ from cganseg.data.dataset import (
 from cganseg.data.folders import Pair, find_pairs
 from cganseg.data.io import file_sha256
 from cganseg.data.splits import load_split, make_split, save_split
+from cganseg.data.targets import output_channels
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter
 from cganseg.losses.ce_dice import CEDiceLoss
+from cganseg.losses.flow_loss import FlowLoss
 from cganseg.models.registry import build_segmenter
 from cganseg.options import SegTrainConfig, parse_channels
 from cganseg.runtime import distributed
@@ -61,6 +63,7 @@ from cganseg.runtime.lock import folder_lock
 from cganseg.runtime.outputs import inside
 from cganseg.training.run_log import RunLog
 from cganseg.training.stopping import EarlyStopping, Rollbacks
+from cganseg.training.tuning import tune_flow_thresholds
 from cganseg.training.validation import VAL_COLUMNS, validate_segmenter
 
 #: options that may change when a run is resumed; all others must match the saved config
@@ -284,12 +287,22 @@ class TrainerBase:
     def new_segmenter(self) -> nn.Module:
         """The configured segmenter on the device, with global BatchNorm when distributed."""
         cfg = self.cfg
-        net = build_segmenter(cfg.model, self.in_channels, cfg.n_classes, cfg.width)
+        out = output_channels(str(cfg.instances), cfg.n_classes)
+        net = build_segmenter(cfg.model, self.in_channels, out, cfg.width)
         return distributed.sync_batchnorm(net.to(self.device), self.device)
 
-    def segmentation_loss(self) -> CEDiceLoss:
-        """CE + Dice; the Dice sums cover the global batch when distributed."""
+    def segmentation_loss(self) -> nn.Module:
+        """CE + Dice (the Dice sums cover the global batch when distributed), or Cellpose's
+        loss for the flow output."""
+        if self.cfg.instances == "flows":
+            return FlowLoss()
         return CEDiceLoss(reduce=distributed.sum_across if self.rank.distributed else None)
+
+    def as_segmenter(self, model: nn.Module) -> Segmenter:
+        """``model`` with this run's post-processing, as ``cganseg segment`` would run it."""
+        cfg = self.cfg
+        return Segmenter(model, None, cfg.min_size, self.device, cfg.instances,
+                         cfg.cellprob_threshold, cfg.flow_threshold)  # fmt: skip
 
     def adam(self, params, **kwargs: Any) -> torch.optim.Adam:
         """Adam, with fused kernels unless ``fused_adam`` is off."""
@@ -322,7 +335,9 @@ class TrainerBase:
 
     # --- the shared loop ------------------------------------------------------------------
     def _payload(self, full: bool) -> dict[str, Any]:
-        payload = segmenter_payload(self.segmenter, self.cfg.channels, self.cfg.min_size)
+        payload = segmenter_payload(
+            self.segmenter, self.cfg.channels, self.cfg.min_size, self.cfg.postprocessing()
+        )
         payload.update(kind=self.kind, step=self.step, config=self.cfg.to_dict())
         payload.update(self.best_extras())
         if full:
@@ -354,7 +369,7 @@ class TrainerBase:
         cfg = self.cfg
         aug = ConventionalAugment(p_vanilla=cfg.p_vanilla)
         samples = self.data.train + self.extra
-        dataset = CropDataset(samples, tuple(cfg.crop), cfg.n_classes, aug)
+        dataset = CropDataset(samples, tuple(cfg.crop), cfg.n_classes, aug, cfg.instances)
         if self.extra:
             n_real = len(self.data.train)
             fraction = cfg.extra_fraction
@@ -382,11 +397,7 @@ class TrainerBase:
         if not self.data.val:
             return {}
         return validate_segmenter(
-            self.segmenter,
-            self.data.val,
-            min_size=self.cfg.min_size,
-            device=self.device,
-            tile_size=self.cfg.tile_size,
+            self.as_segmenter(self.segmenter), self.data.val, tile_size=self.cfg.tile_size
         )
 
     def checkpoint(self, metrics: dict[str, float]) -> bool:
@@ -572,10 +583,18 @@ class TrainerBase:
     def finish(self) -> dict[str, Any]:
         """Evaluate best.pt on the test split (if any) and return a summary."""
         summary: dict[str, Any] = {"step": self.step, "best_val_f1_iou50": self.early.best}
-        if self.data.test and self.rank.main:
+        tune = self.cfg.instances == "flows" and self.cfg.tune_thresholds and self.data.val
+        if (self.data.test or tune) and self.rank.main:
             best = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
             self.segmenter.load_state_dict(best["model_state"])
-            seg = Segmenter(self.segmenter, None, self.cfg.min_size, self.device)
+            seg = self.as_segmenter(self.segmenter)
+            if tune:
+                tuned = tune_flow_thresholds(seg, self.data.val, self.cfg.tile_size)
+                seg.cellprob_threshold = tuned["cellprob_threshold"]
+                seg.flow_threshold = tuned["flow_threshold"]
+                save_checkpoint(self.run_dir / "best.pt", {**best, **tuned})
+                summary["postprocessing"] = tuned
+        if self.data.test and self.rank.main:
             report = evaluate_pairs(
                 (s.name, s.labels, seg.segment(s.image, tile_size=self.cfg.tile_size))
                 for s in self.data.test

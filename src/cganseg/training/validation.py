@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from cganseg.data.dataset import Sample
 from cganseg.evaluation.evaluate import evaluate_pairs
 from cganseg.inference.segment import Segmenter
@@ -18,15 +16,9 @@ VAL_COLUMNS = ("val_f1_iou50", "val_dice")
 
 
 def validate_segmenter(
-    model: torch.nn.Module,
-    samples: Sequence[Sample],
-    *,
-    min_size: int,
-    device: torch.device,
-    tile_size: int = 512,
+    seg: Segmenter, samples: Sequence[Sample], *, tile_size: int = 512
 ) -> dict[str, float]:
     """Segment the validation samples and score them against their labels."""
-    seg = Segmenter(model, None, min_size, device)
     report = evaluate_pairs(
         ((s.name, s.labels, seg.segment(s.image, tile_size=tile_size)) for s in samples),
         thresholds=(0.5,),

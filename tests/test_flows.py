@@ -1,0 +1,202 @@
+"""The flow output (issue 16): Cellpose's flow targets, loss and flow-following instances, in
+train-seg, checkpoints and ``cganseg segment``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from skimage.draw import disk, ellipse
+from tests.helpers import make_dataset, tiny_cgan_config, tiny_seg_config
+
+pytest.importorskip("cellpose.dynamics", reason="the flow mode needs cganseg[flows] (cellpose 3)")
+
+from cganseg.checkpoint import load_checkpoint  # noqa: E402
+from cganseg.cli import main  # noqa: E402
+from cganseg.data.augment import ConventionalAugment  # noqa: E402
+from cganseg.data.dataset import CropDataset, Sample  # noqa: E402
+from cganseg.data.flows import labels_to_flows  # noqa: E402
+from cganseg.data.io import read_labels  # noqa: E402
+from cganseg.errors import InputError  # noqa: E402
+from cganseg.evaluation.matching import match_instances  # noqa: E402
+from cganseg.inference.instances import flows_to_instances  # noqa: E402
+from cganseg.inference.segment import load_segmenter  # noqa: E402
+from cganseg.losses.flow_loss import FLOW_SCALE, FlowLoss  # noqa: E402
+from cganseg.options import CGanTrainConfig, SegTrainConfig  # noqa: E402
+from cganseg.training.seg_trainer import train_segmenter  # noqa: E402
+from cganseg.training.tuning import tune_flow_thresholds  # noqa: E402
+
+
+def _touching_cells() -> np.ndarray:
+    """Three irregular touching cells (two ellipses and a disc pressed together), ids 4, 7, 9."""
+    labels = np.zeros((64, 72), np.int32)
+    labels[ellipse(30, 20, 14, 9, shape=labels.shape, rotation=0.4)] = 4
+    labels[ellipse(30, 38, 16, 10, shape=labels.shape, rotation=-0.3)] = 7
+    labels[disk((46, 50), 10, shape=labels.shape)] = 9
+    return labels
+
+
+def _perfect_output(labels: np.ndarray) -> np.ndarray:
+    """What a perfect network outputs: 5x the flows and confident cell logits."""
+    flows = labels_to_flows(labels)
+    return np.concatenate([FLOW_SCALE * flows[:2], np.where(flows[2:] > 0, 6.0, -6.0)])
+
+
+def test_flows_are_unit_vectors_inside_cells_that_point_towards_each_cells_centre():
+    labels = _touching_cells()
+    flows = labels_to_flows(labels)
+    assert flows.shape == (3, *labels.shape) and flows.dtype == np.float32
+    inside = labels > 0
+    np.testing.assert_array_equal(flows[2], inside.astype(np.float32))
+    assert np.all(flows[:2, ~inside] == 0)
+    norms = np.hypot(flows[0], flows[1])[inside]
+    assert np.mean(np.abs(norms - 1) < 1e-3) > 0.99
+    for cell in (4, 7, 9):  # along each flow the distance to the cell's centre falls
+        ys, xs = np.nonzero(labels == cell)
+        cy, cx = ys.mean(), xs.mean()
+        towards = flows[0, ys, xs] * (cy - ys) + flows[1, ys, xs] * (cx - xs)
+        far = np.hypot(cy - ys, cx - xs) > 3
+        assert np.mean(towards[far] > 0) > 0.9, cell
+
+
+def test_flows_of_an_empty_mask_are_zero():
+    assert not labels_to_flows(np.zeros((16, 16), np.int32)).any()
+
+
+def test_following_perfect_flows_gives_back_touching_cells():
+    labels = _touching_cells()
+    found = flows_to_instances(_perfect_output(labels), min_size=15)
+    assert found.dtype == np.int32 and set(np.unique(found)) == {0, 1, 2, 3}
+    (match,) = match_instances(labels, found, thresholds=(0.9,))
+    assert (match.tp, match.fp, match.fn) == (3, 0, 0)
+
+
+def test_connected_components_merge_what_flows_separate():
+    """The reason for the mode: the three cells touch, so their foreground is one blob."""
+    from skimage.measure import label
+
+    assert label(_touching_cells() > 0).max() == 1
+
+
+def test_flow_thresholds_drop_cells():
+    labels = _touching_cells()
+    out = _perfect_output(labels)
+    assert flows_to_instances(out, cellprob_threshold=7.0).max() == 0  # no pixel above 7
+    noisy = out.copy()
+    noisy[:2] = np.random.default_rng(0).normal(0, 5, size=noisy[:2].shape)
+    assert flows_to_instances(noisy, flow_threshold=0.4).max() < flows_to_instances(
+        noisy, flow_threshold=0.0
+    ).max()
+
+
+def test_flow_output_shape_is_checked():
+    with pytest.raises(InputError, match=r"\(3, H, W\)"):
+        flows_to_instances(np.zeros((2, 8, 8), np.float32))
+
+
+def test_flow_loss_is_small_for_a_perfect_output_and_trains_every_channel():
+    target = torch.from_numpy(labels_to_flows(_touching_cells()))[None]
+    perfect = torch.from_numpy(_perfect_output(_touching_cells()))[None] * torch.tensor(
+        [1.0, 1.0, 3.0]
+    ).view(1, 3, 1, 1)
+    loss = FlowLoss()
+    assert loss(perfect, target) < 1e-3
+    guess = torch.zeros_like(target, requires_grad=True)
+    value = loss(guess, target)
+    value.backward()
+    assert value > 0.5 and all(guess.grad[0, c].abs().sum() > 0 for c in range(3))
+
+
+class _FixedOutput:
+    """Stands in for a Segmenter whose network outputs ``out`` for every image."""
+
+    min_size = 15
+
+    def __init__(self, out: np.ndarray) -> None:
+        self.out = out
+
+    def predict(self, image: np.ndarray, tile_size: int) -> np.ndarray:
+        return self.out
+
+
+def test_tuning_chooses_the_thresholds_that_score_best_on_validation():
+    labels = _touching_cells()
+    with_blob = labels.copy()
+    with_blob[disk((12, 60), 7, shape=labels.shape)] = 20  # not a cell: its logit is only 0.5
+    out = _perfect_output(with_blob)
+    out[2][with_blob == 20] = 0.5
+    sample = Sample("v", np.zeros((1, *labels.shape), np.float32), labels)
+    tuned = tune_flow_thresholds(_FixedOutput(out), [sample], tile_size=64)
+    assert tuned["cellprob_threshold"] == 1.0  # the only one above the blob and below the cells
+    assert tuned["flow_threshold"] == 0.4 and tuned["val_mean_f1"] > 0.9  # a tie keeps 0.4
+
+
+def test_crop_targets_are_the_flows_of_the_augmented_crop():
+    labels = _touching_cells()
+    sample = Sample("a", np.zeros((1, *labels.shape), np.float32), labels)
+    ds = CropDataset([sample], (32, 32), 3, ConventionalAugment(p_vanilla=1.0, p_op=1.0), "flows")
+    for seed in range(4):
+        image, target = ds[(0, seed)]
+        assert image.shape == (1, 32, 32) and target.shape == (3, 32, 32)
+        assert target.dtype == torch.float32
+        # every cell pixel carries a unit flow, every background pixel none
+        cell = target[2] > 0
+        norms = torch.hypot(target[0], target[1])
+        assert torch.all(norms[~cell] == 0) and torch.all((norms[cell] - 1).abs() < 1e-3)
+
+
+def test_config_resolves_instances_and_refuses_what_cannot_work(tmp_path):
+    assert SegTrainConfig(data="d", out="o").instances == "watershed"
+    assert SegTrainConfig(data="d", out="o", n_classes=2).instances == "components"
+    with pytest.raises(InputError, match="watershed needs 3 classes"):
+        SegTrainConfig.from_dict({"data": "d", "out": "o", "n_classes": 2,
+                                  "instances": "watershed"})  # fmt: skip
+    with pytest.raises(InputError, match="instances must be one of"):
+        SegTrainConfig.from_dict({"data": "d", "out": "o", "instances": "stardist"})
+    with pytest.raises(InputError, match="train-seg only"):
+        CGanTrainConfig.from_dict(tiny_cgan_config("d", "o", instances="flows").to_dict())
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flows")
+    cfg = tiny_seg_config(make_dataset(root / "data"), root / "run", instances="flows",
+                          iterations=4, val_every=2)  # fmt: skip
+    train_segmenter(SegTrainConfig.from_dict(cfg.to_dict()), progress=False)
+    return root / "run"
+
+
+def test_train_seg_with_flows_records_the_mode_and_validates(flow_run):
+    cfg = yaml.safe_load((flow_run / "config.yaml").read_text())
+    assert cfg["instances"] == "flows"
+    payload = load_checkpoint(flow_run / "best.pt")
+    assert payload["instances"] == "flows" and payload["model_config"]["n_classes"] == 3
+    assert payload["cellprob_threshold"] in (0.0, -1.0, 1.0, -2.0)  # tuned on validation
+    assert 0.0 <= payload["val_mean_f1"] <= 1.0
+    rows = (flow_run / "metrics.csv").read_text().splitlines()
+    assert "val_f1_iou50" in rows[0] and any(r.split(",")[-1] for r in rows[1:])
+    assert (flow_run / "test" / "metrics.json").is_file()
+
+
+def test_segment_runs_a_flow_model(flow_run, tmp_path):
+    seg = load_segmenter(flow_run, "cpu")
+    assert seg.instances == "flows"
+    image = np.random.default_rng(0).normal(0, 0.3, size=(1, 40, 52)).astype(np.float32)
+    out = seg.predict(image, tile_size=32)
+    assert out.shape == (3, 40, 52) and (out[2] < 0).any() | (out[2] > 0).any()
+    data = flow_run.parent / "data"
+    assert main(["segment", str(flow_run), str(data / "images"), str(tmp_path / "pred")]) == 0
+    labels = read_labels(tmp_path / "pred" / "img00.tif")
+    assert labels.shape == (40, 52)
+
+
+def test_a_checkpoint_before_instances_segments_by_its_class_count(seg_run, tmp_path):
+    from cganseg.checkpoint import save_checkpoint
+
+    payload = load_checkpoint(seg_run / "best.pt")
+    old = {k: v for k, v in payload.items()
+           if k not in ("instances", "cellprob_threshold", "flow_threshold")}  # fmt: skip
+    old["version"] = 2
+    save_checkpoint(tmp_path / "old.pt", old)
+    assert load_segmenter(tmp_path / "old.pt", "cpu").instances == "watershed"
