@@ -111,6 +111,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return _run_training(args, CGanTrainConfig, train_cgan)
 
 
+def _diameter(text: str) -> float | str:
+    """``--diameter``: a positive number of pixels, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of pixels > 0 or auto, got {text!r}")
+    return value
+
+
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment images into instance label TIFFs")
     p.add_argument("checkpoint", type=Path, help="checkpoint file or run folder (uses best.pt)")
@@ -121,6 +134,10 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-size", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--min-size", type=int, help="smallest object kept (default: the model's)")
+    p.add_argument("--diameter", type=_diameter, metavar="PX|auto",
+                   help="models trained with --cell-diameter: the cells' diameter in these "
+                   "images, or auto to measure it from a first pass (default: the training "
+                   "images' own)")  # fmt: skip
     p.add_argument("--cellprob-threshold", type=float,
                    help="flow models: cell-probability logit threshold (default: the model's)")
     p.add_argument("--flow-threshold", type=float,
@@ -165,7 +182,13 @@ def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
 
     rank, device = distributed.setup(resolve_device(args.device))  # under torchrun: a share
     try:
-        seg = load_segmenter(args.checkpoint, str(device), args.min_size)
+        seg = load_segmenter(args.checkpoint, str(device), args.min_size, args.diameter)
+        if args.diameter is not None and not seg.cell_diameter:
+            raise InputError(
+                "--diameter needs a model trained with --cell-diameter (this one sees images "
+                "as they are)",
+                args.checkpoint,
+            )
         if args.cellprob_threshold is not None:
             seg.cellprob_threshold = args.cellprob_threshold
         if args.flow_threshold is not None:

@@ -62,6 +62,7 @@ FLOAT_OPTIONS = (
     "w_disc",
     "cellprob_threshold",
     "flow_threshold",
+    "cell_diameter",
 )
 #: largest seed: what NumPy's legacy seeding and every torch generator accept
 SEED_MAX = 2**32 - 1
@@ -100,8 +101,9 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "w_disc": (0, None),
     "flow_threshold": (0, None),
 }
+
 #: options that must be strictly positive
-_POSITIVE = ("lr", "lr_gen", "lr_disc", "max_loss")
+_POSITIVE = ("lr", "lr_gen", "lr_disc", "max_loss", "cell_diameter")
 #: how Seg's output reaches D2 and Gen (see CGanTrainConfig)
 SEG_TO_GEN = ("soft", "straight-through", "argmax")
 #: options with a fixed set of values (None is allowed where the option's type allows it)
@@ -159,6 +161,8 @@ class SegTrainConfig:
     flow_threshold: float = FLOW_THRESHOLD  # flows: largest flow error of a kept cell
     # flows: choose both thresholds on the validation images at the end (training/tuning.py)
     tune_thresholds: bool = True
+    # rescale images so cells are this many pixels across (data/rescale.py); None: as they are
+    cell_diameter: float | None = None
     crop: list[int] = field(default_factory=lambda: [256, 256])
     batch_size: int = 8
     iterations: int = 2000
@@ -210,6 +214,7 @@ class SegTrainConfig:
             "instances": self.instances,
             "cellprob_threshold": self.cellprob_threshold,
             "flow_threshold": self.flow_threshold,
+            "cell_diameter": self.cell_diameter,
         }
 
     @classmethod
@@ -513,6 +518,14 @@ CLI: dict[str, CliOption] = {
         "images after training",
         "segmenter",
         flag="--no-tune-thresholds",
+    ),
+    "cell_diameter": CliOption(
+        "rescale every image so its cells are this many pixels across (Cellpose: 30 for "
+        "cells, 17 for nuclei); the training cells' own diameter is measured and kept for "
+        "segment",
+        "segmenter",
+        metavar="PX",
+        default_text="no rescaling",
     ),
     "crop": CliOption("training crop, e.g. 256 or 256x320", parse=_parse_crop),
     "batch_size": CliOption("crops per step (the global batch under torchrun)"),

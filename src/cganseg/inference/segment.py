@@ -20,6 +20,7 @@ from cganseg.checkpoint import SEGMENTER, load_network
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
 from cganseg.data.io import read_image, write_labels
 from cganseg.data.normalize import normalize_percentile
+from cganseg.data.rescale import cell_diameter, resize_image, scaled_shape
 from cganseg.data.targets import default_instances
 from cganseg.errors import InputError
 from cganseg.inference.instances import flows_to_instances, probabilities_to_instances
@@ -36,6 +37,13 @@ class Segmenter:
 
     ``instances``: how cells come out of the output (:data:`~cganseg.data.targets.INSTANCE_MODES`;
     None: by the model's class count); the two thresholds serve the flow mode.
+
+    Cell-size rescaling (:mod:`cganseg.data.rescale`): a network trained with cells rescaled to
+    ``cell_diameter`` pixels sees every image rescaled by ``cell_diameter / diameter``, where
+    ``diameter`` is the cells' diameter in the images to segment: a number, ``"auto"`` (segment
+    once at ``train_diameter``, measure the cells found, segment again at their size) or None
+    (``train_diameter``, the training images' own). Outputs are resized back, so labels come out
+    at the input's size. ``cell_diameter`` None: no rescaling.
     """
 
     model: torch.nn.Module
@@ -45,17 +53,36 @@ class Segmenter:
     instances: str | None = None
     cellprob_threshold: float = CELLPROB_THRESHOLD
     flow_threshold: float = FLOW_THRESHOLD
+    cell_diameter: float | None = None
+    train_diameter: float | None = None
+    diameter: float | str | None = None
 
     def __post_init__(self) -> None:
         if self.instances is None:
             self.instances = default_instances(self.model.config["n_classes"])
 
-    def predict(self, image: np.ndarray, tile_size: int = 512, batch_size: int = 4) -> np.ndarray:
+    def factor(self, diameter: float | None = None) -> float:
+        """How much images are enlarged for the network, for cells ``diameter`` px across
+        (None: :attr:`diameter` when a number, else ``train_diameter``)."""
+        if diameter is None:
+            diameter = self.diameter if isinstance(self.diameter, int | float) else None
+        diameter = diameter or self.train_diameter
+        return self.cell_diameter / diameter if self.cell_diameter and diameter else 1.0
+
+    def predict(
+        self,
+        image: np.ndarray,
+        tile_size: int = 512,
+        batch_size: int = 4,
+        diameter: float | None = None,
+    ) -> np.ndarray:
         """The blended output (K, H, W) for a normalised (C, H, W) image: class probabilities,
-        or flows and cell-probability logits in the flow mode."""
-        return predict_outputs(
+        or flows and cell-probability logits in the flow mode; ``diameter``: of the image's cells
+        (None: :attr:`diameter` when a number, else ``train_diameter``)."""
+        shape = scaled_shape(image.shape, self.factor(diameter))
+        output = predict_outputs(
             self.model,
-            image,
+            resize_image(image, shape),
             softmax=self.instances != "flows",
             tile_size=tile_size,
             overlap=min(64, tile_size // 4),
@@ -63,6 +90,7 @@ class Segmenter:
             device=self.device,
             amp=self.device.type == "cuda",
         )
+        return resize_image(output, image.shape[-2:])
 
     def to_instances(self, output: np.ndarray) -> np.ndarray:
         """Instance labels (H, W) from an output of :meth:`predict`."""
@@ -79,13 +107,22 @@ class Segmenter:
 
     def segment(self, image: np.ndarray, tile_size: int = 512, batch_size: int = 4) -> np.ndarray:
         """Instance labels (H, W) for a normalised (C, H, W) image."""
-        return self.to_instances(self.predict(image, tile_size, batch_size))
+        labels = self.to_instances(self.predict(image, tile_size, batch_size))
+        if self.diameter == "auto" and self.cell_diameter:
+            found = cell_diameter(labels)
+            if found > 0 and abs(found / (self.train_diameter or found) - 1) > 0.05:
+                labels = self.to_instances(self.predict(image, tile_size, batch_size, found))
+        return labels
 
 
 def load_segmenter(
-    path: str | Path, device: str = "auto", min_size: int | None = None
+    path: str | Path,
+    device: str = "auto",
+    min_size: int | None = None,
+    diameter: float | str | None = None,
 ) -> Segmenter:
-    """Rebuild the segmenter of a checkpoint file or run folder."""
+    """Rebuild the segmenter of a checkpoint file or run folder; ``diameter``: of the cells in
+    the images it will segment (see :class:`Segmenter`)."""
     model, payload = load_network(path, SEGMENTER, lambda c: build_segmenter(**c))
     dev = resolve_device(device)
     size = payload.get("min_size", 15) if min_size is None else min_size
@@ -97,6 +134,9 @@ def load_segmenter(
         payload.get("instances"),  # None in checkpoints before issue 16: by the class count
         float(payload.get("cellprob_threshold", CELLPROB_THRESHOLD)),
         float(payload.get("flow_threshold", FLOW_THRESHOLD)),
+        payload.get("cell_diameter"),
+        payload.get("train_diameter"),
+        diameter,
     )
 
 
@@ -134,7 +174,9 @@ def segment_files(
                 path,
             )
         # image + padded copy, blended and normalised probabilities, weights, labels, watershed
-        check_memory(path, *image.shape[1:], 8 * image.shape[0] + 8 * n_classes + 40)
+        # (the network's arrays at the rescaled size)
+        per_pixel = (8 * image.shape[0] + 8 * n_classes) * max(1.0, segmenter.factor()) ** 2
+        check_memory(path, *image.shape[1:], int(per_pixel) + 40)
         labels = segmenter.segment(image, tile_size=tile_size, batch_size=batch_size)
         target = out_dir / f"{path.stem}.tif"
         write_labels(target, labels)

@@ -46,6 +46,7 @@ from cganseg.data.dataset import (
 )
 from cganseg.data.folders import Pair, find_pairs
 from cganseg.data.io import file_sha256
+from cganseg.data.rescale import median_diameter, to_diameter
 from cganseg.data.splits import load_split, make_split, save_split
 from cganseg.data.targets import output_channels
 from cganseg.errors import InputError, TrainingDiverged
@@ -214,9 +215,11 @@ class TrainerBase:
         self.run_dir = Path(cfg.out)
         self.rank, self.device = distributed.setup(resolve_device(cfg.device))
         self.progress = progress and self.rank.main
-        self.data = data
+        self.data, self.extra = data, list(extra)
+        self.train_diameter: float | None = None  # measured when cells are rescaled
+        if cfg.cell_diameter:
+            self._rescale_training_cells(cfg.cell_diameter)
         self.in_channels = self.data.train[0].image.shape[0]
-        self.extra = list(extra)
         self.amp = cfg.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
         self.scale_grads = self.amp and cfg.amp_dtype == "fp16"  # bf16 needs no loss scaling
@@ -231,6 +234,18 @@ class TrainerBase:
         if resume_state:
             self._restore(resume_state)
         self.train_loader = self.loader()  # built now: a batch size that does not shard is refused
+
+    def _rescale_training_cells(self, target: float) -> None:
+        """Training (and extra) images rescaled so their cells are ``target`` px across; the
+        training set's own diameter is kept for validation, testing and ``segment``."""
+        measured = median_diameter(self.data.train)
+        if measured <= 0:
+            raise InputError("no cell in the training masks to measure a diameter on")
+        self.train_diameter = measured
+        self.data = dataclasses.replace(
+            self.data, train=[to_diameter(s, target, measured) for s in self.data.train]
+        )
+        self.extra = [to_diameter(s, target, measured) for s in self.extra]
 
     @classmethod
     def from_config(cls, cfg: SegTrainConfig, progress: bool = False) -> TrainerBase:
@@ -302,7 +317,8 @@ class TrainerBase:
         """``model`` with this run's post-processing, as ``cganseg segment`` would run it."""
         cfg = self.cfg
         return Segmenter(model, None, cfg.min_size, self.device, cfg.instances,
-                         cfg.cellprob_threshold, cfg.flow_threshold)  # fmt: skip
+                         cfg.cellprob_threshold, cfg.flow_threshold, cfg.cell_diameter,
+                         self.train_diameter)  # fmt: skip
 
     def adam(self, params, **kwargs: Any) -> torch.optim.Adam:
         """Adam, with fused kernels unless ``fused_adam`` is off."""
@@ -335,9 +351,8 @@ class TrainerBase:
 
     # --- the shared loop ------------------------------------------------------------------
     def _payload(self, full: bool) -> dict[str, Any]:
-        payload = segmenter_payload(
-            self.segmenter, self.cfg.channels, self.cfg.min_size, self.cfg.postprocessing()
-        )
+        post = {**self.cfg.postprocessing(), "train_diameter": self.train_diameter}
+        payload = segmenter_payload(self.segmenter, self.cfg.channels, self.cfg.min_size, post)
         payload.update(kind=self.kind, step=self.step, config=self.cfg.to_dict())
         payload.update(self.best_extras())
         if full:

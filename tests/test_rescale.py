@@ -1,0 +1,128 @@
+"""Cell-size rescaling (issue 16): diameters measured, training images rescaled, segment rescales
+and returns labels at the input's size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from skimage.draw import disk
+from tests.helpers import make_dataset, tiny_seg_config
+
+from cganseg.checkpoint import load_checkpoint
+from cganseg.cli import main
+from cganseg.data.dataset import Sample
+from cganseg.data.rescale import cell_diameter, median_diameter, resize_labels, to_diameter
+from cganseg.errors import InputError
+from cganseg.inference.segment import Segmenter, load_segmenter
+from cganseg.models.registry import build_segmenter
+from cganseg.options import SegTrainConfig
+from cganseg.training.seg_trainer import SegTrainer, train_segmenter
+
+
+def _discs(radii: list[int], size: int = 96) -> np.ndarray:
+    labels = np.zeros((size, size), np.int32)
+    for i, r in enumerate(radii, start=1):
+        labels[disk((12 + 24 * (i - 1) % 72, 30 + 30 * ((i - 1) // 3)), r,
+                    shape=labels.shape)] = i  # fmt: skip
+    return labels
+
+
+def test_diameter_is_the_median_equivalent_disc_diameter():
+    assert cell_diameter(_discs([10])) == pytest.approx(20, abs=1)
+    assert cell_diameter(_discs([4, 10, 10])) == pytest.approx(20, abs=1)  # median, not mean
+    assert cell_diameter(np.zeros((8, 8), np.int32)) == 0.0
+
+
+def test_rescaling_a_sample_brings_its_cells_to_the_target_diameter():
+    labels = _discs([5, 5])
+    sample = Sample("a", np.random.default_rng(0).normal(size=(2, 96, 96)).astype(np.float32),
+                    labels)  # fmt: skip
+    big = to_diameter(sample, 20.0, fallback=10.0)
+    side = round(96 * 20.0 / cell_diameter(labels))  # a drawn disc of radius 5 is ~9.4 across
+    assert big.image.shape == (2, side, side) and big.labels.shape == (side, side)
+    assert set(np.unique(big.labels)) == {0, 1, 2}  # ids move, never blend
+    assert cell_diameter(big.labels) == pytest.approx(20, abs=1.5)
+    empty = Sample("b", sample.image, np.zeros_like(labels))
+    assert to_diameter(empty, 20.0, fallback=10.0).labels.shape == (192, 192)  # the fallback
+    assert median_diameter([sample, empty]) == pytest.approx(cell_diameter(labels))
+
+
+def test_resize_labels_is_a_nearest_lookup():
+    labels = np.arange(16, dtype=np.int32).reshape(4, 4)
+    np.testing.assert_array_equal(resize_labels(labels, (8, 8))[::2, ::2], labels)
+
+
+def test_training_images_are_rescaled_and_the_diameters_stored(tmp_path):
+    data = make_dataset(tmp_path / "data")  # discs of radius 5: about 10 px across
+    cfg = SegTrainConfig.from_dict(
+        tiny_seg_config(data, tmp_path / "run", cell_diameter=20.0, iterations=2,
+                        val_every=2).to_dict()  # fmt: skip
+    )
+    trainer = SegTrainer.from_config(cfg)
+    assert trainer.train_diameter == pytest.approx(10, abs=1.5)
+    for s in trainer.data.train:
+        assert cell_diameter(s.labels) == pytest.approx(20, abs=2)
+    assert all(s.image.shape[1:] == (40, 52) for s in trainer.data.val)  # scored as given
+    train_segmenter(cfg, progress=False)
+    payload = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert payload["cell_diameter"] == 20.0
+    assert payload["train_diameter"] == pytest.approx(trainer.train_diameter)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["cell_diameter"] == 20
+    seg = load_segmenter(tmp_path / "run", "cpu")
+    assert seg.factor() == pytest.approx(20.0 / trainer.train_diameter)
+    assert seg.factor(5.0) == pytest.approx(4.0)
+    assert load_segmenter(tmp_path / "run", "cpu", diameter=40.0).factor() == pytest.approx(0.5)
+
+
+class _Recording(Segmenter):
+    """A Segmenter that records the diameters it predicts for."""
+
+    def predict(self, image, tile_size=512, batch_size=4, diameter=None):
+        self.calls.append(diameter)
+        out = np.zeros((3, *image.shape[1:]), np.float32)
+        out[0] = 1.0
+        out[1][_discs([8], image.shape[1]) > 0] = 2.0  # one cell, 16 px across
+        return out
+
+
+@pytest.mark.parametrize(("diameter", "calls"), [(None, [None]), (30.0, [None]),
+                                                 ("auto", [None, 16.0])])  # fmt: skip
+def test_auto_diameter_measures_a_first_pass_then_segments_at_that_size(diameter, calls):
+    model = build_segmenter("unet", 1, 3, 4)
+    seg = _Recording(model, None, 15, torch.device("cpu"), cell_diameter=30.0,
+                     train_diameter=10.0, diameter=diameter)  # fmt: skip
+    seg.calls = []
+    labels = seg.segment(np.zeros((1, 96, 96), np.float32))
+    assert labels.shape == (96, 96) and labels.max() == 1
+    assert seg.calls[0] is None and [c and round(c) for c in seg.calls] == [
+        c and round(c) for c in calls
+    ]
+
+
+def test_predict_returns_the_input_size_at_any_factor():
+    model = build_segmenter("unet", 1, 3, 4).eval()
+    image = np.random.default_rng(0).normal(size=(1, 37, 50)).astype(np.float32)
+    for diameter in (5.0, 10.0, 23.0):
+        seg = Segmenter(model, None, 15, torch.device("cpu"), cell_diameter=10.0,
+                        train_diameter=10.0, diameter=diameter)  # fmt: skip
+        out = seg.predict(image, tile_size=64)
+        assert out.shape == (3, 37, 50)
+        np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-4)  # still probabilities
+
+
+def test_cell_diameter_option_is_checked():
+    with pytest.raises(InputError, match="cell_diameter must be > 0"):
+        SegTrainConfig.from_dict({"data": "d", "out": "o", "cell_diameter": 0})
+
+
+def test_segment_diameter_needs_a_rescaling_model(seg_run, tmp_path, capsys):
+    images = seg_run.parent / "data" / "images"
+    assert main(["segment", str(seg_run), str(images), str(tmp_path / "p"),
+                 "--diameter", "20"]) == 2  # fmt: skip
+    assert "needs a model trained with --cell-diameter" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", str(seg_run), str(images), str(tmp_path / "q"), "--diameter", "big"])
+    assert exc.value.code == 2
+    assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()
