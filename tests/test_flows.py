@@ -24,6 +24,7 @@ from cganseg.inference.instances import flows_to_instances  # noqa: E402
 from cganseg.inference.segment import load_segmenter  # noqa: E402
 from cganseg.losses.flow_loss import FLOW_SCALE, FlowLoss  # noqa: E402
 from cganseg.options import CGanTrainConfig, SegTrainConfig  # noqa: E402
+from cganseg.training.cgan_trainer import CGanTrainer, train_cgan  # noqa: E402
 from cganseg.training.seg_trainer import train_segmenter  # noqa: E402
 from cganseg.training.tuning import tune_flow_thresholds  # noqa: E402
 
@@ -154,8 +155,6 @@ def test_config_resolves_instances_and_refuses_what_cannot_work(tmp_path):
                                   "instances": "watershed"})  # fmt: skip
     with pytest.raises(InputError, match="instances must be one of"):
         SegTrainConfig.from_dict({"data": "d", "out": "o", "instances": "stardist"})
-    with pytest.raises(InputError, match="train-seg only"):
-        CGanTrainConfig.from_dict(tiny_cgan_config("d", "o", instances="flows").to_dict())
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +199,27 @@ def test_a_checkpoint_before_instances_segments_by_its_class_count(seg_run, tmp_
     old["version"] = 2
     save_checkpoint(tmp_path / "old.pt", old)
     assert load_segmenter(tmp_path / "old.pt", "cpu").instances == "watershed"
+
+
+def test_cgan_seg_with_flows_maps_the_flow_output_to_masks_for_gen_and_d2(tmp_path):
+    """Issue 16 item 4: Gen and D2 see background/cell masks (from the labels for real masks,
+    from the cell probability for Seg's output); Id_S and Rec_S train the flows."""
+    data = make_dataset(tmp_path / "data")
+    cfg = CGanTrainConfig.from_dict(tiny_cgan_config(data, tmp_path / "run", instances="flows",
+                                                     seg_to_gen="soft").to_dict())  # fmt: skip
+    trainer = CGanTrainer.from_config(cfg)
+    assert trainer.gen.config["in_channels"] == 2 and trainer.seg.config["n_classes"] == 3
+    images, targets = next(iter(trainer.loader()))
+    assert targets.shape[1:] == (3, 32, 32)
+    before = [p.detach().clone() for p in trainer.seg.parameters()]
+    terms = trainer.train_step(images, targets)
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert {"id_s", "rec_s", "d2_s", "real_d2", "fake_d2"} <= set(terms)
+    after = list(trainer.seg.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    summary = train_cgan(cfg, progress=False)
+    assert summary["step"] == cfg.iterations
+    payload = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert payload["instances"] == "flows" and payload["generator_config"]["in_channels"] == 2
+    assert main(["generate", str(tmp_path / "run"), str(data / "masks"),
+                 str(tmp_path / "gen")]) == 0  # fmt: skip

@@ -448,12 +448,7 @@ class CGanTrainConfig(SegTrainConfig):
             raise InputError(
                 "option weight_decay is for train-seg; cGAN-Seg training does not use it", source
             )
-        if self.instances == "flows":
-            raise InputError(
-                "option instances flows is built for train-seg only so far; cganseg train "
-                "needs watershed or components",
-                source,
-            )
+
 
 
 # --------------------------------------------------------------------- the command line

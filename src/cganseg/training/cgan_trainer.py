@@ -16,6 +16,13 @@ Gen as in the public reference code, an argmax one-hot through which no gradient
 straight-through hard mask.
 Masks enter the networks as one-hot class maps (background / cell [/ boundary]).
 
+With ``instances: flows`` (issue 16) the segmenter outputs Cellpose's flows and cell-probability
+logit, and the mapping is: Id_S and Rec_S are Cellpose's loss against the flow targets of the
+real masks (computed from the label images, like the class targets); Gen still receives a
+one-hot class mask, background/cell, made from the label image for the real masks and from
+the cell probability ``sigmoid(logit)`` (as [1 - p, p], soft, argmax or straight-through as
+``seg_to_gen`` says) for Seg's output; D2 judges those two-channel probability maps.
+
 Validation, checkpoints, early stopping, resume and the test evaluation come from the shared loop;
 ``last.pt`` holds all four networks, the three optimisers and schedules, both grad scalers, the
 generators of DiffAugment and of the style/noise draws, and the history pools.
@@ -58,9 +65,26 @@ from cganseg.training.schedule import make_scheduler
 N_SAMPLE_ROWS = 4
 
 
-def mask_for_generator(logits: torch.Tensor, mode: str) -> torch.Tensor:
+def class_probabilities(output: torch.Tensor, flows: bool) -> torch.Tensor:
+    """The segmenter's class probabilities: softmax of its logits, or with a flow output
+    (:mod:`cganseg.data.flows`) background/cell from the cell-probability logit."""
+    if not flows:
+        return output.float().softmax(dim=1)
+    cell = output[:, 2:3].float().sigmoid()
+    return torch.cat([1.0 - cell, cell], dim=1)
+
+
+def generator_mask(targets: torch.Tensor, n_classes: int, flows: bool) -> torch.Tensor:
+    """The one-hot mask Gen and D2 see for a batch of targets: the class targets, or with flow
+    targets the background/cell mask of their cell channel."""
+    if flows:
+        return one_hot((targets[:, 2] > 0.5).long(), 2, targets.dtype)
+    return one_hot(targets, n_classes)
+
+
+def mask_for_generator(output: torch.Tensor, mode: str, flows: bool = False) -> torch.Tensor:
     """The segmenter's output as the mask that D2 and Gen see (see ``seg_to_gen``)."""
-    probs = logits.float().softmax(dim=1)
+    probs = class_probabilities(output, flows)
     if mode == "soft":
         return probs
     hard = one_hot(probs.argmax(dim=1), probs.shape[1], probs.dtype)
@@ -101,7 +125,8 @@ class CGanTrainer(TrainerBase):
 
     def build(self) -> None:
         cfg, dev = self.cfg, self.device
-        k = cfg.n_classes
+        self.flows = cfg.instances == "flows"
+        k = 2 if self.flows else cfg.n_classes  # classes of the masks Gen and D2 see
         self.seg = self.new_segmenter()
         self.gen = StyleUNet(
             k,
@@ -197,7 +222,7 @@ class CGanTrainer(TrainerBase):
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, w = self.cfg, self.weights
         x, t = self.to_device(images), self.to_device(targets)
-        m = self.to_device(one_hot(t, cfg.n_classes))
+        m = self.to_device(generator_mask(t, cfg.n_classes, self.flows))
         nets = [self.seg, self.gen, self.d1, self.d2]
         for net in nets:
             net.train()
@@ -220,7 +245,7 @@ class CGanTrainer(TrainerBase):
                 with self._stats_of_generated():
                     terms["rec_s"] = self.seg_loss(self.seg_pass(fake_img), t)
             seg_logits = self.seg_pass(x)
-            fake_mask = mask_for_generator(seg_logits, cfg.seg_to_gen)
+            fake_mask = mask_for_generator(seg_logits, cfg.seg_to_gen, self.flows)
             rec_img = self._generate(fake_mask)
             terms["id_g"], terms["rec_g"] = self.image_loss.multi([fake_img, rec_img], x)
             terms["d1_g"] = lsgan_loss(self.d1(apply_policy(fake_img, policy)), True)
