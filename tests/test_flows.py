@@ -3,6 +3,8 @@ train-seg, checkpoints and ``cganseg segment``."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +225,18 @@ def test_cgan_seg_with_flows_maps_the_flow_output_to_masks_for_gen_and_d2(tmp_pa
     assert payload["instances"] == "flows" and payload["generator_config"]["in_channels"] == 2
     assert main(["generate", str(tmp_path / "run"), str(data / "masks"),
                  str(tmp_path / "gen")]) == 0  # fmt: skip
+
+
+@pytest.mark.slow
+def test_demo_runs_with_flows(tmp_path):
+    from cganseg.models.vgg import hed_weights_path
+
+    if not hed_weights_path().is_file():
+        pytest.skip("hed-vgg16 weights missing: run `cganseg fetch-weights hed-vgg16`")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--iterations", "6", "--gan-iterations", "2",
+                 "--instances", "flows", "--quiet"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert "instances by flows" in summary["settings"]
+    assert load_checkpoint(out / "train_cgan" / "best.pt")["instances"] == "flows"
+    assert len(list((out / "train_seg" / "predictions").glob("*.tif"))) == 8

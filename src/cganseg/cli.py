@@ -492,6 +492,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from cganseg.data.targets import INSTANCE_MODES
+
     p = sub.add_parser(
         "demo",
         help="conventional and cGAN-Seg training side by side on the bundled demo data",
@@ -503,6 +505,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--iterations", type=int, help="conventional training steps (default 600)")
     p.add_argument("--gan-iterations", type=int, help="cGAN-Seg training steps (default 300)")
+    p.add_argument("--instances", choices=INSTANCE_MODES, default="watershed",
+                   help="the segmenter's output for both runs (default watershed; flows needs "
+                   "cganseg[flows])")  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
@@ -517,6 +522,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         gan_iterations=args.gan_iterations,
+        instances=args.instances,
     )
     print(f"demo report: {report}")
     return 0

@@ -39,6 +39,12 @@ from cganseg.training.seg_trainer import train_segmenter
 SEG_ITERATIONS = 600
 CGAN_ITERATIONS = 300
 N_SHOWN = 4
+#: what the segmenter outputs in each ``instances`` mode, for the report
+OUTPUTS = {
+    "watershed": "3 classes",
+    "components": "2 classes",
+    "flows": "Cellpose flows + cell probability",
+}
 #: synthetic scenes shown in the report: (layout, density)
 DENSE_SCENES = (("colony", 0.3), ("mixed", 0.5))
 
@@ -48,10 +54,11 @@ def demo_data_dir() -> Path:
     return Path(str(resources.files("cganseg") / "demo_data"))
 
 
-def _common(out: Path, device: str) -> dict[str, Any]:
-    """Settings both runs share: data, split, segmenter, crop, seed."""
+def _common(out: Path, device: str, instances: str) -> dict[str, Any]:
+    """Settings both runs share: data, split, segmenter and its output, crop, seed."""
     return dict(
         data=str(demo_data_dir()),
+        instances=instances,
         model="unet",
         width=16,
         crop=[96, 96],
@@ -65,18 +72,22 @@ def _common(out: Path, device: str) -> dict[str, Any]:
     )
 
 
-def demo_seg_config(out: Path, iterations: int, device: str) -> SegTrainConfig:
+def demo_seg_config(
+    out: Path, iterations: int, device: str, instances: str = "watershed"
+) -> SegTrainConfig:
     """Conventional training: UNet width 16, 96x96 crops, batch 8."""
     return SegTrainConfig(
         out=str(out / "train_seg"),
         iterations=iterations,
         batch_size=8,
         lr=2e-3,
-        **_common(out, device),
+        **_common(out, device, instances),
     )
 
 
-def demo_cgan_config(out: Path, iterations: int, device: str) -> CGanTrainConfig:
+def demo_cgan_config(
+    out: Path, iterations: int, device: str, instances: str = "watershed"
+) -> CGanTrainConfig:
     """cGAN-Seg: the same segmenter and crops, small generator and discriminators, batch 4."""
     return CGanTrainConfig(
         out=str(out / "train_cgan"),
@@ -88,7 +99,7 @@ def demo_cgan_config(out: Path, iterations: int, device: str) -> CGanTrainConfig
         disc_width=16,
         perceptual="hed-vgg16",
         lr=1e-3,
-        **_common(out, device),
+        **_common(out, device, instances),
     )
 
 
@@ -167,11 +178,13 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
     gan_iterations: int | None = None,
+    instances: str = "watershed",
 ) -> Path:
-    """Run the demo into ``out``; returns the path of the HTML report."""
+    """Run the demo into ``out``; returns the path of the HTML report. ``instances``: the
+    segmenter's output for both runs (``flows`` needs cganseg[flows])."""
     out = Path(out)
-    seg_cfg = demo_seg_config(out, iterations or SEG_ITERATIONS, device)
-    gan_cfg = demo_cgan_config(out, gan_iterations or CGAN_ITERATIONS, device)
+    seg_cfg = demo_seg_config(out, iterations or SEG_ITERATIONS, device, instances)
+    gan_cfg = demo_cgan_config(out, gan_iterations or CGAN_ITERATIONS, device, instances)
     runs = [
         ("conventional", seg_cfg, _train(train_segmenter, seg_cfg, progress)),
         ("cGAN-Seg", gan_cfg, _train(train_cgan, gan_cfg, progress)),
@@ -227,8 +240,9 @@ def run_demo(
     )
     _dense_grid(gen, [read_labels(pairs[n].mask) for n in split["train"]], out / "dense.png")
     summary = {
-        "settings": f"Segmenter for both: UNet width {seg_cfg.width}, {seg_cfg.n_classes} "
-        f"classes, {seg_cfg.crop[0]}x{seg_cfg.crop[1]} crops, seed {seg_cfg.seed}. "
+        "settings": f"Segmenter for both: UNet width {seg_cfg.width}, instances by "
+        f"{seg_cfg.instances} ({OUTPUTS[str(seg_cfg.instances)]}), "
+        f"{seg_cfg.crop[0]}x{seg_cfg.crop[1]} crops, seed {seg_cfg.seed}. "
         f"Conventional: batch {seg_cfg.batch_size}, {seg_cfg.iterations} steps. cGAN-Seg: "
         f"batch {gan_cfg.batch_size}, {gan_cfg.iterations} steps, generator width "
         f"{gan_cfg.gen_width}, perceptual loss {gan_cfg.perceptual}. Split: "
