@@ -259,19 +259,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=None,
-                        help="dsb2018_fluo_256, usiigaci_phase, demo (default: the first two)")
-    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
-    parser.add_argument("--budget-s", type=float, default=1200.0,
-                        help="training CPU-seconds per run (default 1200)")
-    parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    add_common_arguments(parser, list(RECIPES), budget=1200.0, rounds=7, name="value")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--timing-rounds", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="tiny networks on the demo data")
-    parser.add_argument("--work", type=Path, default=Path(__file__).parent / ".work" / "value")
-    parser.add_argument("--out", type=Path, help="JSON (default benchmarks/results/value_cpu.json)")
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
     sets = args.sets or (["demo"] if args.quick else ["dsb2018_fluo_256", "usiigaci_phase"])
     budget, rounds = (3.0, 2) if args.quick else (args.budget_s, args.timing_rounds)
     folds = 2 if args.quick else args.folds
@@ -282,31 +272,73 @@ def main() -> int:
         "recipes": {n: RECIPES[n].options for n in args.recipes},
         "sets": {},
     }
+
+    def measure(set_name: str, data: Path, splits: list[dict], set_dir: Path) -> dict:
+        probes = {n: run_config(n, args, data, set_dir, 0, 1) for n in args.recipes}
+        return seconds_per_step(probes, rounds)  # all recipes again: interleaved
+
+    plans = plan_sets(args, sets, budget, folds, measure)
+
+    def run(set_name: str, name: str, fold: int, split: dict) -> dict[str, Any]:
+        data, _, _, set_dir, _, steps = plans[set_name]
+        return run_one(run_config(name, args, data, set_dir, fold, steps[name]), split,
+                       args.device)  # fmt: skip
+
+    out = args.out or Path(__file__).parent / "results" / "value_cpu.json"
+    run_plans(plans, args.recipes, run, record, out)
+    return 0
+
+
+def plan_sets(args: argparse.Namespace, sets: list[str], budget: float, folds: int,
+              measure) -> dict[str, tuple]:  # fmt: skip
+    """Per set: its data, groups, fold splits (saved), folder, seconds per step and steps for
+    ``budget``. Every set's timing pass comes first, while the machine is quiet; its result is
+    kept in ``timing.json`` so a resumed benchmark keeps its step counts; ``measure(set, data,
+    splits, folder)`` times the recipes when one is missing there."""
     plans = {}
-    for set_name in sets:  # every set's timing pass first, while the machine is quiet
+    for set_name in sets:
         data, groups = data_set(set_name, args.work)
-        n_train = None if set_name == "demo" else N_TRAIN
-        splits = fold_splits(groups, folds, args.seed, n_train)
+        splits = fold_splits(groups, folds, args.seed, None if set_name == "demo" else N_TRAIN)
         set_dir = args.work / ("quick" if args.quick else "full") / set_name
         for i, split in enumerate(splits):
             save_split(set_dir / f"fold_{i + 1}" / "split.json", split)
-        timing = set_dir / "timing.json"  # kept, so a resumed benchmark keeps its step counts
-        saved = json.loads(timing.read_text(encoding="utf-8")) if timing.is_file() else {}
-        if set(args.recipes) <= set(saved):
-            speed = {n: saved[n] for n in args.recipes}
-        else:
-            probes = {n: run_config(n, args, data, set_dir, 0, 1) for n in args.recipes}
-            speed = seconds_per_step(probes, rounds)
+        timing = set_dir / "timing.json"
+        speed = json.loads(timing.read_text(encoding="utf-8")) if timing.is_file() else {}
+        if not set(args.recipes) <= set(speed):
+            speed.update(measure(set_name, data, splits, set_dir))
             write_text(timing, json.dumps(speed) + "\n")
         steps = {n: max(1, int(budget / speed[n])) for n in args.recipes}
         print(f"{set_name}: s/step {speed}, steps {steps} for {budget:g} CPU-s", flush=True)
         plans[set_name] = (data, groups, splits, set_dir, speed, steps)
-    for set_name, (data, groups, splits, set_dir, speed, steps) in plans.items():
-        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in args.recipes}
+    return plans
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, recipes: list[str], *, budget: float,
+                         rounds: int, name: str) -> None:  # fmt: skip
+    """The options value.py and peers.py share; ``name`` names the work folder and the JSON."""
+    parser.add_argument("--sets", nargs="+", default=None,
+                        help="dsb2018_fluo_256, usiigaci_phase, demo (default: the first two)")
+    parser.add_argument("--recipes", nargs="+", choices=recipes, default=recipes)
+    parser.add_argument("--budget-s", type=float, default=budget,
+                        help=f"training CPU-seconds per run (default {budget:g})")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timing-rounds", type=int, default=rounds)
+    parser.add_argument("--quick", action="store_true", help="tiny networks on the demo data")
+    parser.add_argument("--work", type=Path, default=Path(__file__).parent / ".work" / name)
+    parser.add_argument("--out", type=Path,
+                        help=f"JSON (default benchmarks/results/{name}_cpu.json)")  # fmt: skip
+
+
+def run_plans(plans: dict[str, tuple], recipes: list[str], run, record: dict[str, Any],
+              out: Path) -> None:  # fmt: skip
+    """Every fold of every planned set, each recipe through ``run(set, recipe, fold, split)``;
+    then the summaries, the table and the JSON ``out`` (shared with peers.py)."""
+    for set_name, (_, groups, splits, _, speed, _) in plans.items():
+        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in recipes}
         for fold, split in enumerate(splits):
-            for name in args.recipes:
-                cfg = run_config(name, args, data, set_dir, fold, steps[name])
-                result = run_one(cfg, split, args.device)
+            for name in recipes:
+                result = run(set_name, name, fold, split)
                 runs[name].append(result)
                 print(f"  {set_name} fold {fold + 1} {name}: {json.dumps(result)}", flush=True)
         record["sets"][set_name] = {
@@ -316,10 +348,8 @@ def main() -> int:
             "summary": {n: summarise(r) for n, r in runs.items()},
         }
     _print_table(record)
-    out = args.out or Path(__file__).parent / "results" / "value_cpu.json"
     write_text(out, json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
 
 
 def _print_table(record: dict[str, Any]) -> None:

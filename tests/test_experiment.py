@@ -226,3 +226,28 @@ def test_value_benchmark_quick_mode(tmp_path):
         assert all(0 <= r["f1_50_pooled"] <= 1 and 0 <= r["dice"] <= 1 for r in runs)
     assert all((r["fid"] is not None) == fid for r in entry["runs"]["cgan"])
     assert entry["summary"]["cgan"]["n_runs"] == 2
+
+
+@pytest.mark.slow
+def test_peers_benchmark_quick_mode(tmp_path):
+    """benchmarks/peers.py --quick: our flow recipe and Cellpose 3 from scratch on the same two
+    folds, budgets turned into steps by their timing, Cellpose scored by our evaluation."""
+    pytest.importorskip("cellpose.train", reason="the Cellpose arm needs cganseg[flows]")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+    out = tmp_path / "peers.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--recipes", "flows", "cellpose", "--work",
+         str(tmp_path), "--out", str(out)],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    entry = json.loads(out.read_text())["sets"]["demo"]
+    speed = entry["s_per_step"]
+    assert speed["cellpose"] > speed["flows"] > 0  # Cellpose's network is the larger one
+    for runs in entry["runs"].values():
+        assert len(runs) == 2 and all(0 <= r["f1_50_pooled"] <= 1 for r in runs)
+        assert set(runs[0]["thresholds"]) >= {"cellprob_threshold", "flow_threshold"}
+    assert (tmp_path / "quick" / "demo" / "fold_1" / "cellpose_1steps" / "test" /
+            "metrics.json").is_file()  # fmt: skip
