@@ -93,6 +93,23 @@ def test_flow_thresholds_drop_cells():
     ).max()
 
 
+
+@pytest.mark.parametrize("flow_threshold", [0.0, 0.185, 0.4])  # 0.185 drops one of 3 cells
+def test_following_once_then_checking_flows_equals_cellposes_compute_masks(flow_threshold):
+    """Tuning follows the flows once and applies each flow threshold after: the cells must be
+    those of Cellpose's own ``compute_masks`` with that threshold."""
+    from cellpose import dynamics
+
+    out = _perfect_output(_touching_cells())
+    out[:2] += np.random.default_rng(1).normal(0, 1.5, size=out[:2].shape)
+    out = out.astype(np.float32)  # as a network gives it (numba's kernels take float32)
+    ours = flows_to_instances(out, flow_threshold=flow_threshold, min_size=0)
+    theirs = dynamics.compute_masks(out[:2], out[2], flow_threshold=flow_threshold, min_size=-1)
+    assert ours.max() == (2 if flow_threshold == 0.185 else 3)
+    np.testing.assert_array_equal(ours > 0, theirs > 0)
+    (match,) = match_instances(theirs, ours, thresholds=(0.99,))
+    assert match.fp == match.fn == 0
+
 def test_flow_output_shape_is_checked():
     with pytest.raises(InputError, match=r"\(3, H, W\)"):
         flows_to_instances(np.zeros((2, 8, 8), np.float32))

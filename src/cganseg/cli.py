@@ -182,17 +182,14 @@ def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
 
     rank, device = distributed.setup(resolve_device(args.device))  # under torchrun: a share
     try:
-        seg = load_segmenter(args.checkpoint, str(device), args.min_size, args.diameter)
+        seg = load_segmenter(args.checkpoint, str(device), args.min_size, args.diameter,
+                             args.cellprob_threshold, args.flow_threshold)  # fmt: skip
         if args.diameter is not None and not seg.cell_diameter:
             raise InputError(
                 "--diameter needs a model trained with --cell-diameter (this one sees images "
                 "as they are)",
                 args.checkpoint,
             )
-        if args.cellprob_threshold is not None:
-            seg.cellprob_threshold = args.cellprob_threshold
-        if args.flow_threshold is not None:
-            seg.flow_threshold = args.flow_threshold
         segment_files(
             seg,
             inputs,

@@ -53,6 +53,16 @@ def dynamics() -> ModuleType:
     return module
 
 
+
+@cache
+def flow_metrics() -> ModuleType:
+    """``cellpose.metrics`` (its ``flow_error``, the quality check behind ``flow_threshold``),
+    imported on first use like :func:`dynamics`."""
+    dynamics()  # the one place that explains a missing cellpose
+    from cellpose import metrics
+
+    return metrics
+
 def labels_to_flows(labels: np.ndarray) -> np.ndarray:
     """Flow targets (3, H, W) float32 of an instance mask (H, W): dy, dx, cell indicator."""
     labels = np.asarray(labels)

@@ -31,8 +31,10 @@ merge. It also matches the connectivity of the boundary class in
   5x scale, cell-probability logit); pixels whose logit exceeds ``cellprob_threshold`` follow the
   flow for 200 steps and those that end at the same point form one cell; cells whose flows
   disagree with the flows recomputed from their own mask by more than ``flow_threshold`` (mean
-  squared error) are dropped. Both steps are ``cellpose.dynamics.compute_masks`` of cellpose 3,
-  with Cellpose's defaults (0.0 and 0.4); holes and small objects are then handled as above.
+  squared error) are dropped. The steps are cellpose 3's own (``dynamics.compute_masks`` without
+  its flow check, then ``metrics.flow_error``, as its ``remove_bad_flow_masks`` does), apart so
+  that threshold tuning follows the flows once per cell-probability threshold; defaults are
+  Cellpose's (0.0 and 0.4); holes and small objects are then handled as above.
 
 Output: int32 labels (H, W), 0 background, consecutive ids 1..N.
 """
@@ -42,11 +44,18 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
 from skimage.measure import label
 from skimage.segmentation import relabel_sequential, watershed
 
-from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_CHANNELS, FLOW_THRESHOLD, dynamics
+from cganseg.data.flows import (
+    CELLPROB_THRESHOLD,
+    FLOW_CHANNELS,
+    FLOW_THRESHOLD,
+    dynamics,
+    flow_metrics,
+)
 from cganseg.errors import InputError
 
 BOUNDARY_MODES = ("watershed", "components")
@@ -92,6 +101,54 @@ def _numbered(labels: np.ndarray) -> np.ndarray:
     return relabelled.astype(np.int32, copy=False)
 
 
+def follow_flows(output: np.ndarray, cellprob_threshold: float = CELLPROB_THRESHOLD) -> np.ndarray:
+    """Cellpose's cells before any quality control: the pixels whose cell-probability logit
+    exceeds ``cellprob_threshold`` follow the flow of ``output`` (3, H, W), and those that end
+    at the same point form one cell (``cellpose.dynamics.compute_masks`` without its flow check,
+    which :func:`flow_errors` and :func:`drop_bad_flows` do apart so that a threshold search
+    follows the flows once). Labels (H, W) int32, not yet tidied."""
+    output = np.asarray(output, dtype=np.float32)
+    if output.ndim != 3 or output.shape[0] != FLOW_CHANNELS:
+        raise InputError(f"a flow output must have shape (3, H, W), got {output.shape}")
+    with warnings.catch_warnings():  # torch's note on sparse tensors, once per process
+        warnings.filterwarnings("ignore", "Sparse invariant checks", UserWarning)
+        masks = dynamics().compute_masks(
+            output[:2], output[2], cellprob_threshold=cellprob_threshold, flow_threshold=0.0,
+            min_size=-1,  # ours in tidy_flow_cells, as for the class modes
+        )  # fmt: skip
+    return np.asarray(masks, dtype=np.int32)
+
+
+def flow_errors(cells: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Per cell id 1..max, the mean squared difference between the predicted flow and the flow
+    recomputed from the cell's own mask (``cellpose.metrics.flow_error``, what Cellpose's
+    ``flow_threshold`` compares)."""
+    if cells.max() == 0:
+        return np.zeros(0)
+    flows = np.asarray(output[:2], np.float32)
+    errors, _ = flow_metrics().flow_error(cells, flows, torch.device("cpu"))
+    return np.asarray(errors)
+
+
+def drop_bad_flows(cells: np.ndarray, errors: np.ndarray, flow_threshold: float) -> np.ndarray:
+    """``cells`` without those whose flow error exceeds ``flow_threshold`` (0: keep all), as
+    ``cellpose.dynamics.remove_bad_flow_masks``."""
+    if flow_threshold <= 0 or errors.size == 0:
+        return cells
+    bad = np.concatenate([[False], errors > flow_threshold])
+    return np.where(bad[cells], 0, cells)
+
+
+def tidy_flow_cells(cells: np.ndarray, min_size: int = 15) -> np.ndarray:
+    """Each cell's own small holes filled, small cells dropped, ids made consecutive."""
+    filled = np.zeros_like(cells)
+    for region, box in enumerate(ndi.find_objects(cells), start=1):
+        if box is not None:
+            cell = _fill_small_holes(cells[box] == region, min_size)
+            filled[box][cell & (filled[box] == 0)] = region
+    return _numbered(_drop_small(filled, min_size))
+
+
 def flows_to_instances(
     output: np.ndarray,
     *,
@@ -100,25 +157,10 @@ def flows_to_instances(
     min_size: int = 15,
 ) -> np.ndarray:
     """Instance labels (H, W) int32, consecutive 1..N, from a flow output (3, H, W)."""
-    output = np.asarray(output, dtype=np.float32)
-    if output.ndim != 3 or output.shape[0] != FLOW_CHANNELS:
-        raise InputError(f"a flow output must have shape (3, H, W), got {output.shape}")
-    with warnings.catch_warnings():  # torch's note on sparse tensors, once per process
-        warnings.filterwarnings("ignore", "Sparse invariant checks", UserWarning)
-        masks = dynamics().compute_masks(
-            output[:2],
-            output[2],
-            cellprob_threshold=cellprob_threshold,
-            flow_threshold=flow_threshold,
-            min_size=-1,  # ours below, as for the class modes
-        )
-    labels = np.asarray(masks, dtype=np.int32)
-    filled = np.zeros_like(labels)
-    for region, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is not None:  # fill each cell's own small holes, then drop small cells
-            cell = _fill_small_holes(labels[box] == region, min_size)
-            filled[box][cell & (filled[box] == 0)] = region
-    return _numbered(_drop_small(filled, min_size))
+    cells = follow_flows(output, cellprob_threshold)
+    if flow_threshold > 0:
+        cells = drop_bad_flows(cells, flow_errors(cells, output), flow_threshold)
+    return tidy_flow_cells(cells, min_size)
 
 
 def probabilities_to_instances(

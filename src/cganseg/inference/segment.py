@@ -120,20 +120,27 @@ def load_segmenter(
     device: str = "auto",
     min_size: int | None = None,
     diameter: float | str | None = None,
+    cellprob: float | None = None,
+    flow: float | None = None,
 ) -> Segmenter:
     """Rebuild the segmenter of a checkpoint file or run folder; ``diameter``: of the cells in
-    the images it will segment (see :class:`Segmenter`)."""
+    the images it will segment (see :class:`Segmenter`); ``cellprob``, ``flow``: the flow
+    thresholds, None keeps those tuned in training (or Cellpose's defaults)."""
     model, payload = load_network(path, SEGMENTER, lambda c: build_segmenter(**c))
     dev = resolve_device(device)
     size = payload.get("min_size", 15) if min_size is None else min_size
+    if cellprob is None:
+        cellprob = payload.get("cellprob_threshold", CELLPROB_THRESHOLD)
+    if flow is None:
+        flow = payload.get("flow_threshold", FLOW_THRESHOLD)
     return Segmenter(
         model.to(dev),
         payload.get("channels"),
         int(size),
         dev,
         payload.get("instances"),  # None in checkpoints before issue 16: by the class count
-        float(payload.get("cellprob_threshold", CELLPROB_THRESHOLD)),
-        float(payload.get("flow_threshold", FLOW_THRESHOLD)),
+        float(cellprob),
+        float(flow),
         payload.get("cell_diameter"),
         payload.get("train_diameter"),
         diameter,
