@@ -29,11 +29,15 @@ From the repository root: ``.venv/bin/python benchmarks/peers.py [--budget-s 900
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import platform
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,31 +131,25 @@ def cellpose_seconds_per_step(train: list[Sample], diameter: float, rounds: int)
     for batches in (1, 1 + rounds):
         model = _cellpose_net(diameter)
         start = time.process_time()
-        with _quiet():
+        with _quiet(), tempfile.TemporaryDirectory(prefix="cellpose_timing_") as scratch:
             cp_train.train_seg(model.net, train_data=_gray(train), channels=[0, 0],
                                train_labels=[s.labels for s in train], n_epochs=1,
-                               nimg_per_epoch=8 * batches, save_path=_scratch(),
+                               nimg_per_epoch=8 * batches, save_path=scratch,
                                min_train_masks=1)  # fmt: skip
         times.append(time.process_time() - start)
     return max(1e-3, (times[1] - times[0]) / rounds)
 
 
-def _scratch() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="cellpose_timing_")
-
-
-class _quiet:
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
     """Cellpose logs every epoch at INFO; keep the benchmark's output to its own lines."""
-
-    def __enter__(self):
-        import logging
-
-        logging.getLogger("cellpose").setLevel(logging.WARNING)
-
-    def __exit__(self, *exc):
-        return False
+    logger = logging.getLogger("cellpose")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def run_cellpose(run: Path, data: Path, split: dict, diameter: float, steps: int,
@@ -223,7 +221,6 @@ def main() -> int:
     sets = args.sets or (["demo"] if args.quick else ["dsb2018_fluo_256", "usiigaci_phase"])
     budget, rounds = (3.0, 1) if args.quick else (args.budget_s, args.timing_rounds)
     folds = 2 if args.quick else args.folds
-    ours = [r for r in args.recipes if r in OURS]
     record: dict[str, Any] = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "budget": f"{budget:g} training CPU-seconds per run (validation and testing not counted)",
@@ -231,19 +228,23 @@ def main() -> int:
         "sets": {},
     }
 
-    def measure(set_name: str, data: Path, splits: list[dict], set_dir: Path) -> dict:
+    def measure(set_name: str, data: Path, splits: list[dict], set_dir: Path,
+                names: list[str]) -> dict:  # fmt: skip
         speed = {}
-        if ours:
+        if mine := [n for n in names if n in OURS]:
             probes = {n: our_config(n, args, data, set_name, set_dir / "fold_1", 0, 1)
-                      for n in ours}  # fmt: skip
+                      for n in mine}  # fmt: skip
             speed.update(seconds_per_step(probes, rounds))
-        if "cellpose" in args.recipes:
+        if "cellpose" in names:
             by_name = {p.name: p for p in find_pairs(data)}
             some = load_samples([by_name[n] for n in splits[0]["train"][:16]], None, False)
             speed["cellpose"] = cellpose_seconds_per_step(some, DIAMETERS[set_name], rounds)
         return speed
 
-    plans = plan_sets(args, sets, budget, folds, measure)
+    def count(name: str, budget: float, speed: dict[str, float]) -> int:
+        return max(1, int(budget / speed[name]))
+
+    plans = plan_sets(args, sets, budget, folds, measure, args.recipes, count)
 
     def run(set_name: str, name: str, fold: int, split: dict) -> dict[str, Any]:
         data, _, _, set_dir, _, steps = plans[set_name]

@@ -15,7 +15,9 @@ For each preset (cpu, paper) and backbone (unet, deepsea, cellpose), in a fresh 
 ``--variants`` measures the training speed options against each other: ``before`` (Adam without
 fused kernels, as before issue 6), ``default``, ``channels-last`` and ``compile`` (the first
 steps compile: raise ``--warmup`` so that they are not timed), ``all-terms`` (D2 trained and
-D2_S computed under argmax, as before issue 15 skipped them). A variant named twice runs twice,
+D2_S computed under argmax, as before issue 15 skipped them), ``perceptual-d3``,
+``perceptual-half``, ``perceptual-d3-half`` (issue 17's cheaper perceptual loss: 3 VGG blocks,
+images at half size, both). A variant named twice runs twice,
 so ``--variants all-terms default all-terms default`` interleaves two.
 
 Data: the bundled demo images (256x256 nuclei), so the run needs nothing else. Prints a table and
@@ -54,6 +56,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "compile": {"compile": True},
     # as before issue 15: D2 and D2_S computed and trained although argmax gives them no effect
     "all-terms": {"log_unused_terms": True},
+    # issue 17's cheaper perceptual loss: 3 VGG blocks, and/or images at half size
+    "perceptual-d3": {"perceptual_depth": 3},
+    "perceptual-half": {"perceptual_scale": 0.5},
+    "perceptual-d3-half": {"perceptual_depth": 3, "perceptual_scale": 0.5},
 }
 
 

@@ -4,9 +4,17 @@ The instrument of issues 15 and 17 (not a unit test). For every data set, fold a
 trains one run with the same budget of training CPU-seconds, chooses the checkpoint on
 validation only, and scores it once on the fold's test part:
 
-- **recipes** (``RECIPES``): ``conventional`` (``cganseg train-seg``) and ``cgan`` (``cganseg
-  train``, today's defaults), both with the same segmenter (UNet width 16, 3 classes, 128 px
-  crops, batch 4: the CPU preset); part 2 adds more;
+- **recipes** (``RECIPES``), all with the same segmenter (UNet width 16, 3 classes, 128 px
+  crops, batch 4: the CPU preset): ``conventional`` (``cganseg train-seg``) and ``cgan``
+  (``cganseg train --preset cpu``), the default pair; issue 17's levers one at a time
+  (``cgan-ramp``: Id-only warm-up for 20% of the steps, then the cycle and adversarial weights
+  ramp up over 30%; ``cgan-extra``: 3 extra Id_S updates per step; ``cgan-ema``: Seg's moving
+  average, decay 0.99; ``cgan-init``: half the budget trains ``conventional`` first, whose
+  best.pt starts Seg; ``cgan-betas``: Seg's Adam betas 0.9, 0.999; ``cgan-cheap``: the
+  perceptual loss on 3 VGG blocks at half resolution), ``cgan-all`` (every lever) and the
+  controls ``cgan-zero`` and ``cgan-all-zero`` (the same with every synthetic-cycle and
+  adversarial weight at 0: a gain over them comes from the generator, not from extra segmenter
+  steps or a warm start);
 - **data**: ``dsb2018_fluo_256`` (200 training pairs per fold) and ``usiigaci_phase`` (each
   1022x1024 image cut into 4 tiles, tiles of one image always on one side of a split), from
   ../shared/data; ``demo`` is the bundled data (for ``--quick``);
@@ -27,7 +35,8 @@ validation only, and scores it once on the fold's test part:
 Prints a table of mean +- sd per data set and recipe, writes ``benchmarks/results/value_cpu.json``
 (``--out``). Runs live in ``--work`` (default ``benchmarks/.work/value``); a finished run is not
 run again, so an interrupted benchmark goes on where it stopped. From the repository root:
-``.venv/bin/python benchmarks/value.py [--budget-s 1200] [--sets dsb2018_fluo_256]``;
+``.venv/bin/python benchmarks/value.py [--budget-s 1200] [--sets dsb2018_fluo_256]
+[--recipes conventional cgan cgan-ramp ...]``;
 ``--quick`` runs a tiny version on the bundled data in about a minute (CI runs it).
 """
 
@@ -69,24 +78,64 @@ VALIDATIONS = 10  # per run, evenly spaced
 
 @dataclass(frozen=True)
 class Recipe:
-    """A way to train the segmenter: its config class, trainer and options."""
+    """A way to train the segmenter: its config class, options, options of the tiny ``--quick``
+    version, options set to a share of the run's steps (``{"ramp_steps": 0.3}``), and a recipe
+    that first trains the segmenter for a share of the budget (``("conventional", 0.5)``: its
+    best.pt starts this one, as ``--init-seg``)."""
 
     config: type[SegTrainConfig]
     options: dict[str, Any]
     quick: dict[str, Any] = field(default_factory=dict)
+    of_steps: dict[str, float] = field(default_factory=dict)
+    pretrain: tuple[str, float] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.options, **{k: f"{v:g} of the steps" for k, v in self.of_steps.items()},
+                **({"pretrain": list(self.pretrain)} if self.pretrain else {})}  # fmt: skip
 
 
 _SEGMENTER = {"model": "unet", "width": 16, "n_classes": 3, "crop": [128, 128], "batch_size": 4}
 _TINY = {"width": 4, "crop": [32, 32], "batch_size": 2, "num_workers": 0, "tile_size": 64}
+_CGAN = {"preset": "cpu", **_SEGMENTER, "perceptual": "hed-vgg16", "sample_every": 0}
+_CGAN_TINY = {**_TINY, "gen_width": 4, "style_dim": 8, "n_mapping": 2, "disc_width": 4,
+              "disc_layers": 2, "perceptual": "none"}  # fmt: skip
+#: the control of issue 17: every synthetic-cycle and adversarial weight at 0
+ZERO = {"w_rec_s": 0.0, "w_rec_g": 0.0, "w_adv_g": 0.0, "w_adv_s": 0.0}
+#: issue 17's levers, one at a time (value.py --recipes cgan-ramp ...)
+LEVERS: dict[str, dict[str, Any]] = {
+    "cgan-ramp": {"of_steps": {"warmup_gen": 0.2, "ramp_steps": 0.3}},
+    "cgan-extra": {"options": {"seg_extra_updates": 3}},
+    "cgan-ema": {"options": {"seg_ema": 0.99}},
+    "cgan-init": {"pretrain": ("conventional", 0.5)},
+    "cgan-betas": {"options": {"betas_seg": [0.9, 0.999]}},
+    "cgan-cheap": {"options": {"perceptual_depth": 3, "perceptual_scale": 0.5}},
+}
+
+
+def _cgan(options: dict[str, Any] | None = None, of_steps: dict[str, float] | None = None,
+          pretrain: tuple[str, float] | None = None) -> Recipe:  # fmt: skip
+    return Recipe(CGanTrainConfig, {**_CGAN, **(options or {})}, _CGAN_TINY, of_steps or {},
+                  pretrain)  # fmt: skip
+
+
+def _combined(levers: list[str], zero: bool = False) -> Recipe:
+    parts = [LEVERS[n] for n in levers]
+    options = {k: v for part in parts for k, v in part.get("options", {}).items()}
+    of_steps = {k: v for part in parts for k, v in part.get("of_steps", {}).items()}
+    pretrain = next((part["pretrain"] for part in parts if "pretrain" in part), None)
+    return _cgan({**options, **(ZERO if zero else {})}, of_steps, pretrain)
+
+
 RECIPES: dict[str, Recipe] = {
     "conventional": Recipe(SegTrainConfig, {**_SEGMENTER}, _TINY),
-    "cgan": Recipe(
-        CGanTrainConfig,
-        {"preset": "cpu", **_SEGMENTER, "perceptual": "hed-vgg16", "sample_every": 0},
-        {**_TINY, "gen_width": 4, "style_dim": 8, "n_mapping": 2, "disc_width": 4,
-         "disc_layers": 2, "perceptual": "none"},  # fmt: skip
-    ),
+    "cgan": _cgan(),
+    "cgan-zero": _cgan(ZERO),
+    **{name: _combined([name]) for name in LEVERS},
+    "cgan-all": _combined(list(LEVERS)),
+    "cgan-all-zero": _combined(list(LEVERS), zero=True),
 }
+#: what runs without --recipes: issue 15's comparison
+DEFAULT_RECIPES = ["conventional", "cgan"]
 TRAINERS = {
     SegTrainConfig: (SegTrainer, train_segmenter),
     CGanTrainConfig: (CGanTrainer, train_cgan),
@@ -152,9 +201,8 @@ def fold_splits(groups: dict[str, str], k: int, seed: int, n_train: int | None) 
 
 
 # ------------------------------------------------------------------ equal compute
-def run_config(
-    name: str, args: argparse.Namespace, data: Path, set_dir: Path, fold: int, steps: int
-) -> SegTrainConfig:
+def run_config(name: str, args: argparse.Namespace, data: Path, set_dir: Path, fold: int,
+               steps: int, init_seg: Path | None = None) -> SegTrainConfig:  # fmt: skip
     """Recipe ``name``'s config for one fold of a set, trained for ``steps`` steps."""
     recipe = RECIPES[name]
     fold_dir = set_dir / f"fold_{fold + 1}"
@@ -167,9 +215,22 @@ def run_config(
         "patience": 0,
         "seed": args.seed + fold,
         "device": args.device,
+        **{k: int(share * steps) for k, share in recipe.of_steps.items()},
+        **({"init_seg": str(init_seg)} if init_seg else {}),
     }
     quick = recipe.quick if args.quick else {}
     return recipe.config.from_dict({**recipe.options, **quick, **fixed})
+
+
+def recipe_steps(name: str, budget: float, speed: dict[str, float]) -> dict[str, int]:
+    """Steps of recipe ``name`` for ``budget`` CPU-seconds, and of its pre-training if any
+    (``{"steps": N}`` or ``{"steps": N, "pretrain": M}``)."""
+    pretrain = RECIPES[name].pretrain
+    if pretrain is None:
+        return {"steps": max(1, int(budget / speed[name]))}
+    first, share = pretrain
+    return {"steps": max(1, int((1 - share) * budget / speed[name])),
+            "pretrain": max(1, int(share * budget / speed[first]))}  # fmt: skip
 
 
 def seconds_per_step(cfgs: dict[str, SegTrainConfig], rounds: int) -> dict[str, float]:
@@ -259,7 +320,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser, list(RECIPES), budget=1200.0, rounds=7, name="value")
+    add_common_arguments(parser, list(RECIPES), budget=1200.0, rounds=7, name="value",
+                         default=DEFAULT_RECIPES)  # fmt: skip
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     sets = args.sets or (["demo"] if args.quick else ["dsb2018_fluo_256", "usiigaci_phase"])
@@ -269,32 +331,45 @@ def main() -> int:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "budget": f"{budget:g} training CPU-seconds per run (validation and testing not counted)",
         "folds": folds,
-        "recipes": {n: RECIPES[n].options for n in args.recipes},
+        "recipes": {n: RECIPES[n].describe() for n in args.recipes},
         "sets": {},
     }
 
-    def measure(set_name: str, data: Path, splits: list[dict], set_dir: Path) -> dict:
-        probes = {n: run_config(n, args, data, set_dir, 0, 1) for n in args.recipes}
-        return seconds_per_step(probes, rounds)  # all recipes again: interleaved
+    def measure(set_name: str, data: Path, splits: list[dict], set_dir: Path,
+                names: list[str]) -> dict:  # fmt: skip
+        probes = {n: run_config(n, args, data, set_dir, 0, 1) for n in names}
+        return seconds_per_step(probes, rounds)  # interleaved
 
-    plans = plan_sets(args, sets, budget, folds, measure)
+    timed = sorted({*args.recipes, *(RECIPES[n].pretrain[0] for n in args.recipes
+                                     if RECIPES[n].pretrain)})  # fmt: skip
+    plans = plan_sets(args, sets, budget, folds, measure, timed, recipe_steps)
 
     def run(set_name: str, name: str, fold: int, split: dict) -> dict[str, Any]:
         data, _, _, set_dir, _, steps = plans[set_name]
-        return run_one(run_config(name, args, data, set_dir, fold, steps[name]), split,
-                       args.device)  # fmt: skip
+        init, cpu_before = None, 0.0
+        if "pretrain" in steps[name]:  # its CPU time counts in the recipe's budget
+            first = RECIPES[name].pretrain[0]
+            cfg = run_config(first, args, data, set_dir, fold, steps[name]["pretrain"])
+            cpu_before = run_one(cfg, split, args.device)["cpu_s"]
+            init = Path(cfg.out)
+        cfg = run_config(name, args, data, set_dir, fold, steps[name]["steps"], init)
+        result = run_one(cfg, split, args.device)
+        return {**result, "cpu_s": result["cpu_s"] + cpu_before,
+                **({"pretrain_steps": steps[name]["pretrain"]} if init else {})}  # fmt: skip
 
     out = args.out or Path(__file__).parent / "results" / "value_cpu.json"
     run_plans(plans, args.recipes, run, record, out)
     return 0
 
 
-def plan_sets(args: argparse.Namespace, sets: list[str], budget: float, folds: int,
-              measure) -> dict[str, tuple]:  # fmt: skip
+def plan_sets(args: argparse.Namespace, sets: list[str], budget: float, folds: int, measure,
+              timed: list[str], count) -> dict[str, tuple]:  # fmt: skip
     """Per set: its data, groups, fold splits (saved), folder, seconds per step and steps for
     ``budget``. Every set's timing pass comes first, while the machine is quiet; its result is
-    kept in ``timing.json`` so a resumed benchmark keeps its step counts; ``measure(set, data,
-    splits, folder)`` times the recipes when one is missing there."""
+    kept in ``timing.json`` so a resumed benchmark keeps its step counts, and only recipes
+    missing there are timed (``measure(set, data, splits, folder, names)``), so adding a recipe
+    later leaves the finished runs' step counts as they were. ``timed``: the recipes that need a
+    speed; ``count(name, budget, speed)``: a recipe's steps."""
     plans = {}
     for set_name in sets:
         data, groups = data_set(set_name, args.work)
@@ -304,21 +379,24 @@ def plan_sets(args: argparse.Namespace, sets: list[str], budget: float, folds: i
             save_split(set_dir / f"fold_{i + 1}" / "split.json", split)
         timing = set_dir / "timing.json"
         speed = json.loads(timing.read_text(encoding="utf-8")) if timing.is_file() else {}
-        if not set(args.recipes) <= set(speed):
-            speed.update(measure(set_name, data, splits, set_dir))
+        missing = [n for n in timed if n not in speed]
+        if missing:
+            speed.update(measure(set_name, data, splits, set_dir, missing))
             write_text(timing, json.dumps(speed) + "\n")
-        steps = {n: max(1, int(budget / speed[n])) for n in args.recipes}
+        steps = {n: count(n, budget, speed) for n in args.recipes}
         print(f"{set_name}: s/step {speed}, steps {steps} for {budget:g} CPU-s", flush=True)
         plans[set_name] = (data, groups, splits, set_dir, speed, steps)
     return plans
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, recipes: list[str], *, budget: float,
-                         rounds: int, name: str) -> None:  # fmt: skip
+                         rounds: int, name: str,
+                         default: list[str] | None = None) -> None:  # fmt: skip
     """The options value.py and peers.py share; ``name`` names the work folder and the JSON."""
     parser.add_argument("--sets", nargs="+", default=None,
                         help="dsb2018_fluo_256, usiigaci_phase, demo (default: the first two)")
-    parser.add_argument("--recipes", nargs="+", choices=recipes, default=recipes)
+    parser.add_argument("--recipes", nargs="+", choices=recipes, default=default or recipes,
+                        help=f"default: {' '.join(default or recipes)}")  # fmt: skip
     parser.add_argument("--budget-s", type=float, default=budget,
                         help=f"training CPU-seconds per run (default {budget:g})")
     parser.add_argument("--folds", type=int, default=3)

@@ -134,6 +134,23 @@ def tiny_cgan_config(data, out, **kw) -> CGanTrainConfig:
     return CGanTrainConfig(**{**base, **kw})
 
 
+
+def in_memory_cgan_trainer(tmp_path: Path, n: int = 4, **kw):
+    """A tiny cGAN-Seg trainer on ``n`` synthetic 40x40 pairs, all training, nothing written."""
+    from cganseg.data.dataset import Sample
+    from cganseg.data.normalize import normalize_percentile
+    from cganseg.training.cgan_trainer import CGanTrainer
+    from cganseg.training.loop import DataSplit
+
+    samples = []
+    for i in range(n):
+        image, labels = synthetic_pair((40, 40), seed=i)
+        samples.append(Sample(f"s{i}", normalize_percentile(image[None]), labels.astype(np.int32)))
+    names = [s.name for s in samples]
+    data = DataSplit({"train": names, "val": [], "test": []}, samples, [], [], hashes={})
+    cfg = tiny_cgan_config(tmp_path / "d", tmp_path / "run", batch_size=2, **kw)
+    return CGanTrainer(cfg, data, progress=False)
+
 def no_temp_files(folder: Path) -> bool:
     """True when ``folder`` (if it exists) holds no temporary file of an atomic write."""
     return not folder.exists() or not [p for p in folder.rglob(".*") if ".tmp" in p.name]

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
-from tests.helpers import synthetic_pair, tiny_cgan_config
+from tests.helpers import in_memory_cgan_trainer
 
-from cganseg.data.dataset import Sample
-from cganseg.data.normalize import normalize_percentile
 from cganseg.models.generator import StyleUNet
 from cganseg.training.cgan_trainer import CGanTrainer
-from cganseg.training.loop import DataSplit
 
 
 def _trainer(tmp_path, **kw) -> CGanTrainer:
-    samples = []
-    for i in range(4):
-        image, labels = synthetic_pair((40, 40), seed=i)
-        samples.append(Sample(f"s{i}", normalize_percentile(image[None]), labels.astype(np.int32)))
-    names = [s.name for s in samples]
-    data = DataSplit({"train": names, "val": [], "test": []}, samples, [], [], hashes={})
-    cfg = tiny_cgan_config(tmp_path / "d", tmp_path / "run", batch_size=2, **kw)
-    return CGanTrainer(cfg, data, progress=False)
+    return in_memory_cgan_trainer(tmp_path, 4, **kw)
 
 
 def _bn_buffers(net: torch.nn.Module) -> dict[str, torch.Tensor]:

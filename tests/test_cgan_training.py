@@ -104,9 +104,13 @@ def test_few_steps_write_samples_checkpoints_and_segment(data, tmp_path):
     assert main(["evaluate", str(data), str(pred), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
 
 
-def test_interrupted_run_resumes_with_the_same_losses(data, tmp_path, monkeypatch):
+LEVERS = {"seg_ema": 0.9, "seg_extra_updates": 1, "warmup_gen": 2, "ramp_steps": 2}
+
+
+@pytest.mark.parametrize("levers", [{}, LEVERS], ids=["paper", "issue-17-levers"])
+def test_interrupted_run_resumes_with_the_same_losses(data, tmp_path, monkeypatch, levers):
     straight, halves = tmp_path / "straight", tmp_path / "halves"
-    train_cgan(_cfg(data, straight, pool_size=2, mix_prob=0.5), progress=False)
+    train_cgan(_cfg(data, straight, pool_size=2, mix_prob=0.5, **levers), progress=False)
     real_step = CGanTrainer.train_step
 
     def interrupted(self, images, targets):
@@ -116,16 +120,19 @@ def test_interrupted_run_resumes_with_the_same_losses(data, tmp_path, monkeypatc
 
     monkeypatch.setattr(CGanTrainer, "train_step", interrupted)
     with pytest.raises(Interrupted, match="stopped at step 3 .SIGTERM."):
-        train_cgan(_cfg(data, halves, pool_size=2, mix_prob=0.5), progress=False)
+        train_cgan(_cfg(data, halves, pool_size=2, mix_prob=0.5, **levers), progress=False)
     monkeypatch.setattr(CGanTrainer, "train_step", real_step)
-    train_cgan(_cfg(data, halves, pool_size=2, mix_prob=0.5), resume=True, progress=False)
+    train_cgan(_cfg(data, halves, pool_size=2, mix_prob=0.5, **levers), resume=True,
+               progress=False)  # fmt: skip
     a, b = _rows(straight), _rows(halves)
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert [r["loss_d"] for r in a] == [r["loss_d"] for r in b]
     sa = load_checkpoint(straight / "last.pt")
     sb = load_checkpoint(halves / "last.pt")
-    for key in ("model_state", "generator_state", "d1_state", "d2_state"):
+    keys = ["model_state", "generator_state", "d1_state", "d2_state"]
+    for key in keys + (["seg_ema_state"] if levers else []):
         assert all(torch.equal(sa[key][k], sb[key][k]) for k in sa[key]), key
+    assert [r.get("rec_s") for r in a] == [r.get("rec_s") for r in b]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):

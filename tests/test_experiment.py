@@ -208,7 +208,8 @@ def test_value_benchmark_quick_mode(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "value.py"
     out = tmp_path / "value.json"
     proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--work", str(tmp_path), "--out", str(out)],
+        [sys.executable, str(script), "--quick", "--work", str(tmp_path), "--out", str(out),
+         "--recipes", "conventional", "cgan", "cgan-init"],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=900,
@@ -217,13 +218,20 @@ def test_value_benchmark_quick_mode(tmp_path):
     assert "training CPU-seconds per run" in proc.stdout and "chosen=first val" in proc.stdout
     saved = json.loads(out.read_text())
     entry = saved["sets"]["demo"]
-    assert set(entry["runs"]) == {"conventional", "cgan"}
+    assert set(entry["runs"]) == {"conventional", "cgan", "cgan-init"}
     speed = entry["s_per_step"]
     for name, runs in entry["runs"].items():
         assert len(runs) == 2 and all(r["steps"] == runs[0]["steps"] for r in runs)
-        # equal compute: steps x seconds per step is the same budget for both recipes
-        assert runs[0]["steps"] == max(1, int(3.0 / speed[name]))
+        # equal compute: steps x seconds per step is the same budget for every recipe
+        share = 0.5 if name == "cgan-init" else 0.0  # the rest trained `conventional` first
+        assert runs[0]["steps"] == max(1, int((1 - share) * 3.0 / speed[name]))
         assert all(0 <= r["f1_50_pooled"] <= 1 and 0 <= r["dice"] <= 1 for r in runs)
+    init = entry["runs"]["cgan-init"][0]
+    pre = init["pretrain_steps"]
+    assert pre == max(1, int(0.5 * 3.0 / speed["conventional"]))
+    config = (tmp_path / "quick" / "demo" / "fold_1" / f"cgan-init_{init['steps']}steps" /
+              "config.yaml").read_text()  # fmt: skip
+    assert f"conventional_{pre}steps" in config  # Seg started from that run
     assert all((r["fid"] is not None) == fid for r in entry["runs"]["cgan"])
     assert entry["summary"]["cgan"]["n_runs"] == 2
 

@@ -19,8 +19,10 @@ from cganseg.losses.perceptual import (
     PerceptualLoss,
     build_perceptual,
     default_layers,
+    relu_indices,
 )
 from cganseg.models.vgg import (
+    VGG19_CFG,
     VGG19_FILENAME,
     VGG19_URL,
     load_hed_vgg16,
@@ -37,6 +39,7 @@ from cganseg.models.weights import (
     HED_VGG16_CONVS,
     cache_dir,
 )
+from cganseg.options import CGanTrainConfig
 
 # torchvision's vgg19().features / vgg16().features: indices of the convolutions and poolings.
 VGG19_CONVS = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
@@ -364,6 +367,19 @@ def test_only_needed_layers_are_kept(vgg19_file: Path) -> None:
         "relu1_1": 1 / 32, "relu2_1": 1 / 16, "relu3_1": 1 / 8, "relu4_1": 1 / 4, "relu5_1": 1.0,
     }
 
+
+
+def test_a_cheaper_loss_uses_fewer_blocks_on_smaller_images(vgg19_file: Path) -> None:
+    """Issue 17: ``perceptual_depth`` cuts the backbone, ``perceptual_scale`` shrinks the input."""
+    assert list(default_layers("vgg19", 3)) == ["relu1_1", "relu2_1", "relu3_1"]
+    cheap = build_perceptual("vgg19", vgg19_file, depth=3, scale=0.5)
+    assert len(cheap.backbone) == relu_indices(VGG19_CFG)["relu3_1"] + 1
+    x, y = torch.rand(2, 1, 64, 64) * 2 - 1, torch.rand(2, 1, 64, 64) * 2 - 1
+    assert [f.shape[-1] for f in cheap._features(x)] == [32, 16, 8]
+    same = build_perceptual("vgg19", vgg19_file, depth=3)
+    assert cheap(x, x) == 0 and cheap(x, y) > 0 and not torch.isclose(cheap(x, y), same(x, y))
+    with pytest.raises(InputError, match="perceptual_depth"):
+        CGanTrainConfig.from_dict({"data": "d", "out": "o", "perceptual_depth": 6})
 
 def test_build_perceptual(vgg19_file: Path) -> None:
     assert PERCEPTUAL_KINDS == ("vgg19", "hed-vgg16", "none")

@@ -169,21 +169,43 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def _stored_network(path: str | Path, key: str) -> tuple[Path, dict[str, Any], str]:
+    what = "segmenter" if key == SEGMENTER else key
+    ckpt_path = resolve_checkpoint(path)
+    payload = load_checkpoint(ckpt_path)
+    if f"{key}_config" not in payload or f"{key}_state" not in payload:
+        raise InputError(f"checkpoint holds no {what}", ckpt_path)
+    return ckpt_path, payload, what
+
+
+def _load_weights(net: torch.nn.Module, payload: dict[str, Any], key: str, what: str,
+                  path: Path) -> None:  # fmt: skip
+    try:
+        net.load_state_dict(payload[f"{key}_state"])
+    except RuntimeError as exc:
+        reason = str(exc)[:200]
+        raise InputError(f"{what} weights do not fit its config ({reason})", path) from None
+
+
 def load_network(
     path: str | Path, key: str, builder: Callable[[dict[str, Any]], torch.nn.Module]
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the network under ``key`` (:data:`SEGMENTER` or :data:`GENERATOR`) of a
     checkpoint or run folder; returns it on the CPU in eval mode, and the whole payload."""
-    what = "segmenter" if key == SEGMENTER else key
-    prefix = key
-    ckpt_path = resolve_checkpoint(path)
-    payload = load_checkpoint(ckpt_path)
-    if f"{prefix}_config" not in payload or f"{prefix}_state" not in payload:
-        raise InputError(f"checkpoint holds no {what}", ckpt_path)
-    network = builder(payload[f"{prefix}_config"])
-    try:
-        network.load_state_dict(payload[f"{prefix}_state"])
-    except RuntimeError as exc:
-        reason = str(exc)[:200]
-        raise InputError(f"{what} weights do not fit its config ({reason})", ckpt_path) from None
+    ckpt_path, payload, what = _stored_network(path, key)
+    network = builder(payload[f"{key}_config"])
+    _load_weights(network, payload, key, what, ckpt_path)
     return network.eval(), payload
+
+
+def load_into(path: str | Path, key: str, net: torch.nn.Module) -> dict[str, Any]:
+    """Load the weights under ``key`` of a checkpoint or run folder into ``net``, which must be
+    built as the stored network (same config); returns the payload."""
+    ckpt_path, payload, what = _stored_network(path, key)
+    stored, ours = dict(payload[f"{key}_config"]), dict(net.config)
+    if stored != ours:
+        keys = sorted(k for k in set(stored) | set(ours) if stored.get(k) != ours.get(k))
+        differ = ", ".join(f"{k} {stored.get(k)} vs {ours.get(k)}" for k in keys)
+        raise InputError(f"its {what} is built otherwise than this run's ({differ})", ckpt_path)
+    _load_weights(net, payload, key, what, ckpt_path)
+    return payload

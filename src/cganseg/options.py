@@ -63,7 +63,12 @@ FLOAT_OPTIONS = (
     "cellprob_threshold",
     "flow_threshold",
     "cell_diameter",
+    "seg_ema",
+    "perceptual_scale",
 )
+#: options that name files or folders: made absolute when a run starts (config.yaml then works
+#: from anywhere)
+PATH_OPTIONS = ("data", "out", "split_file", "extra", "init_seg")
 #: largest seed: what NumPy's legacy seeding and every torch generator accept
 SEED_MAX = 2**32 - 1
 #: allowed range (low, high; None: open) of numeric options, for every config class
@@ -100,6 +105,12 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "w_id_s": (0, None),
     "w_disc": (0, None),
     "flow_threshold": (0, None),
+    "warmup_gen": (0, None),
+    "ramp_steps": (0, None),
+    "seg_extra_updates": (0, None),
+    "seg_ema": (0, 0.99999),
+    "perceptual_depth": (1, 5),
+    "perceptual_scale": (0.125, 1),
 }
 
 #: options that must be strictly positive
@@ -427,6 +438,26 @@ class CGanTrainConfig(SegTrainConfig):
     # also compute, train and log what cannot change any weight: D2 and D2_S under argmax, a
     # cycle of weight 0 (diagnostics; costs time)
     log_unused_terms: bool = False
+    # --- recipe levers (issue 17); these defaults are the paper's recipe
+    # start Seg from a trained segmenter (a run folder or checkpoint of the same architecture)
+    init_seg: str | None = None
+    # the first N steps train Gen on Id_G and Seg on Id_S alone (the discriminators still learn)
+    warmup_gen: int = 0
+    # then Rec_S, Rec_G, D1_G and D2_S rise linearly from 0 to their Eq. 16 weights over N steps
+    ramp_steps: int = 0
+    # extra Id_S-only updates of Seg per cGAN step, each on a further batch of real crops
+    seg_extra_updates: int = 0
+    # exponential moving average of Seg's weights (decay; 0: off): what validation, best.pt
+    # and the test scores use
+    seg_ema: float = 0.0
+    # Adam betas per network (None: ``betas``)
+    betas_seg: list[float] | None = None
+    betas_gen: list[float] | None = None
+    betas_disc: list[float] | None = None
+    # a cheaper perceptual loss: the first N VGG blocks (5: all, the paper), on images resized
+    # by this factor
+    perceptual_depth: int = 5
+    perceptual_scale: float = 1.0
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(
@@ -436,10 +467,11 @@ class CGanTrainConfig(SegTrainConfig):
 
     def check(self, source: str | Path | None = None) -> None:
         super().check(source)
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise InputError(
-                f"option betas must be two numbers in [0, 1), got {self.betas}", source
-            )
+        for name in ("betas", "betas_seg", "betas_gen", "betas_disc"):
+            betas = getattr(self, name)
+            if betas is not None and (len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas)):
+                raise InputError(f"option {name} must be two numbers in [0, 1), got {betas}",
+                                 source)  # fmt: skip
         if self.extra is not None:
             raise InputError(
                 "extra pairs are for train-seg; cGAN-Seg training uses real pairs", source
@@ -474,11 +506,15 @@ def _parse_extra(text: str) -> dict[str, Any]:
     return {"extra": folder} if fraction is None else {"extra": folder, "extra_fraction": fraction}
 
 
-def _parse_betas(text: str) -> dict[str, Any]:
-    try:
-        return {"betas": [float(b) for b in text.split(",")]}
-    except ValueError:
-        raise InputError(f"--betas must look like 0.5,0.999, got {text!r}") from None
+def _betas_parser(name: str) -> Callable[[str], dict[str, Any]]:
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            return {name: [float(b) for b in text.split(",")]}
+        except ValueError:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must look like 0.5,0.999, got {text!r}") from None
+
+    return parse
 
 
 #: the options ``train-seg`` and ``train`` offer, by config field; a field not here is set in a
@@ -579,7 +615,9 @@ CLI: dict[str, CliOption] = {
     "lr_gen": CliOption("learning rate of the generator", "cGAN-Seg"),
     "lr_disc": CliOption("learning rate of the discriminators", "cGAN-Seg"),
     "betas": CliOption(
-        "Adam betas, e.g. 0.5,0.999 (CycleGAN) or 0.9,0.999", "cGAN-Seg", parse=_parse_betas
+        "Adam betas, e.g. 0.5,0.999 (CycleGAN) or 0.9,0.999",
+        "cGAN-Seg",
+        parse=_betas_parser("betas"),
     ),
     "perceptual": CliOption(
         "perceptual-loss network (vgg19: ImageNet VGG19 as in the paper)", "cGAN-Seg"
@@ -592,6 +630,53 @@ CLI: dict[str, CliOption] = {
     ),
     "pool_size": CliOption("history pool of fakes (0: off)", "cGAN-Seg"),
     "sample_every": CliOption("also write a sample grid every N steps", "cGAN-Seg"),
+    "init_seg": CliOption(
+        "start the segmenter from a trained one: a run folder or checkpoint of the same "
+        "architecture (e.g. a train-seg run)",
+        "cGAN-Seg recipe",
+        metavar="RUN",
+        default_text="random weights",
+    ),
+    "warmup_gen": CliOption(
+        "first N steps: Gen on Id_G and Seg on Id_S alone", "cGAN-Seg recipe", metavar="N"
+    ),
+    "ramp_steps": CliOption(
+        "then the cycle and adversarial weights rise from 0 over N steps",
+        "cGAN-Seg recipe",
+        metavar="N",
+    ),
+    "seg_extra_updates": CliOption(
+        "extra Id_S-only segmenter updates per step, each on another real batch",
+        "cGAN-Seg recipe",
+        metavar="N",
+    ),
+    "seg_ema": CliOption(
+        "moving-average decay of the segmenter's weights that validation and best.pt use "
+        "(e.g. 0.999; 0: off)",
+        "cGAN-Seg recipe",
+        metavar="DECAY",
+    ),
+    "betas_seg": CliOption(
+        "Adam betas of the segmenter", "cGAN-Seg recipe", parse=_betas_parser("betas_seg"),
+        default_text="--betas",
+    ),
+    "betas_gen": CliOption(
+        "Adam betas of the generator", "cGAN-Seg recipe", parse=_betas_parser("betas_gen"),
+        default_text="--betas",
+    ),
+    "betas_disc": CliOption(
+        "Adam betas of the discriminators", "cGAN-Seg recipe",
+        parse=_betas_parser("betas_disc"), default_text="--betas",
+    ),
+    "perceptual_depth": CliOption(
+        "VGG blocks the perceptual loss uses (5: all, as the paper)", "cGAN-Seg recipe",
+        metavar="N",
+    ),
+    "perceptual_scale": CliOption(
+        "resize images by this factor before the perceptual network (cheaper)",
+        "cGAN-Seg recipe",
+        metavar="FACTOR",
+    ),
 }
 _GROUP_TITLES = {"speed": "speed (results change by float rounding at most)"}
 

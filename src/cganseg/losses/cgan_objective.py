@@ -7,7 +7,7 @@ The weights are options (:class:`LossWeights`), recorded with each run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: the options (and `cganseg --help`) read LossWeights
@@ -28,6 +28,14 @@ class LossWeights:
     id_g: float = 50.0
     id_s: float = 50.0
     disc: float = 0.5
+
+    def ramped(self, factor: float) -> LossWeights:
+        """These weights with the synthetic-cycle and adversarial terms of Eq. 16 (Rec_G, Rec_S,
+        D1_G, D2_S) times ``factor``; the paired Id_G and Id_S keep theirs (issue 17)."""
+        if factor == 1.0:
+            return self
+        return replace(self, adv_g=self.adv_g * factor, adv_s=self.adv_s * factor,
+                       rec_g=self.rec_g * factor, rec_s=self.rec_s * factor)  # fmt: skip
 
 
 def generator_segmenter_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:

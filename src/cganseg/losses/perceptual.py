@@ -54,10 +54,14 @@ def relu_indices(cfg: tuple[int | str, ...]) -> dict[str, int]:
     return names
 
 
-def default_layers(kind: str) -> dict[str, float]:
-    """The first ReLU of each of the five blocks, with pix2pixHD's weights."""
+def default_layers(kind: str, depth: int = 5) -> dict[str, float]:
+    """The first ReLU of each of the first ``depth`` blocks (5: all), with pix2pixHD's weights.
+
+    Fewer blocks make a cheaper loss (issue 17: the perceptual network is most of a CPU step):
+    the backbone is cut after the last layer used, and VGG19's blocks 3 and 4 (256 and 512
+    channels) hold about 70% of the FLOPs up to relu5_1, so depth 3 costs about a third."""
     firsts = [name for name in relu_indices(_CFGS[kind]) if name.endswith("_1")]
-    return dict(zip(firsts, PIX2PIXHD_WEIGHTS, strict=True))
+    return dict(list(zip(firsts, PIX2PIXHD_WEIGHTS, strict=True))[:depth])
 
 
 class PerceptualLoss(nn.Module):
@@ -66,6 +70,8 @@ class PerceptualLoss(nn.Module):
     Inputs are images in [-1, 1] with 1 (repeated to 3) or 3 channels. Gradients reach ``x`` only;
     the backbone is frozen and stays in eval mode even when a parent module calls ``.train()``.
     ``layers`` maps ``reluB_I`` names to weights; by default see :func:`default_layers`.
+    ``scale`` < 1 resizes both images (bilinear, antialiased) before the backbone: fewer pixels,
+    coarser texture statistics.
     """
 
     def __init__(
@@ -73,8 +79,10 @@ class PerceptualLoss(nn.Module):
         kind: str,
         weights: str | Path | None = None,
         layers: Mapping[str, float] | None = None,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
+        self.resize = scale
         if kind not in _CFGS:
             raise InputError(f"unknown perceptual backbone {kind!r}; choose vgg19 or hed-vgg16")
         self.kind = kind
@@ -109,6 +117,9 @@ class PerceptualLoss(nn.Module):
         """[-1, 1] image with 1 or 3 channels -> the backbone's expected input."""
         if image.ndim != 4 or image.shape[1] not in (1, 3):
             raise ValueError(f"expected (B, 1 or 3, H, W) images, got {tuple(image.shape)}")
+        if self.resize != 1.0:
+            image = F.interpolate(image, scale_factor=self.resize, mode="bilinear",
+                                  antialias=True, align_corners=False)  # fmt: skip
         if image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
         elif self.bgr:
@@ -150,10 +161,15 @@ class PerceptualLoss(nn.Module):
         return losses
 
 
-def build_perceptual(kind: str, weights: str | Path | None = None) -> PerceptualLoss | None:
-    """The perceptual loss for ``kind`` (one of :data:`PERCEPTUAL_KINDS`); None for "none"."""
+def build_perceptual(
+    kind: str, weights: str | Path | None = None, depth: int = 5, scale: float = 1.0
+) -> PerceptualLoss | None:
+    """The perceptual loss for ``kind`` (one of :data:`PERCEPTUAL_KINDS`), its first ``depth``
+    blocks on images resized by ``scale``; None for "none"."""
     if kind not in PERCEPTUAL_KINDS:
         raise InputError(
             f"unknown perceptual loss {kind!r}; choose one of {', '.join(PERCEPTUAL_KINDS)}"
         )
-    return None if kind == "none" else PerceptualLoss(kind, weights)
+    if kind == "none":
+        return None
+    return PerceptualLoss(kind, weights, default_layers(kind, depth), scale)

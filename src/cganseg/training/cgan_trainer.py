@@ -23,6 +23,14 @@ one-hot class mask, background/cell, made from the label image for the real mask
 the cell probability ``sigmoid(logit)`` (as [1 - p, p], soft, argmax or straight-through as
 ``seg_to_gen`` says) for Seg's output; D2 judges those two-channel probability maps.
 
+Recipe levers (issue 17, all off by default, i.e. the paper's recipe): Seg can start from a
+trained segmenter (``init_seg``); the cycle and adversarial weights can wait for a warm-up on
+the paired terms and then ramp up (``warmup_gen``, ``ramp_steps``,
+:func:`cganseg.training.schedule.cycle_factor`); Seg can take extra Id_S-only steps on further
+real batches (``seg_extra_updates``); validation can use a moving average of Seg
+(``seg_ema``, :mod:`cganseg.training.ema`); each network can have its own Adam betas; the
+perceptual loss can be cheaper (``perceptual_depth``, ``perceptual_scale``).
+
 Validation, checkpoints, early stopping, resume and the test evaluation come from the shared loop;
 ``last.pt`` holds all four networks, the three optimisers and schedules, both grad scalers, the
 generators of DiffAugment and of the style/noise draws, and the history pools.
@@ -37,9 +45,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from cganseg.augment.diffaugment import apply_policy, sample_policy
-from cganseg.checkpoint import GENERATOR, network_entries
+from cganseg.checkpoint import GENERATOR, SEGMENTER, load_into, network_entries
 from cganseg.data.dataset import pad_to_at_least
 from cganseg.data.targets import one_hot
 from cganseg.errors import InputError
@@ -58,9 +67,10 @@ from cganseg.models.generator import StyleUNet
 from cganseg.options import CGanTrainConfig
 from cganseg.reports.grid import save_grid
 from cganseg.reports.overlays import generation_row, overlay_labels
+from cganseg.training.ema import copy_buffers, ema_with_warmup
 from cganseg.training.image_pool import ImagePool
 from cganseg.training.loop import TrainerBase, run_training
-from cganseg.training.schedule import make_scheduler
+from cganseg.training.schedule import cycle_factor, make_scheduler
 
 N_SAMPLE_ROWS = 4
 
@@ -128,6 +138,13 @@ class CGanTrainer(TrainerBase):
         self.flows = cfg.instances == "flows"
         k = 2 if self.flows else cfg.n_classes  # classes of the masks Gen and D2 see
         self.seg = self.new_segmenter()
+        if cfg.init_seg:
+            self._start_from(cfg.init_seg)
+        # the segmenter that validation, best.pt and the test use: Seg, or its moving average
+        self.seg_avg = (
+            AveragedModel(self.seg, multi_avg_fn=ema_with_warmup(cfg.seg_ema))
+            if cfg.seg_ema else None
+        )  # fmt: skip
         self.gen = StyleUNet(
             k,
             self.in_channels,
@@ -143,16 +160,20 @@ class CGanTrainer(TrainerBase):
         self.seg_pass, self.gen_pass, self.d1_pass, self.d2_pass = (
             self.training_pass(net) for net in (self.seg, self.gen, self.d1, self.d2)
         )
-        perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights)
+        perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights,
+                                      cfg.perceptual_depth, cfg.perceptual_scale)  # fmt: skip
         self.image_loss = ImageLoss(None if perceptual is None else perceptual.to(dev))
         self.seg_loss = self.segmentation_loss()
         self.weights = cfg.loss_weights()
-        betas = tuple(cfg.betas)
-        self.opt_s = self.adam(self.seg.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_g = self.adam(self.gen.parameters(), lr=cfg.lr_gen, betas=betas)
-        self.opt_d = self.adam(
-            chain(self.d1.parameters(), self.d2.parameters()), lr=cfg.lr_disc, betas=betas
-        )
+
+        def betas(own: list[float] | None) -> tuple[float, float]:
+            b = cfg.betas if own is None else own
+            return (b[0], b[1])
+
+        self.opt_s = self.adam(self.seg.parameters(), lr=cfg.lr, betas=betas(cfg.betas_seg))
+        self.opt_g = self.adam(self.gen.parameters(), lr=cfg.lr_gen, betas=betas(cfg.betas_gen))
+        self.opt_d = self.adam(chain(self.d1.parameters(), self.d2.parameters()),
+                               lr=cfg.lr_disc, betas=betas(cfg.betas_disc))  # fmt: skip
         self.optimizers = {"opt_s": self.opt_s, "opt_g": self.opt_g, "opt_d": self.opt_d}
         self.schedulers = {
             name: make_scheduler(opt, cfg.iterations, cfg.warmup_fraction, cfg.schedule)
@@ -168,9 +189,23 @@ class CGanTrainer(TrainerBase):
         self.pool_img = ImagePool(cfg.pool_size, cfg.seed * 7919 + 3)
         self.pool_mask = ImagePool(cfg.pool_size, cfg.seed * 7919 + 4)
 
+    def _start_from(self, path: str) -> None:
+        """Seg's weights from a trained segmenter (``init_seg``): the same network, and outputs
+        that mean the same (instances mode, cell rescaling)."""
+        payload = load_into(path, SEGMENTER, self.seg)
+        for key in ("instances", "cell_diameter"):
+            stored, ours = payload.get(key), getattr(self.cfg, key)
+            if key in payload and stored != ours:
+                raise InputError(f"its segmenter was trained with {key} {stored}, this run has "
+                                 f"{ours}: give the same --{key.replace('_', '-')}",
+                                 path)  # fmt: skip
+
     @property
     def segmenter(self) -> nn.Module:
-        return self.seg
+        return self.seg if self.seg_avg is None else self.seg_avg.module
+
+    def batches_per_step(self) -> int:
+        return 1 + self.cfg.seg_extra_updates
 
     def current_lr(self) -> float:
         return self.schedulers["opt_s"].get_last_lr()[0]
@@ -197,6 +232,8 @@ class CGanTrainer(TrainerBase):
             "pool_img": self.pool_img,
             "pool_mask": self.pool_mask,
         }
+        if self.seg_avg is not None:
+            objects["seg_ema_state"] = self.seg_avg
         for name, opt in self.optimizers.items():
             objects[name] = opt
             objects[f"sched_{name}"] = self.schedulers[name]
@@ -220,8 +257,11 @@ class CGanTrainer(TrainerBase):
         )
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        cfg, w = self.cfg, self.weights
-        x, t = self.to_device(images), self.to_device(targets)
+        cfg = self.cfg
+        w = self.weights.ramped(cycle_factor(self.step, cfg.warmup_gen, cfg.ramp_steps))
+        everything = cfg.log_unused_terms
+        n = images.shape[0] // self.batches_per_step()  # the cGAN batch; the rest: extra Id_S
+        x, t = self.to_device(images[:n]), self.to_device(targets[:n])
         m = self.to_device(generator_mask(t, cfg.n_classes, self.flows))
         nets = [self.seg, self.gen, self.d1, self.d2]
         for net in nets:
@@ -235,21 +275,26 @@ class CGanTrainer(TrainerBase):
             keep=self.rank.rows(x.shape[0]),
         )
 
-        # --- Gen + Seg (Eq. 16); the discriminators are frozen for this pass
+        # --- Gen + Seg (Eq. 16); the discriminators are frozen for this pass. A term whose
+        # weight is 0 (a warm-up, a cycle switched off) is not computed unless logged
         _set_requires_grad([self.d1, self.d2], False)  # and called unwrapped: no grads to average
-        use_d2, use_rec_s = self.d2_matters, w.rec_s > 0 or cfg.log_unused_terms
+        use_d2 = self.d2_matters
         with self.autocast():
             fake_img = self._generate(m)
             terms: dict[str, torch.Tensor] = {}
-            if use_rec_s:
+            if w.rec_s > 0 or everything:
                 with self._stats_of_generated():
                     terms["rec_s"] = self.seg_loss(self.seg_pass(fake_img), t)
             seg_logits = self.seg_pass(x)
             fake_mask = mask_for_generator(seg_logits, cfg.seg_to_gen, self.flows)
-            rec_img = self._generate(fake_mask)
-            terms["id_g"], terms["rec_g"] = self.image_loss.multi([fake_img, rec_img], x)
-            terms["d1_g"] = lsgan_loss(self.d1(apply_policy(fake_img, policy)), True)
-            if use_d2:
+            if w.rec_g > 0 or everything:
+                rec_img = self._generate(fake_mask)
+                terms["id_g"], terms["rec_g"] = self.image_loss.multi([fake_img, rec_img], x)
+            else:
+                terms["id_g"] = self.image_loss(fake_img, x)
+            if w.adv_g > 0 or everything:
+                terms["d1_g"] = lsgan_loss(self.d1(apply_policy(fake_img, policy)), True)
+            if use_d2 and (w.adv_s > 0 or everything):
                 terms["d2_s"] = lsgan_loss(self.d2(fake_mask), True)
             terms["id_s"] = self.seg_loss(seg_logits, t)
             loss_gs = generator_segmenter_loss(terms, w)
@@ -259,6 +304,7 @@ class CGanTrainer(TrainerBase):
         self.scaler_gs.step(self.opt_g)
         self.scaler_gs.step(self.opt_s)
         self.scaler_gs.update()
+        self._extra_seg_updates(images[n:], targets[n:], n, w.id_s)
 
         # --- D1 + D2 (Eq. 17), on the same DiffAugment policy for real and fake images
         _set_requires_grad([self.d1, self.d2], True)
@@ -279,9 +325,25 @@ class CGanTrainer(TrainerBase):
         self.scaler_d.update()
         for sched in self.schedulers.values():
             sched.step()
+        if self.seg_avg is not None:
+            self.seg_avg.update_parameters(self.seg)
+            copy_buffers(self.seg_avg.module, self.seg)
         out = {"loss": loss_gs.detach(), "loss_d": loss_d.detach()}
         out.update({k: v.detach() for k, v in {**terms, **d_terms}.items()})
         return out
+
+    def _extra_seg_updates(self, images: torch.Tensor, targets: torch.Tensor, n: int,
+                           weight: float) -> None:  # fmt: skip
+        """``seg_extra_updates`` steps of Seg on Id_S alone, each on its own ``n`` real crops,
+        with Id_S's Eq. 16 weight (Adam's moments see gradients of one scale)."""
+        for x, t in zip(images.split(n), targets.split(n), strict=True):
+            x, t = self.to_device(x), self.to_device(t)
+            with self.autocast():
+                loss = weight * self.seg_loss(self.seg_pass(x), t)
+            self.opt_s.zero_grad(set_to_none=True)
+            self.scaler_gs.scale(loss).backward()
+            self.scaler_gs.step(self.opt_s)
+            self.scaler_gs.update()
 
     @property
     def d2_matters(self) -> bool:
@@ -312,7 +374,7 @@ class CGanTrainer(TrainerBase):
         samples = (self.data.val or self.data.train)[:N_SAMPLE_ROWS]
         crop = tuple(self.cfg.crop)
         rows, names = [], []
-        seg = self.as_segmenter(self.seg)
+        seg = self.as_segmenter(self.segmenter)
         gen = Generator(self.gen, self.device)
         for i, s in enumerate(samples):
             image, labels = pad_to_at_least(s.image, s.labels, crop)

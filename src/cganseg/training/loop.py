@@ -55,7 +55,7 @@ from cganseg.inference.segment import Segmenter
 from cganseg.losses.ce_dice import CEDiceLoss
 from cganseg.losses.flow_loss import FlowLoss
 from cganseg.models.registry import build_segmenter
-from cganseg.options import SegTrainConfig, parse_channels
+from cganseg.options import PATH_OPTIONS, SegTrainConfig, parse_channels
 from cganseg.runtime import distributed
 from cganseg.runtime.atomic import check_writable
 from cganseg.runtime.device import resolve_device
@@ -380,27 +380,33 @@ class TrainerBase:
     def save_last(self) -> None:
         save_checkpoint(self.run_dir / "last.pt", self._payload(full=True))
 
+    def batches_per_step(self) -> int:
+        """Batches of ``batch_size`` crops that one :meth:`train_step` consumes (they come as one
+        tensor of ``batches_per_step() * batch_size`` crops)."""
+        return 1
+
     def loader(self) -> DataLoader:
         cfg = self.cfg
         aug = ConventionalAugment(p_vanilla=cfg.p_vanilla)
         samples = self.data.train + self.extra
         dataset = CropDataset(samples, tuple(cfg.crop), cfg.n_classes, aug, cfg.instances)
+        batch = cfg.batch_size * self.batches_per_step()
         if self.extra:
             n_real = len(self.data.train)
             fraction = cfg.extra_fraction
             if fraction is None:
                 fraction = len(self.extra) / len(samples)
             sampler: SeededSampler | MixedSampler = MixedSampler(
-                n_real, len(self.extra), cfg.batch_size, fraction, cfg.seed, self.step
+                n_real, len(self.extra), batch, fraction, cfg.seed, self.step
             )
         else:
-            sampler = SeededSampler(len(dataset), cfg.seed, start=self.step * cfg.batch_size)
+            sampler = SeededSampler(len(dataset), cfg.seed, start=self.step * batch)
         rank = self.rank
         if rank.distributed:
-            sampler = ShardSampler(sampler, cfg.batch_size, rank.rank, rank.world)
+            sampler = ShardSampler(sampler, batch, rank.rank, rank.world)
         return DataLoader(
             dataset,
-            batch_size=cfg.batch_size // rank.world,
+            batch_size=batch // rank.world,
             sampler=sampler,
             num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
@@ -494,9 +500,13 @@ class TrainerBase:
             return asked
         return log_step and distributed.any_across(asked, self.device)
 
-    def _mean_terms(self, sums: dict[str, torch.Tensor], n: int) -> dict[str, float]:
-        """Loss terms averaged over the last ``n`` steps and all processes (one host sync)."""
-        means = distributed.mean_across(torch.stack([v.float() for v in sums.values()]) / n)
+    def _mean_terms(
+        self, sums: dict[str, torch.Tensor], counts: dict[str, int]
+    ) -> dict[str, float]:
+        """Loss terms averaged over the steps that computed them (``counts``) and over all
+        processes (one host sync); a term can be absent in some steps (a cGAN-Seg warm-up)."""
+        means = distributed.mean_across(torch.stack([v.float() / counts[k]
+                                                     for k, v in sums.items()]))  # fmt: skip
         return dict(zip(sums, means.tolist(), strict=True))
 
     def run(self) -> dict[str, Any]:
@@ -540,7 +550,7 @@ class TrainerBase:
                 self.run_dir, [*self.loss_columns, *VAL_COLUMNS], resume_step=self.step or None
             )
         sums: dict[str, torch.Tensor] = {}
-        n_summed = 0
+        counts: dict[str, int] = {}
         stopped_early = False
         batches = iter(self.train_loader)
         postfix: dict[str, str] = {}
@@ -549,10 +559,11 @@ class TrainerBase:
                 terms = self.train_step(*next(batches))
                 self.step += 1
                 if self.loss_reference is None:  # one host sync, once per run
-                    self.loss_reference = self._mean_terms({"loss": terms["loss"]}, 1)["loss"]
+                    first = self._mean_terms({"loss": terms["loss"]}, {"loss": 1})
+                    self.loss_reference = first["loss"]
                 for k, v in terms.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
-                n_summed += 1
+                    counts[k] = counts.get(k, 0) + 1
                 bar.update(1)
                 if main:
                     self.after_step()
@@ -560,8 +571,8 @@ class TrainerBase:
                 last = self.step == cfg.iterations
                 log_step = self.step % cfg.log_every == 0 or last
                 if log_step:
-                    values = self._mean_terms(sums, n_summed)
-                    sums, n_summed = {}, 0
+                    values = self._mean_terms(sums, counts)
+                    sums, counts = {}, {}
                     self._check_finite(values)
                     postfix["loss"] = f"{values['loss']:.4f}"
                 if self.step % cfg.val_every == 0 or last:
@@ -706,13 +717,9 @@ def _run_locked(
             "already holds a training run; add --resume or choose another --out", run_dir
         )
     else:  # paths as absolute paths: the run stays usable from any working directory
-        cfg = dataclasses.replace(
-            cfg,
-            data=_absolute(cfg.data),
-            out=_absolute(cfg.out),
-            split_file=_absolute(cfg.split_file),
-            extra=_absolute(cfg.extra),
-        )
+        paths = {f.name: _absolute(getattr(cfg, f.name))
+                 for f in dataclasses.fields(cfg) if f.name in PATH_OPTIONS}  # fmt: skip
+        cfg = dataclasses.replace(cfg, **paths)
     loading = progress and main
     data = load_data_split(
         cfg,

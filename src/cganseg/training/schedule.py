@@ -1,7 +1,12 @@
-"""Learning-rate schedule: short linear warm-up, then cosine decay to 1% (or constant).
+"""Schedules: the learning rate's, and the ramp of cGAN-Seg's synthetic-cycle weights.
 
-Warm-up keeps the first Adam steps of a freshly initialised network from overshooting; cosine
-decay lets an iteration-budgeted run end on small steps without a hand-tuned step schedule.
+Learning rate: short linear warm-up, then cosine decay to 1% (or constant). Warm-up keeps the
+first Adam steps of a freshly initialised network from overshooting; cosine decay lets an
+iteration-budgeted run end on small steps without a hand-tuned step schedule.
+
+Cycle weights (issue 17): early generated images are poor, so at Eq. 16's weights the cycle
+terms act as label noise on the segmenter from step 0; :func:`cycle_factor` keeps them and the
+adversarial terms off for a warm-up and then raises them linearly to their weights.
 """
 
 from __future__ import annotations
@@ -33,3 +38,13 @@ def make_scheduler(
     if schedule not in SCHEDULES:
         raise InputError(f"unknown schedule {schedule!r} (use {', '.join(SCHEDULES)})")
     return LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup_fraction, schedule))
+
+
+def cycle_factor(step: int, warmup: int, ramp: int) -> float:
+    """Multiplier of the Rec_S, Rec_G, D1_G and D2_S weights at ``step`` (0-based): 0 for the
+    first ``warmup`` steps, then rising linearly to 1 over ``ramp`` steps (0: at once)."""
+    if step < warmup:
+        return 0.0
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, (step - warmup + 1) / ramp)
