@@ -178,8 +178,9 @@ def _tifffile_log() -> Iterator[list[str]]:
         logger.propagate = propagate
 
 
-def _to_chw(arr: np.ndarray, path: Path) -> np.ndarray:
-    """Bring a 2-D or 3-D array to (C, H, W), guessing channel-last vs channel-first."""
+def _to_chw(arr: np.ndarray, path: Path | None) -> np.ndarray:
+    """Bring a 2-D or 3-D array to (C, H, W), guessing channel-last vs channel-first; ``path``:
+    the file it came from (its type says whether a 2nd/4th channel is alpha), None: an array."""
     arr = np.squeeze(arr) if arr.ndim > 2 else arr
     if arr.ndim == 2:
         return arr[None]
@@ -193,7 +194,7 @@ def _to_chw(arr: np.ndarray, path: Path) -> np.ndarray:
         arr = np.moveaxis(arr, -1, 0)
     elif not (arr.shape[0] <= 4 < arr.shape[-1]) and arr.shape[-1] <= arr.shape[0]:
         arr = np.moveaxis(arr, -1, 0)
-    if path.suffix.lower() not in TIFF_EXTENSIONS and arr.shape[0] in (2, 4):
+    if path is not None and path.suffix.lower() not in TIFF_EXTENSIONS and arr.shape[0] in (2, 4):
         # RGBA or gray + alpha PNG/JPEG: the alpha channel carries no cell signal
         warnings.warn(
             f"{path.name}: alpha channel dropped ({'RGB' if arr.shape[0] == 4 else 'gray'} kept)",
@@ -211,7 +212,18 @@ def read_image(path: str | Path, channels: Channels = None) -> np.ndarray:
     channels into one, a list of indices keeps those channels in that order.
     """
     path = Path(path)
-    arr = _to_chw(read_array(path), path)
+    return image_to_chw(read_array(path), channels, path)
+
+
+def image_to_chw(
+    arr: np.ndarray, channels: Channels = None, source: str | Path | None = None
+) -> np.ndarray:
+    """An image array as cganseg's functions take it: (C, H, W), from a 2-D, (H, W, C) or
+    (C, H, W) array (channels are the short axis, at most 4), pixels checked, ``channels``
+    chosen as :func:`read_image` does; ``source`` names it in errors (a file also decides
+    whether a 2nd/4th channel is alpha)."""
+    path = None if source is None else Path(source)
+    arr = _to_chw(np.asarray(arr), path)
     if arr.dtype.kind not in "uif" and arr.dtype != bool:
         raise InputError(f"unsupported pixel type {arr.dtype}", path)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():

@@ -147,6 +147,24 @@ def load_segmenter(
     )
 
 
+
+def prepare_image(segmenter: Segmenter, image: np.ndarray, source: str | Path) -> np.ndarray:
+    """A (C, H, W) image with the model's channels as training saw it: percentile-normalised,
+    its channel count checked, and refused in one line when segmenting it would not fit in
+    memory (``source`` names it)."""
+    image = normalize_percentile(image)
+    expected = segmenter.model.config["in_channels"]
+    if image.shape[0] != expected:
+        raise InputError(
+            f"image has {image.shape[0]} channel(s) but the model expects {expected}", source
+        )
+    # image + padded copy, blended and normalised probabilities, weights, labels, watershed
+    # (the network's arrays at the rescaled size)
+    n_out = segmenter.model.config["n_classes"]
+    per_pixel = (8 * image.shape[0] + 8 * n_out) * max(1.0, segmenter.factor()) ** 2
+    check_memory(source, *image.shape[1:], int(per_pixel) + 40)
+    return image
+
 def segment_files(
     segmenter: Segmenter,
     inputs: Sequence[Path],
@@ -171,19 +189,8 @@ def segment_files(
         raise InputError(f"two inputs share the name {dup!r}; outputs would overwrite each other")
     written = []
     mine = list(inputs)[shard[0] :: shard[1]]
-    n_classes = segmenter.model.config["n_classes"]
     for path in tqdm(mine, desc="segmenting", unit="img", disable=not progress):
-        image = normalize_percentile(read_image(path, segmenter.channels))
-        if image.shape[0] != segmenter.model.config["in_channels"]:
-            raise InputError(
-                f"image has {image.shape[0]} channel(s) but the model expects "
-                f"{segmenter.model.config['in_channels']}",
-                path,
-            )
-        # image + padded copy, blended and normalised probabilities, weights, labels, watershed
-        # (the network's arrays at the rescaled size)
-        per_pixel = (8 * image.shape[0] + 8 * n_classes) * max(1.0, segmenter.factor()) ** 2
-        check_memory(path, *image.shape[1:], int(per_pixel) + 40)
+        image = prepare_image(segmenter, read_image(path, segmenter.channels), path)
         labels = segmenter.segment(image, tile_size=tile_size, batch_size=batch_size)
         target = out_dir / f"{path.stem}.tif"
         write_labels(target, labels)

@@ -22,7 +22,7 @@ from cganseg.data.io import available_memory
 from cganseg.errors import InputError
 
 
-def check_memory(path: Path, height: int, width: int, bytes_per_pixel: int) -> None:
+def check_memory(path: str | Path, height: int, width: int, bytes_per_pixel: int) -> None:
     """Refuse, naming the file, an image whose host arrays would not fit in available memory.
 
     The network sees bounded tiles, but the blended outputs and the result are as large as the
