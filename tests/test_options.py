@@ -64,8 +64,14 @@ def test_the_command_line_is_built_from_the_config(command):
             assert tuple(action.choices) == CHOICES[action.dest]
         dests.add(action.dest)
     assert dests == {n for n in fields if n in CLI and n not in cls.cli_exclude}
-    width = next(a for a in parser._actions if a.dest == "batch_size")
-    assert f"(default: {fields['batch_size'].default})" in width.help
+    batch = next(a for a in parser._actions if a.dest == "batch_size")
+    assert "(default: by --preset: cpu 4, paper 4)" in batch.help  # what --preset auto gives
+    lr = next(a for a in parser._actions if a.dest == "lr")
+    assert f"(default: {fields['lr'].default})" in lr.help
+    assert all("(default: " in a.help for a in parser._actions
+               if a.dest not in ("help", "resume", "quiet", "config") and a.default is None
+               and not isinstance(a, argparse._StoreTrueAction | argparse._StoreFalseAction)
+               and a.dest not in ("data", "out"))  # fmt: skip
 
 
 def test_the_flow_mode_without_cellpose_is_refused_before_a_run_starts(monkeypatch):

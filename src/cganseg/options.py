@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +21,7 @@ from cganseg.data.targets import INSTANCE_MODES, default_instances
 from cganseg.errors import InputError
 from cganseg.losses.cgan_objective import LossWeights
 from cganseg.runtime.atomic import write_text
+from cganseg.runtime.device import resolve_device
 
 #: Python types accepted for each annotation used below
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -128,7 +129,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "amp_dtype": ("fp16", "bf16"),
     "perceptual": ("vgg19", "hed-vgg16", "none"),
     "seg_to_gen": SEG_TO_GEN,
-    "preset": ("cpu", "paper"),
+    "preset": ("auto", "cpu", "paper"),
 }
 
 
@@ -158,6 +159,9 @@ class SegTrainConfig:
 
     data: str
     out: str
+    # network sizes for the hardware: cpu, paper (GPU), auto (by the device; what a config file
+    # or the command line gets when it names none), None: the fields as they are
+    preset: str | None = None
     layout: str = "auto"
     mask_suffix: str = "_masks"
     image_suffix: str = ""
@@ -231,7 +235,7 @@ class SegTrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> SegTrainConfig:
         refuse_unknown(cls, data, source)
-        data = apply_preset(data, source)
+        data = apply_preset({"preset": "auto", **data}, source, cls.__dataclass_fields__)
         crop = data.get("crop")
         if isinstance(crop, int | str) and not isinstance(crop, bool):
             data["crop"] = parse_size(str(crop))  # "crop: 256" in YAML means 256x256
@@ -381,16 +385,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_preset(options: dict[str, Any], source: str | Path | None = None) -> dict[str, Any]:
+def resolve_preset(preset: str, device: str) -> str:
+    """``auto``: ``paper`` on a CUDA GPU, ``cpu`` elsewhere (CPU, and Apple's MPS, whose memory
+    and speed suit the small networks better); other names as they are."""
+    if preset != "auto":
+        return preset
+    return "paper" if resolve_device(device).type == "cuda" else "cpu"
+
+
+def apply_preset(
+    options: dict[str, Any],
+    source: str | Path | None = None,
+    fields: Collection[str] | None = None,
+) -> dict[str, Any]:
     """``options`` over the values of its ``preset`` (if it names one): the one place presets
     are applied, so the CLI, the Python API, the experiment and config.yaml agree
-    (precedence: defaults < preset < config file < command line)."""
+    (precedence: defaults < preset < config file < command line). ``auto`` is resolved by the
+    device (:func:`resolve_preset`) and recorded as resolved; ``fields``: the config's fields
+    (``train-seg`` takes a preset's segmenter values only)."""
     preset = options.get("preset")
     if preset is None:
         return dict(options)
-    if not isinstance(preset, str) or preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r} (use {', '.join(PRESETS)})", source)
-    return {**PRESETS[preset], **options}
+    if not isinstance(preset, str) or preset not in CHOICES["preset"]:
+        raise InputError(f"unknown preset {preset!r} (use {', '.join(CHOICES['preset'])})",
+                         source)  # fmt: skip
+    preset = resolve_preset(preset, str(options.get("device", "auto")))
+    values = {k: v for k, v in PRESETS[preset].items() if fields is None or k in fields}
+    return {**values, **options, "preset": preset}
 
 
 @dataclass
@@ -431,7 +452,6 @@ class CGanTrainConfig(SegTrainConfig):
     w_id_s: float = LossWeights.id_s
     w_disc: float = LossWeights.disc
     sample_every: int = 100
-    preset: str | None = None
     # the reference code's BatchNorm running statistics, half from generated images (Seg sees
     # Gen(mask) in train mode); off: they come from real images only (issue 15)
     bn_stats_from_generated: bool = False
@@ -523,7 +543,11 @@ CLI: dict[str, CliOption] = {
     "data": CliOption("data-set folder (DIR/images + DIR/masks, or Cellpose-style)", "run"),
     "out": CliOption("run folder to create (or to continue with --resume)", "run"),
     "preset": CliOption(
-        "cpu: 128x128 crops, small networks; paper: full-size networks for GPUs", "run"
+        "network and crop sizes for the hardware: cpu (128x128 crops, width 16, batch 4), "
+        "paper (512x512 crops, the backbone's width, batch 4: for GPUs), auto (paper on a CUDA "
+        "GPU, else cpu; the run records which)",
+        "run",
+        default_text="auto",
     ),
     "model": CliOption("segmentation backbone", "segmenter"),
     "width": CliOption("base channels", "segmenter", default_text="the backbone's own"),
@@ -567,7 +591,7 @@ CLI: dict[str, CliOption] = {
     "val_every": CliOption("validate and checkpoint every N steps"),
     "patience": CliOption("early stopping after N validations without improvement (0: off)"),
     "seed": CliOption("seed of the split, the weights and the data stream"),
-    "device": CliOption("auto, cpu, cuda or cuda:N"),
+    "device": CliOption("auto (CUDA, else Apple's MPS, else CPU), cpu, cuda, cuda:N or mps"),
     "amp": CliOption("disable mixed precision on CUDA", flag="--no-amp"),
     "amp_dtype": CliOption("mixed-precision type on CUDA"),
     "num_workers": CliOption("data-loading processes", flag="--workers"),
@@ -686,13 +710,22 @@ def _field_type(annotation: str) -> type:
     return {"int": int, "float": float}.get(base, str)
 
 
+def _shown(name: str, value: Any, spec: CliOption) -> str:
+    if value is None and spec.default_text is not None:
+        return spec.default_text
+    if isinstance(value, list):
+        return "x".join(map(str, value)) if name == "crop" else ",".join(map(str, value))
+    return "none" if value is None or value == "" else str(value)
+
+
 def _default_text(f: dataclasses.Field, spec: CliOption) -> str:
+    if f.name in PRESETS["cpu"]:  # what --preset (auto by default) sets
+        return "by --preset: " + ", ".join(f"{name} {_shown(f.name, values[f.name], spec)}"
+                                           for name, values in PRESETS.items())  # fmt: skip
     if spec.default_text is not None:
         return spec.default_text
     value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if isinstance(value, list):
-        return "x".join(map(str, value)) if f.name == "crop" else ",".join(map(str, value))
-    return "none" if value is None or value == "" else str(value)
+    return _shown(f.name, value, spec)
 
 
 def add_cli_options(parser: Any, cls: type[SegTrainConfig]) -> None:

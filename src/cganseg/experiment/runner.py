@@ -55,7 +55,7 @@ from cganseg.training.seg_trainer import train_segmenter
 
 RESULT = "result.json"
 #: segmenter options that B, C and D take from scenario A unless ``seg`` sets them
-SHARED_SEG_OPTIONS = ("width", "n_classes", "min_size", "tile_size")
+SHARED_SEG_OPTIONS = ("preset", "width", "n_classes", "min_size", "tile_size")
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter
 from cganseg.losses.ce_dice import CEDiceLoss
 from cganseg.losses.flow_loss import FlowLoss
-from cganseg.models.registry import build_segmenter
+from cganseg.models.registry import DEFAULT_WIDTHS, build_segmenter
 from cganseg.options import PATH_OPTIONS, SegTrainConfig, parse_channels
 from cganseg.runtime import distributed
 from cganseg.runtime.atomic import check_writable
@@ -62,6 +62,7 @@ from cganseg.runtime.device import resolve_device
 from cganseg.runtime.interrupt import Interrupted, graceful_stop, ignore_stop_signals, requested
 from cganseg.runtime.lock import folder_lock
 from cganseg.runtime.outputs import inside
+from cganseg.training.pace import Pace
 from cganseg.training.run_log import RunLog
 from cganseg.training.stopping import EarlyStopping, Rollbacks
 from cganseg.training.tuning import tune_flow_thresholds
@@ -509,11 +510,25 @@ class TrainerBase:
                                                      for k, v in sums.items()]))  # fmt: skip
         return dict(zip(sums, means.tolist(), strict=True))
 
+    def describe(self) -> str:
+        """One line on what this run is: device, networks and sizes, data, crops (printed when
+        training starts, so a wrong device or a huge network shows at once)."""
+        cfg = self.cfg
+        threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
+        nets = ", ".join(f"{name} {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M"
+                         for name, net in self.networks().items())  # fmt: skip
+        return (f"{self.kind} on {self.device}{threads}; {cfg.model} width {cfg.width} "
+                f"({cfg.instances}); parameters: {nets}; images: {len(self.data.train)} train, "
+                f"{len(self.data.val)} validation, {len(self.data.test)} test; crops "
+                f"{cfg.crop[0]}x{cfg.crop[1]}, batch {cfg.batch_size}; preset {cfg.preset}")
+
     def run(self) -> dict[str, Any]:
         """Train to ``iterations`` (or an early stop); then :meth:`finish`."""
         main = self.rank.main
         if main and self.cfg.on_divergence == "rollback" and self.step == 0:
             self.save_last()  # a state to roll back to before the first validation
+        if self.progress:
+            tqdm.write(self.describe())
         bar = tqdm(
             total=self.cfg.iterations,
             initial=self.step,
@@ -554,10 +569,13 @@ class TrainerBase:
         stopped_early = False
         batches = iter(self.train_loader)
         postfix: dict[str, str] = {}
+        pace = Pace(self.step, cfg.iterations)
         try:
             while self.step < cfg.iterations and not stopped_early:
                 terms = self.train_step(*next(batches))
                 self.step += 1
+                if self.progress:
+                    pace.tick(self.step)
                 if self.loss_reference is None:  # one host sync, once per run
                     first = self._mean_terms({"loss": terms["loss"]}, {"loss": 1})
                     self.loss_reference = first["loss"]
@@ -716,10 +734,13 @@ def _run_locked(
         raise InputError(
             "already holds a training run; add --resume or choose another --out", run_dir
         )
-    else:  # paths as absolute paths: the run stays usable from any working directory
+    else:  # paths as absolute paths: the run stays usable from any working directory; the
+        # device and the width as resolved, so config.yaml says what was used
         paths = {f.name: _absolute(getattr(cfg, f.name))
                  for f in dataclasses.fields(cfg) if f.name in PATH_OPTIONS}  # fmt: skip
-        cfg = dataclasses.replace(cfg, **paths)
+        width = DEFAULT_WIDTHS[cfg.model] if cfg.width is None else cfg.width
+        device = str(resolve_device(cfg.device))
+        cfg = dataclasses.replace(cfg, **paths, width=width, device=device)
     loading = progress and main
     data = load_data_split(
         cfg,
