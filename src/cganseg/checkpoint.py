@@ -174,7 +174,9 @@ def _stored_network(path: str | Path, key: str) -> tuple[Path, dict[str, Any], s
     ckpt_path = resolve_checkpoint(path)
     payload = load_checkpoint(ckpt_path)
     if f"{key}_config" not in payload or f"{key}_state" not in payload:
-        raise InputError(f"checkpoint holds no {what}", ckpt_path)
+        hint = ("; only a `cganseg train` (cGAN-Seg) run has one, `train-seg` trains the "
+                "segmenter alone") if key == GENERATOR else ""  # fmt: skip
+        raise InputError(f"checkpoint holds no {what}{hint}", ckpt_path)
     return ckpt_path, payload, what
 
 

