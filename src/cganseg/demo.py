@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -24,6 +25,7 @@ import numpy as np
 from cganseg.data.folders import Pair, find_pairs
 from cganseg.data.io import read_image, read_labels
 from cganseg.data.normalize import normalize_percentile
+from cganseg.errors import InputError, WriteError
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.generate import Generator, load_generator
 from cganseg.inference.segment import load_segmenter, segment_files
@@ -52,6 +54,25 @@ DENSE_SCENES = (("colony", 0.3), ("mixed", 0.5))
 def demo_data_dir() -> Path:
     """The bundled demo data set (``images/`` + ``masks/``)."""
     return Path(str(resources.files("cganseg") / "demo_data"))
+
+
+def copy_demo_data(target: str | Path) -> Path:
+    """The bundled data set copied to ``target`` (new or empty), to try every command on; its
+    README (provenance, licence) comes along."""
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise InputError("exists and is not an empty folder; choose a new one", target)
+    staged = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        shutil.copytree(demo_data_dir(), staged)
+        if target.exists():
+            target.rmdir()
+        staged.rename(target)
+    except OSError as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise WriteError(target, exc) from None
+    return target
 
 
 def _common(out: Path, device: str, instances: str) -> dict[str, Any]:
