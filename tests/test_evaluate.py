@@ -13,7 +13,11 @@ import tifffile
 from cganseg.errors import InputError
 from cganseg.evaluation.dice import DiceCounts, dice, dice_counts
 from cganseg.evaluation.evaluate import evaluate_folders, evaluate_pairs
-from cganseg.reports.plots import plot_f1_vs_iou, plot_training_curves
+from cganseg.reports.plots import (
+    plot_f1_vs_iou,
+    plot_training_curves,
+    training_curves_figure,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS = (
@@ -210,3 +214,23 @@ def test_plot_training_curves(tmp_path):
     no_step.write_text("epoch,loss\n1,2.0\n")
     with pytest.raises(InputError, match="step"):
         plot_training_curves(no_step, tmp_path / "bad.png")
+
+
+def test_cgan_training_curves_have_one_panel_per_group_of_terms(tmp_path):
+    """Issue 18: twelve curves on one axis could not be read; now at most four per panel, each
+    legend beside its panel."""
+    metrics = tmp_path / "metrics.csv"
+    head = "step,loss,loss_d,d1_g,d2_s,rec_g,rec_s,id_g,id_s,real_d1,real_d2,fake_d1,fake_d2,"
+    metrics.write_text(head + "val_f1_iou50,val_dice\n"
+                       "10,90,0.5,0.3,,0.4,0.2,0.5,0.3,0.2,,0.3,,,\n"
+                       "20,80,0.4,0.3,,0.3,0.2,0.4,0.2,0.2,,0.3,,0.6,0.7\n")  # fmt: skip
+    fig = training_curves_figure(metrics)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles == ["total losses (Eq. 16, 17)", "segmenter terms", "generator terms",
+                      "discriminator terms", "validation scores"]  # fmt: skip
+    labels = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes]
+    assert labels[1] == ["id_s", "rec_s"] and labels[3] == ["real_d1", "fake_d1"]  # empty: out
+    conventional = tmp_path / "seg.csv"
+    conventional.write_text("step,loss,val_f1_iou50,val_dice\n10,0.5,0.6,0.7\n")
+    assert [ax.get_title(loc="left") for ax in training_curves_figure(conventional).axes] == [
+        "training loss", "validation scores"]

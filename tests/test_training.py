@@ -160,7 +160,7 @@ def test_cli_train_segment_evaluate(data, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_demo_writes_its_report(tmp_path):
+def test_demo_writes_its_report(tmp_path, capsys):
     from cganseg.models.vgg import hed_weights_path
 
     if not hed_weights_path().is_file():
@@ -185,6 +185,16 @@ def test_demo_writes_its_report(tmp_path):
     assert all(0.0 <= r["f1_iou50"] <= 1.0 for r in summary["runs"])
     for run in ("train_seg", "train_cgan"):
         assert len(list((out / run / "predictions").glob("*.tif"))) == 8
+        assert not (out / run / "evaluation").exists()  # test/ holds the scores, once
+    # issue 18: pooled and per-image scores, CPU-seconds per step, every metric defined, and the
+    # headline numbers printed at the end
+    row = summary["runs"][0]
+    assert {"f1_iou50_pooled", "cpu_s_per_step"} <= set(row) and row["iterations"] == 10
+    page = (out / "index.html").read_text()
+    assert "CPU-s per step" in page and "harmonic mean of precision" in page
+    assert "training seconds" not in page
+    printed = capsys.readouterr().out
+    assert "conventional: F1@0.5" in printed and "pooled" in printed and "per image" in printed
 
 
 def test_binary_masks_warn_once_and_train(data, tmp_path, capsys):

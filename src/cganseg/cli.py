@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import traceback
 import warnings
@@ -547,7 +548,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from cganseg.demo import run_demo
+    from cganseg.demo import headline, run_demo
 
     report = run_demo(
         args.out,
@@ -557,6 +558,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         gan_iterations=args.gan_iterations,
         instances=args.instances,
     )
+    summary = json.loads((report.parent / "summary.json").read_text(encoding="utf-8"))
+    print(f"on {summary['n_test']} test images (higher is better; definitions in the report):")
+    for row in summary["runs"]:
+        print("  " + headline(row))
     print(f"demo report: {report}")
     return 0
 

@@ -79,36 +79,52 @@ def _read_numeric_columns(metrics_csv: Path) -> dict[str, list[float]]:
     return columns
 
 
-def plot_training_curves(metrics_csv: Path, path: Path) -> None:
-    """Plot every numeric column of a trainer ``metrics.csv`` against its ``step`` column.
+#: panels of the training curves, by column: each loss term with the terms it is weighed against
+CURVE_PANELS: dict[str, tuple[str, ...]] = {
+    "total losses (Eq. 16, 17)": ("loss", "loss_d"),
+    "segmenter terms": ("id_s", "rec_s", "d2_s"),
+    "generator terms": ("id_g", "rec_g", "d1_g"),
+    "discriminator terms": ("real_d1", "fake_d1", "real_d2", "fake_d2"),
+}
 
-    Columns starting with ``val_`` (validation metrics) go on their own axis below the losses,
-    because their scale (scores in [0, 1]) differs from that of the losses. Empty cells (a
-    metric not logged at that step) are skipped.
+
+def plot_training_curves(metrics_csv: Path, path: Path) -> None:
+    """:func:`training_curves_figure` of ``metrics_csv``, saved as ``path``."""
+    save_figure(training_curves_figure(metrics_csv), path)
+
+
+def training_curves_figure(metrics_csv: Path) -> Figure:
+    """The numeric columns of a trainer ``metrics.csv`` against its ``step`` column, one
+    panel per group of terms (:data:`CURVE_PANELS`; a conventional run has its loss alone) and
+    the validation scores (``val_*``, in [0, 1]) in a panel of their own, each legend beside
+    its panel, so that no curve hides another. Empty cells (not logged at a step) are skipped.
     """
     metrics_csv = Path(metrics_csv)
     columns = _read_numeric_columns(metrics_csv)
     if "step" not in columns:
         raise InputError("training metrics CSV has no numeric 'step' column", metrics_csv)
     step = columns.pop("step")
-    groups = {
-        "loss": [n for n in columns if not n.startswith("val_")],
-        "validation": [n for n in columns if n.startswith("val_")],
-    }
+    has_values = {n for n, v in columns.items() if any(math.isfinite(x) for x in v)}
+    panels = CURVE_PANELS if "loss_d" in has_values else {"training loss": ("loss",)}
+    placed = {n for names in panels.values() for n in names}
+    groups = {title: [n for n in names if n in has_values] for title, names in panels.items()}
+    groups["other losses"] = [n for n in columns if n not in placed and not n.startswith("val_")
+                              and n in has_values]  # fmt: skip
+    groups["validation scores"] = [n for n in columns if n.startswith("val_") and n in has_values]
     groups = {k: v for k, v in groups.items() if v}
     if not groups:
         raise InputError("training metrics CSV has no numeric column besides 'step'", metrics_csv)
-    fig = Figure(figsize=(7.0, 3.2 * len(groups)))
+    fig = Figure(figsize=(8.0, 2.4 * len(groups) + 0.4))
     axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (label, names) in zip(axes, groups.items(), strict=True):
         for name in names:
             pts = [(s, v) for s, v in zip(step, columns[name], strict=True) if math.isfinite(v)]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, label=name, linewidth=1.0)
-        ax.set_ylabel(label)
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, label=name, linewidth=1.0, marker="o" if len(xs) < 30 else None,
+                    markersize=3)  # fmt: skip
+        ax.set_title(label, fontsize="medium", loc="left")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1].set_xlabel("step")
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
