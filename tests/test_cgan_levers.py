@@ -76,6 +76,8 @@ def test_extra_updates_train_the_segmenter_on_further_real_batches(tmp_path):
         _assert_same(_weights(getattr(extra, name)), _weights(getattr(plain, name)))
     a, b = _weights(extra.seg), _weights(plain.seg)
     assert any(not torch.equal(a[k], b[k]) for k in a if "running" not in k)
+    adam_steps = [int(next(iter(t.opt_s.state.values()))["step"]) for t in (plain, extra)]
+    assert adam_steps == [1, 2]  # without extra updates, exactly one segmenter step
 
 
 def test_moving_average_of_the_segmenter_with_warm_up(tmp_path):

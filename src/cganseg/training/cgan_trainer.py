@@ -336,6 +336,8 @@ class CGanTrainer(TrainerBase):
                            weight: float) -> None:  # fmt: skip
         """``seg_extra_updates`` steps of Seg on Id_S alone, each on its own ``n`` real crops,
         with Id_S's Eq. 16 weight (Adam's moments see gradients of one scale)."""
+        if images.shape[0] == 0:  # (split() would give one empty batch)
+            return
         for x, t in zip(images.split(n), targets.split(n), strict=True):
             x, t = self.to_device(x), self.to_device(t)
             with self.autocast():

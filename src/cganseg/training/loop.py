@@ -514,7 +514,8 @@ class TrainerBase:
         """One line on what this run is: device, networks and sizes, data, crops (printed when
         training starts, so a wrong device or a huge network shows at once)."""
         cfg = self.cfg
-        threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
+        n = torch.get_num_threads()
+        threads = f", {n} thread{'s' if n != 1 else ''}" if self.device.type == "cpu" else ""
         nets = ", ".join(f"{name} {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M"
                          for name, net in self.networks().items())  # fmt: skip
         return (f"{self.kind} on {self.device}{threads}; {cfg.model} width {cfg.width} "
