@@ -33,7 +33,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -43,7 +42,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from value import add_common_arguments, plan_sets, run_one, run_plans, seconds_per_step
+from value import (
+    add_common_arguments,
+    plan_sets,
+    run_one,
+    run_plans,
+    run_settings,
+    seconds_per_step,
+)
 
 from cganseg.data.dataset import Sample, load_samples
 from cganseg.data.folders import find_pairs
@@ -218,15 +224,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, list(RECIPES), budget=900.0, rounds=5, name="peers")
     args = parser.parse_args()
-    sets = args.sets or (["demo"] if args.quick else ["dsb2018_fluo_256", "usiigaci_phase"])
-    budget, rounds = (3.0, 1) if args.quick else (args.budget_s, args.timing_rounds)
-    folds = 2 if args.quick else args.folds
-    record: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-        "budget": f"{budget:g} training CPU-seconds per run (validation and testing not counted)",
-        "folds": folds,
-        "sets": {},
-    }
+    sets, budget, rounds, folds, record = run_settings(args, quick_rounds=1)
 
     def measure(set_name: str, data: Path, splits: list[dict], set_dir: Path,
                 names: list[str]) -> dict:  # fmt: skip

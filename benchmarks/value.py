@@ -324,16 +324,8 @@ def main() -> int:
                          default=DEFAULT_RECIPES)  # fmt: skip
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    sets = args.sets or (["demo"] if args.quick else ["dsb2018_fluo_256", "usiigaci_phase"])
-    budget, rounds = (3.0, 2) if args.quick else (args.budget_s, args.timing_rounds)
-    folds = 2 if args.quick else args.folds
-    record: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-        "budget": f"{budget:g} training CPU-seconds per run (validation and testing not counted)",
-        "folds": folds,
-        "recipes": {n: RECIPES[n].describe() for n in args.recipes},
-        "sets": {},
-    }
+    sets, budget, rounds, folds, record = run_settings(args, quick_rounds=2)
+    record["recipes"] = {n: RECIPES[n].describe() for n in args.recipes}
 
     def measure(set_name: str, data: Path, splits: list[dict], set_dir: Path,
                 names: list[str]) -> dict:  # fmt: skip
@@ -360,6 +352,21 @@ def main() -> int:
     out = args.out or Path(__file__).parent / "results" / "value_cpu.json"
     run_plans(plans, args.recipes, run, record, out)
     return 0
+
+
+def run_settings(args: argparse.Namespace, quick_rounds: int) -> tuple:
+    """Sets, budget, timing rounds and folds of a run (``--quick``: the demo data, 3 CPU-s, 2
+    folds), and the record its JSON starts from (shared with peers.py)."""
+    sets = args.sets or (["demo"] if args.quick else ["dsb2018_fluo_256", "usiigaci_phase"])
+    budget, rounds = (3.0, quick_rounds) if args.quick else (args.budget_s, args.timing_rounds)
+    folds = 2 if args.quick else args.folds
+    record: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "budget": f"{budget:g} training CPU-seconds per run (validation and testing not counted)",
+        "folds": folds,
+        "sets": {},
+    }
+    return sets, budget, rounds, folds, record
 
 
 def plan_sets(args: argparse.Namespace, sets: list[str], budget: float, folds: int, measure,
