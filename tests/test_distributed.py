@@ -108,7 +108,7 @@ def test_torchrun_segment_splits_a_folder_between_processes(tmp_path, tiny_datas
     assert main(["segment", str(run), str(images), str(tmp_path / "one"), "--quiet"]) == 0
     result = _torchrun(2, "segment", str(run), str(images), str(tmp_path / "two"))
     _ok(result)
-    assert result.stdout.count("wrote 6 label image(s)") == 1
+    assert result.stdout.count("wrote the labels of 6 image(s)") == 1
     one = sorted(p.name for p in (tmp_path / "one").glob("*.tif"))
     assert one == sorted(p.name for p in (tmp_path / "two").glob("*.tif")) and len(one) == 6
     for name in one:

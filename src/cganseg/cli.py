@@ -144,17 +144,30 @@ def _merge_out(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
 
 
 def _add_segment(sub: argparse._SubParsersAction) -> None:
+    from cganseg.data.label_formats import SAVE_FORMATS
+
     p = sub.add_parser(
         "segment",
         help="segment images into instance label TIFFs",
         description="Segment an image or a folder of images with a trained run (its best.pt): "
         "one NAME.tif of instance labels per image (0 background, cells 1..N), at the image's "
-        "size, with the run's channels, normalisation and post-processing.",
+        "size, with the run's channels, normalisation and post-processing; --save-format adds "
+        "files for the Cellpose GUI, Fiji's ROI Manager and OME-TIFF readers.",
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint file or run folder (uses best.pt)")
     p.add_argument("input", type=Path, help="an image, or a folder of images")
     _add_out(p, "new folder for NAME.tif label images")
     p.add_argument("--overlays", action="store_true", help="also write overlays/NAME.png")
+    p.add_argument(
+        "--save-format",
+        nargs="+",
+        choices=list(SAVE_FORMATS),
+        default=["tif"],
+        metavar="FORMAT",
+        help="one or more of: tif (NAME.tif labels), seg.npy (NAME_seg.npy for the Cellpose GUI), "
+        "rois (NAME_rois.zip, Fiji/ImageJ ROI Manager), ome-tiff (NAME.ome.tif with the input's "
+        "pixel size) (default: tif)",
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--tile-size", type=int, default=512,
                    help="larger images go through in overlapping tiles of this size")  # fmt: skip
@@ -225,13 +238,15 @@ def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
             batch_size=args.batch_size,
             progress=not args.quiet and rank.main,
             shard=(rank.rank, rank.world),
+            formats=list(dict.fromkeys(args.save_format)),
         )
         distributed.barrier()
     finally:
         distributed.teardown()
     if rank.main:
         how = f" ({rank.world} processes)" if rank.distributed else ""
-        print(f"wrote {len(inputs)} label image(s) to {args.out}{how}")
+        kinds = ", ".join(args.save_format)
+        print(f"wrote the labels of {len(inputs)} image(s) ({kinds}) to {args.out}{how}")
     return 0
 
 

@@ -22,6 +22,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -241,6 +242,56 @@ def image_to_chw(
             f"image has {arr.shape[0]} channel(s); channel index {bad[0]} is out of range", path
         )
     return arr[idx]
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """The physical size of one pixel (x, y) in ``unit`` (OME's unit symbols, e.g. ``µm``)."""
+
+    x: float
+    y: float
+    unit: str = "µm"
+
+
+#: ImageJ's unit names -> OME's symbols
+_UNITS = {"micron": "µm", "um": "µm", "\\u00B5m": "µm", "µm": "µm", "nm": "nm", "mm": "mm",
+          "cm": "cm", "m": "m"}  # fmt: skip
+
+
+def read_pixel_size(path: str | Path) -> PixelSize | None:
+    """The physical pixel size a TIFF declares: OME-XML ``PhysicalSizeX/Y``, else ImageJ's
+    ``unit`` with the resolution tags, else resolution tags in centimetres; None when it declares
+    none (PNG/JPEG, or only the 72/96 dpi that image editors write, which is no calibration)."""
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_EXTENSIONS:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome and tif.ome_metadata:
+                return _ome_pixel_size(tif.ome_metadata)
+            page = tif.pages.first
+            res = [page.tags.get(t) for t in ("XResolution", "YResolution")]
+            if None in res or 0 in (res[0].value[0], res[1].value[0]):
+                return None
+            x, y = (r.value[1] / r.value[0] for r in res)
+            if tif.is_imagej:
+                unit = _UNITS.get(str((tif.imagej_metadata or {}).get("unit", "")))
+                return PixelSize(x, y, unit) if unit else None
+            if page.resolutionunit == tifffile.RESUNIT.CENTIMETER:
+                return PixelSize(x * 1e4, y * 1e4)
+    except (OSError, ValueError, KeyError, tifffile.TiffFileError):
+        return None
+    return None
+
+
+def _ome_pixel_size(xml: str) -> PixelSize | None:
+    image = tifffile.xml2dict(xml).get("OME", {}).get("Image", {})
+    pixels = (image[0] if isinstance(image, list) else image).get("Pixels", {})
+    if "PhysicalSizeX" not in pixels:
+        return None
+    x = float(pixels["PhysicalSizeX"])
+    y = float(pixels.get("PhysicalSizeY", x))
+    return PixelSize(x, y, str(pixels.get("PhysicalSizeXUnit", "µm")))
 
 
 #: file types whose compression is lossy: label ids at cell edges come back changed

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from cganseg.checkpoint import SEGMENTER, load_network
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
-from cganseg.data.io import read_image, write_labels
+from cganseg.data.io import read_image, read_pixel_size
+from cganseg.data.label_formats import write_label_files
 from cganseg.data.normalize import normalize_percentile
 from cganseg.data.rescale import cell_diameter, resize_image, scaled_shape
 from cganseg.data.targets import default_instances
@@ -175,8 +176,11 @@ def segment_files(
     batch_size: int = 4,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
+    formats: Sequence[str] = ("tif",),
 ) -> list[Path]:
-    """Write ``OUT/NAME.tif`` labels per input, optionally ``OUT/overlays/NAME.png``.
+    """Write each input's labels into ``out_dir`` in ``formats`` (``NAME.tif``, ``NAME_seg.npy``,
+    ``NAME_rois.zip``, ``NAME.ome.tif``: :mod:`cganseg.data.label_formats`), optionally
+    ``OUT/overlays/NAME.png``; returns the first format's files.
 
     Images are read, segmented and written one at a time, so memory does not grow with the
     number of files. ``shard = (rank, world)``: this process takes every ``world``-th input
@@ -187,15 +191,17 @@ def segment_files(
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise InputError(f"two inputs share the name {dup!r}; outputs would overwrite each other")
+    if not formats:
+        raise InputError("no output format chosen")
     written = []
     mine = list(inputs)[shard[0] :: shard[1]]
     for path in tqdm(mine, desc="segmenting", unit="img", disable=not progress):
         image = prepare_image(segmenter, read_image(path, segmenter.channels), path)
         labels = segmenter.segment(image, tile_size=tile_size, batch_size=batch_size)
-        target = out_dir / f"{path.stem}.tif"
-        write_labels(target, labels)
+        size = read_pixel_size(path) if "ome-tiff" in formats else None
+        files = write_label_files(out_dir, path, labels, formats, size)
         if overlays:
             save_overlay(out_dir / "overlays" / f"{path.stem}.png", image, labels)
-        written.append(target)
+        written.append(files[0])
         check(f"stopped after {len(written)} of {len(mine)} images; their labels are complete")
     return written
