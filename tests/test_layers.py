@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("inference",),
     ("evaluation",),
     ("synth",),
+    ("export",),  # trained models for other tools (bioimage.io)
     ("training",),
     ("experiment",),
     ("demo", "api"),  # api: the notebook entry point (cganseg.segment)

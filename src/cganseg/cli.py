@@ -511,6 +511,57 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="package a trained segmenter for Fiji/deepImageJ, QuPath and bioimage.io",
+        description="Write a run's segmenter (train-seg or train) as a BioImage Model Zoo package "
+        "(model format 0.5): TorchScript and PyTorch weights, the percentile normalisation as "
+        "the spec's pre-processing, a test image and its output, a cover and documentation of "
+        "the post-processing the spec cannot express. The package is checked with "
+        "bioimageio.core's model test before it is kept. Needs pip install 'cganseg[bioimageio]'.",
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint file or run folder (uses best.pt)")
+    _add_out(p, "the package to write, e.g. model.zip")
+    p.add_argument("--format", choices=["bioimageio"], default="bioimageio",
+                   help="package format (default: bioimageio)")  # fmt: skip
+    p.add_argument("--sample", type=Path,
+                   help="test image, like the training images (default: the run's first test "
+                   "image, else validation image)")  # fmt: skip
+    p.add_argument("--name", help="model name (default: cganseg MODEL RUN-FOLDER)")
+    p.add_argument("--author", action="append", dest="authors", metavar="NAME",
+                   help="an author of the model; repeat for several (default: your login name)")
+    p.add_argument("--license", default="CC-BY-4.0",
+                   help="SPDX license of the weights (default: CC-BY-4.0)")  # fmt: skip
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip bioimageio.core's model test of the package")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out replace a file export did not write")  # fmt: skip
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cganseg.export.bioimageio import export_bioimageio, is_package
+    from cganseg.runtime.outputs import check_output_file
+
+    if args.out.suffix.lower() != ".zip":
+        raise InputError("a bioimage.io package is a .zip file; name it so", args.out)
+    inputs = [args.checkpoint] + ([args.sample] if args.sample else [])
+    check_output_file(args.out, inputs, is_package, args.overwrite)
+    export_bioimageio(
+        args.checkpoint,
+        args.out,
+        sample=args.sample,
+        name=args.name,
+        authors=args.authors,
+        license=args.license,
+        validate=not args.no_validate,
+    )
+    checked = "" if args.no_validate else "; bioimageio.core's model test passed"
+    print(f"wrote {args.out}{checked}")
+    return 0
+
+
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "experiment",
@@ -653,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_synth_masks,
         _add_generate,
         _add_fid,
+        _add_export,
         _add_experiment,
         _add_demo,
         _add_demo_data,
@@ -716,6 +768,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
     folder = getattr(args, _OUTPUT_OPTION.get(args.command, ""), None)
     if args.command == "fid" and args.json is not None:
         folder = Path(args.json).parent
+    if args.command == "export":
+        folder = Path(args.out).parent
     if folder is not None:
         check_writable(folder)
 

@@ -1,0 +1,1 @@
+"""Trained models for other tools: BioImage Model Zoo packages (issue 19)."""
