@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("training",),
     ("experiment",),
     ("demo", "api"),  # api: the notebook entry point (cganseg.segment)
-    ("cli",),
+    ("cli", "napari_plugin"),  # the two user interfaces
     ("__main__",),
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
