@@ -27,16 +27,15 @@ import numpy as np
 import torch
 
 from cganseg import __version__
-from cganseg.checkpoint import SEGMENTER, load_network, resolve_checkpoint
+from cganseg.checkpoint import resolve_checkpoint
 from cganseg.data.folders import find_pairs
 from cganseg.data.io import read_image, write_png
 from cganseg.data.normalize import DEFAULT_PERCENTILES, normalize_percentile
 from cganseg.data.splits import load_split
 from cganseg.errors import InputError
-from cganseg.inference.segment import load_segmenter
+from cganseg.inference.segment import Segmenter, load_segmenter
 from cganseg.models.base import SegmenterBase
 from cganseg.models.exported import ProbabilityNet
-from cganseg.models.registry import build_segmenter
 from cganseg.options import read_yaml_mapping
 from cganseg.reports.overlays import overlay_labels
 from cganseg.runtime.atomic import atomic_path
@@ -126,11 +125,9 @@ def _compile(net: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptMod
     return compiled
 
 
-def _documentation(payload: dict[str, Any], kind: str, sample: Path) -> str:
+def _documentation(seg: Segmenter, sample: Path) -> str:
     """The package's README: what goes in, what comes out, and how cganseg makes cells of it."""
-    config = payload[f"{SEGMENTER}_config"]
-    instances = payload.get("instances") or ("watershed" if config["n_classes"] == 3
-                                              else "components")  # fmt: skip
+    config = seg.model.config
     lines = [
         "# cganseg segmenter",
         "",
@@ -139,33 +136,33 @@ def _documentation(payload: dict[str, Any], kind: str, sample: Path) -> str:
         "",
         "## Input",
         f"`raw`: (batch, channel, y, x), the image's raw intensities (any range) with the "
-        f"channels the model was trained on (`channels: {payload.get('channels')}` in cganseg), "
+        f"channels the model was trained on (`channels: {seg.channels}` in cganseg), "
         f"y and x at least {MIN_SIZE} and multiples of {SegmenterBase.size_multiple} above it. "
         "Pre-processing (in the package): per image and channel, the "
         f"{DEFAULT_PERCENTILES[0]}th and {DEFAULT_PERCENTILES[1]}th percentiles map to -1 and 1, "
         "clipped to [-1, 1].",
     ]
-    if payload.get("cell_diameter"):
+    if seg.cell_diameter:
         lines += [
             "",
             "Cell size: the network saw images rescaled so cells are "
-            f"{payload['cell_diameter']:.1f} px across (the training cells were "
-            f"{payload.get('train_diameter') or 0:.1f} px). "
+            f"{seg.cell_diameter:.1f} px across (the training cells were "
+            f"{seg.train_diameter or 0:.1f} px). "
             "Rescale your image by cell_diameter / (your cells' diameter in px) before running it; "
             "cganseg's own `segment` does this itself (`--diameter`).",
         ]
     lines += ["", "## Output", ""]
-    if kind == "flows":
+    if seg.instances == "flows":
         lines += [
             "`flows`: (batch, channel, y, x) with channels flow_y, flow_x (Cellpose-style flows, "
             "the gradient of a diffusion from each cell's centre) and cell_probability "
             "(sigmoid of the network's logit).",
             "",
             "Cells (not expressible in the spec): follow the flows of pixels whose cell "
-            f"probability exceeds sigmoid({payload.get('cellprob_threshold', 0.0):.3f}) and keep "
-            f"cells with mean squared flow error <= {payload.get('flow_threshold', 0.4):.3f} "
+            f"probability exceeds sigmoid({seg.cellprob_threshold:.3f}) and keep "
+            f"cells with mean squared flow error <= {seg.flow_threshold:.3f} "
             f"(Cellpose 3's `dynamics.compute_masks`), then drop cells smaller than "
-            f"{payload.get('min_size', 15)} px.",
+            f"{seg.min_size} px.",
         ]
     else:
         names = ", ".join(CLASS_NAMES[config["n_classes"]])
@@ -176,11 +173,11 @@ def _documentation(payload: dict[str, Any], kind: str, sample: Path) -> str:
             + (
                 "pixels whose most probable class is interior are seeds; a watershed on the "
                 "background probability grows them over interior and boundary pixels"
-                if instances == "watershed"
+                if seg.instances == "watershed"
                 else "connected components (4-connected) of the pixels whose most probable class"
                 " is cell"
             )
-            + f"; objects smaller than {payload.get('min_size', 15)} px are dropped.",
+            + f"; objects smaller than {seg.min_size} px are dropped.",
         ]
     lines += [
         "",
@@ -193,11 +190,10 @@ def _documentation(payload: dict[str, Any], kind: str, sample: Path) -> str:
     return "\n".join(lines)
 
 
-def _cover(path: Path, raw: np.ndarray, checkpoint: Path) -> None:
+def _cover(path: Path, raw: np.ndarray, seg: Segmenter) -> None:
     """A 2:1 cover: the test image beside cganseg's cells on it."""
-    segmenter = load_segmenter(checkpoint, "cpu")
     image = normalize_percentile(raw)
-    labels = segmenter.segment(image)
+    labels = seg.segment(image)
     gray = np.round((np.clip(image.mean(axis=0), -1, 1) + 1) * 127.5).astype(np.uint8)
     write_png(path, np.concatenate([np.stack([gray] * 3, -1), overlay_labels(raw, labels)], 1))
 
@@ -223,13 +219,13 @@ def export_bioimageio(
     from bioimageio.spec import save_bioimageio_package
 
     checkpoint = resolve_checkpoint(run)
-    model, payload = load_network(checkpoint, SEGMENTER, lambda c: build_segmenter(**c))
-    config = payload[f"{SEGMENTER}_config"]
-    kind = "flows" if payload.get("instances") == "flows" else "classes"
+    seg = load_segmenter(checkpoint, "cpu")
+    config = seg.model.config
+    kind = "flows" if seg.instances == "flows" else "classes"
     net = ProbabilityNet(**config, output=kind).eval()
-    net.net.load_state_dict(model.state_dict())
+    net.net.load_state_dict(seg.model.state_dict())
     sample = Path(sample) if sample is not None else default_sample(checkpoint)
-    raw = _test_crop(read_image(sample, payload.get("channels")), sample).astype(np.float32)
+    raw = _test_crop(read_image(sample, seg.channels), sample).astype(np.float32)
     if raw.shape[0] != config["in_channels"]:
         raise InputError(f"image has {raw.shape[0]} channel(s) but the model expects "
                          f"{config['in_channels']}", sample)  # fmt: skip
@@ -241,9 +237,9 @@ def export_bioimageio(
         np.save(files / "test_output.npy", expected)
         torch.save(net.state_dict(), files / "weights.pt")
         _compile(net, torch.from_numpy(raw[None])).save(str(files / "weights_torchscript.pt"))
-        (files / "README.md").write_text(_documentation(payload, kind, sample), encoding="utf-8")
-        _cover(files / "cover.png", raw, checkpoint)
-        descr = _describe(files, config, kind, payload, name or _default_name(config, checkpoint),
+        (files / "README.md").write_text(_documentation(seg, sample), encoding="utf-8")
+        _cover(files / "cover.png", raw, seg)
+        descr = _describe(files, seg, name or _default_name(config, checkpoint),
                           authors or [getpass.getuser()], license)  # fmt: skip
         with atomic_path(out) as target:
             save_bioimageio_package(descr, output_path=target)
@@ -262,17 +258,12 @@ def _default_name(config: dict[str, Any], checkpoint: Path) -> str:
     return f"cganseg {config['name']} {run}"[:64]
 
 
-def _describe(
-    files: Path,
-    config: dict[str, Any],
-    kind: str,
-    payload: dict[str, Any],
-    name: str,
-    authors: list[str],
-    license: str,
-) -> Any:
+def _describe(files: Path, seg: Segmenter, name: str, authors: list[str], license: str) -> Any:
     """The model description (``ModelDescr``) of the files in ``files``."""
     from bioimageio.spec.model import v0_5 as spec
+
+    config = seg.model.config
+    kind = "flows" if seg.instances == "flows" else "classes"
 
     step = SegmenterBase.size_multiple
 
@@ -343,11 +334,11 @@ def _describe(
         ),
         config={"cganseg": {
             "version": __version__,
-            "instances": payload.get("instances"),
-            "min_size": payload.get("min_size"),
-            "cellprob_threshold": payload.get("cellprob_threshold"),
-            "flow_threshold": payload.get("flow_threshold"),
-            "cell_diameter": payload.get("cell_diameter"),
-            "train_diameter": payload.get("train_diameter"),
+            "instances": seg.instances,
+            "min_size": seg.min_size,
+            "cellprob_threshold": seg.cellprob_threshold,
+            "flow_threshold": seg.flow_threshold,
+            "cell_diameter": seg.cell_diameter,
+            "train_diameter": seg.train_diameter,
         }},
     )  # fmt: skip
