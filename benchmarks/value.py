@@ -94,7 +94,10 @@ class Recipe:
                 **({"pretrain": list(self.pretrain)} if self.pretrain else {})}  # fmt: skip
 
 
-_SEGMENTER = {"model": "unet", "width": 16, "n_classes": 3, "crop": [128, 128], "batch_size": 4}
+# the 3-class watershed for every recipe (train-seg's default became flows in issue 16; the
+# comparison is of training, with one way of making cells)
+_SEGMENTER = {"model": "unet", "width": 16, "n_classes": 3, "instances": "watershed",
+              "crop": [128, 128], "batch_size": 4}  # fmt: skip
 _TINY = {"width": 4, "crop": [32, 32], "batch_size": 2, "num_workers": 0, "tile_size": 64}
 _CGAN = {"preset": "cpu", **_SEGMENTER, "perceptual": "hed-vgg16", "sample_every": 0}
 _CGAN_TINY = {**_TINY, "gen_width": 4, "style_dim": 8, "n_mapping": 2, "disc_width": 4,

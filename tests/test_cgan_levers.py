@@ -111,8 +111,8 @@ def test_per_network_betas(tmp_path):
 def test_init_seg_starts_from_a_train_seg_run_of_the_same_architecture(tmp_path):
     data = make_dataset(tmp_path / "data", n=6, size=(40, 40))
     run = tmp_path / "seg"
-    train_segmenter(tiny_seg_config(data, run, iterations=2, val_every=2, test_fraction=0.0),
-                    progress=False)  # fmt: skip
+    train_segmenter(tiny_seg_config(data, run, iterations=2, val_every=2, test_fraction=0.0,
+                                    instances="watershed"), progress=False)  # fmt: skip
     stored = load_checkpoint(run / "best.pt")["model_state"]
     cfg = tiny_cgan_config(data, tmp_path / "cgan", init_seg=str(run))
     trainer = CGanTrainer.from_config(cfg)
@@ -128,7 +128,8 @@ def test_init_seg_starts_from_a_train_seg_run_of_the_same_architecture(tmp_path)
 def test_init_seg_on_the_command_line_is_recorded_as_an_absolute_path(tmp_path, monkeypatch):
     data = make_dataset(tmp_path / "data", n=6, size=(40, 40))
     train_segmenter(tiny_seg_config(data, tmp_path / "seg", iterations=2, val_every=2,
-                                    test_fraction=0.0), progress=False)  # fmt: skip
+                                    test_fraction=0.0, instances="watershed"),
+                    progress=False)  # fmt: skip
     monkeypatch.chdir(tmp_path)
     code = main(["train", "--data", "data", "--out", "cgan", "--init-seg", "seg",
                  "--preset", "cpu", "--crop", "32", "--width", "4", "--gen-width", "4",

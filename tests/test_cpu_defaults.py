@@ -77,7 +77,7 @@ def test_describe_names_device_networks_and_data(tmp_path):
     data = make_dataset(tmp_path / "data", n=6, size=(48, 48))
     trainer = SegTrainer.from_config(tiny_seg_config(data, tmp_path / "run"))
     line = trainer.describe()
-    assert line.startswith("train-seg on cpu") and "unet width 4 (watershed)" in line
+    assert line.startswith("train-seg on cpu") and "unet width 4 (flows)" in line
     assert "crops 32x32, batch 4" in line
     assert pace.duration(30) == "30 s" and pace.duration(600) == "10 min"
     assert pace.duration(7200) == "2.0 h"

@@ -95,6 +95,17 @@ def test_b_takes_the_segmenter_width_of_a_unless_set():
     assert run_config(cfg, Job(1, "B", "unet"), fold).seed == cfg.seed + 1
 
 
+def test_the_conventional_scenarios_make_cells_as_a_does():
+    fold = Path("o/fold_1")
+    cfg = ExperimentConfig.from_dict({"data": "d", "out": "o", "cgan": {"preset": "cpu"}})
+    assert run_config(cfg, Job(0, "A", "unet"), fold).instances == "watershed"
+    for scenario in "BC":
+        assert run_config(cfg, Job(0, scenario, "unet"), fold).instances == "watershed"
+    cfg = ExperimentConfig.from_dict({"data": "d", "out": "o",
+                                      "cgan": {"preset": "cpu", "instances": "flows"}})  # fmt: skip
+    assert run_config(cfg, Job(0, "B", "unet"), fold).instances == "flows"
+
+
 def _fake_result(fold: int, scenario: str, f1: float) -> dict:
     t = [round(0.5 + 0.05 * i, 2) for i in range(10)]
     curve = list(np.linspace(f1, 0.0, 10))
@@ -240,7 +251,6 @@ def test_value_benchmark_quick_mode(tmp_path):
 def test_peers_benchmark_quick_mode(tmp_path):
     """benchmarks/peers.py --quick: our flow recipe and Cellpose 3 from scratch on the same two
     folds, budgets turned into steps by their timing, Cellpose scored by our evaluation."""
-    pytest.importorskip("cellpose.train", reason="the Cellpose arm needs cganseg[flows]")
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
     out = tmp_path / "peers.json"
     proc = subprocess.run(

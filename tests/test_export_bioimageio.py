@@ -13,7 +13,6 @@ import yaml
 
 from cganseg.checkpoint import SEGMENTER, load_network
 from cganseg.cli import main
-from cganseg.data.flows import available as flows_available
 from cganseg.data.normalize import normalize_percentile
 from cganseg.export import bioimageio as export
 from cganseg.models.registry import build_segmenter
@@ -87,7 +86,6 @@ def test_a_cgan_run_exports_with_a_given_sample(gan_run, tmp_path):
     assert "img01.png" in zipfile.ZipFile(package).read("README.md").decode()
 
 
-@pytest.mark.skipif(not flows_available(), reason="the flows extra (cellpose 3) is not installed")
 def test_a_flow_run_exports_flows_and_cell_probability(tmp_path_factory, tmp_path):
     from tests.helpers import make_dataset, tiny_seg_config
 

@@ -12,23 +12,21 @@ import yaml
 from skimage.draw import disk, ellipse
 from tests.helpers import make_dataset, tiny_cgan_config, tiny_seg_config
 
-pytest.importorskip("cellpose.dynamics", reason="the flow mode needs cganseg[flows] (cellpose 3)")
-
-from cganseg.checkpoint import load_checkpoint  # noqa: E402
-from cganseg.cli import main  # noqa: E402
-from cganseg.data.augment import ConventionalAugment  # noqa: E402
-from cganseg.data.dataset import CropDataset, Sample  # noqa: E402
-from cganseg.data.flows import labels_to_flows  # noqa: E402
-from cganseg.data.io import read_labels  # noqa: E402
-from cganseg.errors import InputError  # noqa: E402
-from cganseg.evaluation.matching import match_instances  # noqa: E402
-from cganseg.inference.instances import flows_to_instances  # noqa: E402
-from cganseg.inference.segment import load_segmenter  # noqa: E402
-from cganseg.losses.flow_loss import FLOW_SCALE, FlowLoss  # noqa: E402
-from cganseg.options import CGanTrainConfig, SegTrainConfig  # noqa: E402
-from cganseg.training.cgan_trainer import CGanTrainer, train_cgan  # noqa: E402
-from cganseg.training.seg_trainer import train_segmenter  # noqa: E402
-from cganseg.training.tuning import tune_flow_thresholds  # noqa: E402
+from cganseg.checkpoint import load_checkpoint
+from cganseg.cli import main
+from cganseg.data.augment import ConventionalAugment
+from cganseg.data.dataset import CropDataset, Sample
+from cganseg.data.flows import labels_to_flows
+from cganseg.data.io import read_labels
+from cganseg.errors import InputError
+from cganseg.evaluation.matching import match_instances
+from cganseg.inference.instances import flows_to_instances
+from cganseg.inference.segment import load_segmenter
+from cganseg.losses.flow_loss import FLOW_SCALE, FlowLoss
+from cganseg.options import CGanTrainConfig, SegTrainConfig
+from cganseg.training.cgan_trainer import CGanTrainer, train_cgan
+from cganseg.training.seg_trainer import train_segmenter
+from cganseg.training.tuning import tune_flow_thresholds
 
 
 def _touching_cells() -> np.ndarray:
@@ -167,7 +165,7 @@ def test_crop_targets_are_the_flows_of_the_augmented_crop():
 
 
 def test_config_resolves_instances_and_refuses_what_cannot_work(tmp_path):
-    assert SegTrainConfig(data="d", out="o").instances == "watershed"
+    assert SegTrainConfig(data="d", out="o").instances == "flows"
     assert SegTrainConfig(data="d", out="o", n_classes=2).instances == "components"
     with pytest.raises(InputError, match="watershed needs 3 classes"):
         SegTrainConfig.from_dict({"data": "d", "out": "o", "n_classes": 2,

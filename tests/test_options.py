@@ -74,9 +74,12 @@ def test_the_command_line_is_built_from_the_config(command):
                and a.dest not in ("data", "out"))  # fmt: skip
 
 
-def test_the_flow_mode_without_cellpose_is_refused_before_a_run_starts(monkeypatch):
-    from cganseg.data import flows
+def test_default_instances_flows_for_train_seg_watershed_for_train_components_for_2_classes():
+    from cganseg.options import CGanTrainConfig
 
-    monkeypatch.setattr(flows, "available", lambda: False)
-    with pytest.raises(InputError, match=r"needs cellpose 3.*cganseg\[flows\]"):
-        SegTrainConfig.from_dict({"data": "d", "out": "o", "instances": "flows"})
+    base = {"data": "d", "out": "o"}
+    assert SegTrainConfig.from_dict(base).instances == "flows"
+    assert CGanTrainConfig.from_dict(base).instances == "watershed"
+    for cls in (SegTrainConfig, CGanTrainConfig):
+        assert cls.from_dict({**base, "n_classes": 2}).instances == "components"
+        assert cls.from_dict({**base, "instances": "watershed"}).instances == "watershed"

@@ -606,8 +606,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, help="conventional training steps (default 600)")
     p.add_argument("--gan-iterations", type=int, help="cGAN-Seg training steps (default 300)")
     p.add_argument("--instances", choices=INSTANCE_MODES, default="watershed",
-                   help="the segmenter's output for both runs (default watershed; flows needs "
-                   "cganseg[flows])")  # fmt: skip
+                   help="the segmenter's output for both runs (default watershed, what both "
+                   "trainings were compared with)")  # fmt: skip
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)

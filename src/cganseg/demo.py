@@ -237,7 +237,7 @@ def run_demo(
     instances: str = "watershed",
 ) -> Path:
     """Run the demo into ``out``; returns the path of the HTML report. ``instances``: the
-    segmenter's output for both runs (``flows`` needs cganseg[flows])."""
+    segmenter's output for both runs."""
     out = Path(out)
     seg_cfg = demo_seg_config(out, iterations or SEG_ITERATIONS, device, instances)
     gan_cfg = demo_cgan_config(out, gan_iterations or CGAN_ITERATIONS, device, instances)

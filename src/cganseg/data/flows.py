@@ -17,7 +17,6 @@ Target layout, in the segmenter's output order (Cellpose's): channel 0 ``dy``, c
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from functools import cache
 from types import ModuleType
@@ -32,23 +31,15 @@ FLOW_CHANNELS = 3
 #: Cellpose's defaults for turning flows into cells: the cell-probability logit above which a
 #: pixel is followed, and the largest mean squared flow error of a kept cell
 CELLPROB_THRESHOLD, FLOW_THRESHOLD = 0.0, 0.4
-#: how to get the optional dependency (pyproject.toml's ``flows`` extra)
-INSTALL = "install it with: pip install 'cellpose>=3.1.1,<4' (the cganseg[flows] extra)"
-
-
-def available() -> bool:
-    """Whether cellpose is installed (without importing it: that compiles numba kernels)."""
-    return importlib.util.find_spec("cellpose") is not None
-
-
 @cache
 def dynamics() -> ModuleType:
     """``cellpose.dynamics``, imported on first use (numba compiles its kernels at import, which
-    only the flow mode should pay); one line if cellpose is missing."""
+    only the flow mode should pay); one line if the installed cellpose cannot be imported."""
     try:
         from cellpose import dynamics as module
     except ImportError as exc:
-        raise InputError(f"the flow mode needs cellpose 3 ({exc}); {INSTALL}") from None
+        raise InputError(f"the flow mode needs cellpose 3, a dependency of cganseg ({exc}); "
+                         "reinstall it: pip install 'cellpose>=3.1.1,<4'") from None  # fmt: skip
     logging.getLogger("cellpose.dynamics").setLevel(logging.ERROR)  # "empty masks!" per crop
     return module
 

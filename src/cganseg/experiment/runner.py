@@ -55,7 +55,7 @@ from cganseg.training.seg_trainer import train_segmenter
 
 RESULT = "result.json"
 #: segmenter options that B, C and D take from scenario A unless ``seg`` sets them
-SHARED_SEG_OPTIONS = ("preset", "width", "n_classes", "min_size", "tile_size")
+SHARED_SEG_OPTIONS = ("preset", "width", "n_classes", "min_size", "tile_size", "cell_diameter")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,12 @@ def run_config(cfg: ExperimentConfig, job: Job, fold_dir: Path) -> SegTrainConfi
     }
     if job.scenario == "A":
         return CGanTrainConfig.from_dict({**_cgan_options(cfg), **options}, "cgan options")
-    shared = {k: v for k, v in _cgan_options(cfg).items() if k in SHARED_SEG_OPTIONS}
+    cgan = _cgan_options(cfg)
+    shared = {k: v for k, v in cgan.items() if k in SHARED_SEG_OPTIONS}
+    # B, C and D make cells as A does (train-seg's own default differs), so scenarios differ in
+    # training only
+    shared["instances"] = cgan.get("instances") or CGanTrainConfig.instances_for(
+        cgan.get("n_classes", CGanTrainConfig.n_classes))
     if job.scenario == "D":
         synth = cfg.synth()
         options["extra"] = str(fold_dir / f"synthetic_{job.backbone}" / "pairs")
