@@ -10,7 +10,7 @@ The instrument of issue 16 (not a unit test), built on ``value.py``'s data sets,
 - **cellpose**: Cellpose 3's own network (CPnet, nbase 32) and training loop
   (``cellpose.train.train_seg`` with its defaults: AdamW, learning rate 0.005, batch 8, 224 px
   patches, random rotation and rescaling to its canonical diameter, images with fewer than 5
-  cells left out), from random weights; needs the ``flows`` extra (cellpose 3);
+  cells left out), from random weights; cellpose 3 is a dependency of cganseg;
 - **equal compute**: ``--budget-s`` CPU-seconds of training steps per run, turned into steps by
   a timing pass in this process (ours interleaved step by step as in value.py; Cellpose's step
   time from two short ``train_seg`` calls, their difference per batch), kept in ``timing.json``;
