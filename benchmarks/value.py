@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import platform
 import statistics
@@ -378,8 +379,12 @@ def plan_sets(args: argparse.Namespace, sets: list[str], budget: float, folds: i
     ``budget``. Every set's timing pass comes first, while the machine is quiet; its result is
     kept in ``timing.json`` so a resumed benchmark keeps its step counts, and only recipes
     missing there are timed (``measure(set, data, splits, folder, names)``), so adding a recipe
-    later leaves the finished runs' step counts as they were. ``timed``: the recipes that need a
-    speed; ``count(name, budget, speed)``: a recipe's steps."""
+    later leaves the finished runs' step counts as they were. A later pass runs on a machine
+    that may be slower or faster than the first one (the same recipe measured 0.31 and 0.53
+    CPU-s per step in two sessions): it times the fastest recipe already kept beside the missing
+    ones, and their speeds are scaled by that reference's kept/now ratio, so every recipe's
+    steps stay in the proportion of one pass. ``timed``: the recipes that need a speed;
+    ``count(name, budget, speed)``: a recipe's steps."""
     plans = {}
     for set_name in sets:
         data, groups = data_set(set_name, args.work)
@@ -391,12 +396,28 @@ def plan_sets(args: argparse.Namespace, sets: list[str], budget: float, folds: i
         speed = json.loads(timing.read_text(encoding="utf-8")) if timing.is_file() else {}
         missing = [n for n in timed if n not in speed]
         if missing:
-            speed.update(measure(set_name, data, splits, set_dir, missing))
+            speed.update(timed_against_kept(
+                speed, missing, functools.partial(measure, set_name, data, splits, set_dir)))
             write_text(timing, json.dumps(speed) + "\n")
         steps = {n: count(n, budget, speed) for n in args.recipes}
         print(f"{set_name}: s/step {speed}, steps {steps} for {budget:g} CPU-s", flush=True)
         plans[set_name] = (data, groups, splits, set_dir, speed, steps)
     return plans
+
+
+def timed_against_kept(kept: dict[str, float], missing: list[str],
+                       measure) -> dict[str, float]:  # fmt: skip
+    """Seconds per step of the ``missing`` recipes (``measure(names)`` times names in one
+    interleaved pass), on the scale of the ``kept`` ones: the fastest kept recipe is timed in
+    the same pass and the new speeds are multiplied by its kept/now ratio."""
+    if not kept:
+        return measure(missing)
+    reference = min(kept, key=kept.__getitem__)
+    now = measure([reference, *missing])
+    scale = kept[reference] / now[reference]
+    print(f"timing: {reference} {now[reference]:.3f} s/step now, {kept[reference]:.3f} kept; "
+          f"new recipes scaled by {scale:.3f}", flush=True)  # fmt: skip
+    return {n: now[n] * scale for n in missing}
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, recipes: list[str], *, budget: float,

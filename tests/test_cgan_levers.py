@@ -4,6 +4,8 @@ betas and a cheaper perceptual loss."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from tests.helpers import in_memory_cgan_trainer, make_dataset, tiny_cgan_config, tiny_seg_config
@@ -12,10 +14,10 @@ from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main
 from cganseg.errors import InputError
 from cganseg.losses.cgan_objective import LossWeights
-from cganseg.options import CGanTrainConfig
-from cganseg.training.cgan_trainer import CGanTrainer
+from cganseg.options import SEG_PRETRAIN_DIR, CGanTrainConfig, SegTrainConfig
+from cganseg.training.cgan_trainer import CGanTrainer, train_cgan
 from cganseg.training.schedule import cycle_factor
-from cganseg.training.seg_trainer import train_segmenter
+from cganseg.training.seg_trainer import SegTrainer, train_segmenter
 
 CYCLE_TERMS = {"rec_s", "rec_g", "d1_g"}  # (D2_S is skipped under argmax anyway)
 
@@ -148,3 +150,62 @@ def test_mean_terms_divide_by_the_steps_that_computed_each_term(tmp_path):
     means = trainer._mean_terms({"a": torch.tensor(6.0), "b": torch.tensor(2.0)},
                                 {"a": 3, "b": 1})  # fmt: skip
     assert means == {"a": 2.0, "b": 2.0}
+
+
+def _pretrained_run(data, out, **kw) -> CGanTrainConfig:
+    return tiny_cgan_config(data, out, seg_pretrain=3, instances="watershed", iterations=2,
+                            val_every=2, test_fraction=0.25, **kw)  # fmt: skip
+
+
+def test_seg_pretrain_trains_conventionally_then_starts_the_joint_game_from_it(tmp_path):
+    data = make_dataset(tmp_path / "data", n=8, size=(40, 40))
+    run = tmp_path / "run"
+    summary = train_cgan(_pretrained_run(data, run), progress=False)
+    pre = run / SEG_PRETRAIN_DIR
+    assert summary["step"] == 2 and (pre / "best.pt").is_file()
+    assert json.loads((pre / "done.json").read_text())["step"] == 3
+    pre_cfg = SegTrainConfig.load(pre / "config.yaml")
+    # train-seg's own recipe, on this run's segmenter, crops, batch and seed
+    assert (pre_cfg.lr, pre_cfg.iterations, pre_cfg.width, pre_cfg.crop, pre_cfg.seed) == (
+        SegTrainConfig.lr, 3, 4, [32, 32], 5)
+    assert (run / "split.json").read_text() == (pre / "split.json").read_text()
+    assert "seg_pretrain: 3" in (run / "config.yaml").read_text()
+    # the joint game's Seg starts from the pre-trained best.pt
+    trainer = CGanTrainer.from_config(_pretrained_run(data, run))
+    stored = load_checkpoint(pre / "best.pt")["model_state"]
+    _assert_same({k: v.cpu() for k, v in _weights(trainer.seg).items()}, stored)
+
+
+def test_seg_pretrain_stopped_before_the_joint_game_resumes_with_the_runs_options(
+    tmp_path, monkeypatch
+):
+    """A run stopped after its pre-training resumes from ``--out RUN --resume`` alone (the
+    options come from the run's config.yaml, the pre-training is not repeated) and ends with
+    the weights of an uninterrupted run."""
+    data = make_dataset(tmp_path / "data", n=8, size=(40, 40))
+    train_cgan(_pretrained_run(data, tmp_path / "a"), progress=False)
+    build = CGanTrainer.build
+
+    def crash(self):
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(CGanTrainer, "build", crash)
+    with pytest.raises(RuntimeError):
+        train_cgan(_pretrained_run(data, tmp_path / "b"), progress=False)
+    assert not (tmp_path / "b" / "last.pt").exists()
+    monkeypatch.setattr(CGanTrainer, "build", build)
+    with pytest.raises(InputError, match="already holds a training run"):
+        train_cgan(_pretrained_run(data, tmp_path / "b"), progress=False)
+    calls = []
+    monkeypatch.setattr(SegTrainer, "train_step", lambda *a: calls.append(a))
+    bare = CGanTrainConfig(data="", out=str(tmp_path / "b"))  # what `--out b --resume` gives
+    assert train_cgan(bare, resume=True, progress=False)["step"] == 2
+    assert not calls  # the pre-training was finished: not trained again
+    a, b = (load_checkpoint(tmp_path / r / "last.pt") for r in ("a", "b"))
+    for key in ("model_state", "generator_state"):
+        _assert_same(a[key], b[key])
+
+
+def test_seg_pretrain_and_init_seg_exclude_each_other():
+    with pytest.raises(InputError, match="both start the segmenter"):
+        CGanTrainConfig.from_dict({"data": "d", "out": "o", "init_seg": "x", "seg_pretrain": 2})

@@ -269,3 +269,27 @@ def test_peers_benchmark_quick_mode(tmp_path):
         assert set(runs[0]["thresholds"]) >= {"cellprob_threshold", "flow_threshold"}
     assert (tmp_path / "quick" / "demo" / "fold_1" / "cellpose_1steps" / "test" /
             "metrics.json").is_file()  # fmt: skip
+
+
+def test_value_timing_of_added_recipes_is_scaled_to_the_kept_pass(monkeypatch):
+    """A recipe added later is timed beside the fastest kept one, and scaled by that recipe's
+    kept/now ratio: on a machine twice as slow it still gets the steps of the first pass."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "value.py"
+    spec = importlib.util.spec_from_file_location("value_benchmark", path)
+    value = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, value)  # its dataclasses look themselves up
+    spec.loader.exec_module(value)
+    true_speed = {"conventional": 0.3, "cgan": 3.0, "cgan-new": 1.5}
+    asked: list[list[str]] = []
+
+    def slow_machine(names: list[str]) -> dict[str, float]:
+        asked.append(names)
+        return {n: 2 * true_speed[n] for n in names}
+
+    kept = {"conventional": 0.3, "cgan": 3.0}
+    assert value.timed_against_kept(kept, ["cgan-new"], slow_machine) == pytest.approx(
+        {"cgan-new": 1.5})
+    assert asked == [["conventional", "cgan-new"]]  # the fastest kept one is the reference
+    assert value.timed_against_kept({}, ["cgan"], slow_machine) == {"cgan": 6.0}

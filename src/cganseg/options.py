@@ -69,6 +69,8 @@ FLOAT_OPTIONS = (
 #: options that name files or folders: made absolute when a run starts (config.yaml then works
 #: from anywhere)
 PATH_OPTIONS = ("data", "out", "split_file", "extra", "init_seg")
+#: where ``cganseg train --seg-pretrain N`` keeps the conventional run that starts its segmenter
+SEG_PRETRAIN_DIR = "seg_pretrain"
 #: largest seed: what NumPy's legacy seeding and every torch generator accept
 SEED_MAX = 2**32 - 1
 #: allowed range (low, high; None: open) of numeric options, for every config class
@@ -108,6 +110,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "warmup_gen": (0, None),
     "ramp_steps": (0, None),
     "seg_extra_updates": (0, None),
+    "seg_pretrain": (0, None),
     "seg_ema": (0, 0.99999),
     "perceptual_depth": (1, 5),
     "perceptual_scale": (0.125, 1),
@@ -470,6 +473,9 @@ class CGanTrainConfig(SegTrainConfig):
     # --- recipe levers (issue 17); these defaults are the paper's recipe
     # start Seg from a trained segmenter (a run folder or checkpoint of the same architecture)
     init_seg: str | None = None
+    # or first train it conventionally for N steps (train-seg's recipe, in RUN/seg_pretrain/;
+    # training/pretrain.py), then start Seg from that
+    seg_pretrain: int = 0
     # the first N steps train Gen on Id_G and Seg on Id_S alone (the discriminators still learn)
     warmup_gen: int = 0
     # then Rec_S, Rec_G, D1_G and D2_S rise linearly from 0 to their Eq. 16 weights over N steps
@@ -505,6 +511,9 @@ class CGanTrainConfig(SegTrainConfig):
             raise InputError(
                 "extra pairs are for train-seg; cGAN-Seg training uses real pairs", source
             )
+        if self.init_seg and self.seg_pretrain:
+            raise InputError("options init_seg and seg_pretrain both start the segmenter: give "
+                             "one of them", source)  # fmt: skip
         if self.weight_decay:
             raise InputError(
                 "option weight_decay is for train-seg; cGAN-Seg training does not use it", source
@@ -669,6 +678,12 @@ CLI: dict[str, CliOption] = {
         "cGAN-Seg recipe",
         metavar="RUN",
         default_text="random weights",
+    ),
+    "seg_pretrain": CliOption(
+        "first train the segmenter conventionally for N steps (train-seg's recipe, kept in "
+        "RUN/seg_pretrain/), then start the joint game from it",
+        "cGAN-Seg recipe",
+        metavar="N",
     ),
     "warmup_gen": CliOption(
         "first N steps: Gen on Id_G and Seg on Id_S alone", "cGAN-Seg recipe", metavar="N"

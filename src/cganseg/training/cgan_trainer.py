@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,12 +65,13 @@ from cganseg.losses.image_loss import ImageLoss
 from cganseg.losses.perceptual import build_perceptual
 from cganseg.models.discriminator import PatchDiscriminator
 from cganseg.models.generator import StyleUNet
-from cganseg.options import CGanTrainConfig
+from cganseg.options import SEG_PRETRAIN_DIR, CGanTrainConfig
 from cganseg.reports.grid import save_grid
 from cganseg.reports.overlays import generation_row, overlay_labels
 from cganseg.training.ema import copy_buffers, ema_with_warmup
 from cganseg.training.image_pool import ImagePool
 from cganseg.training.loop import TrainerBase, run_training
+from cganseg.training.pretrain import pretrain_segmenter
 from cganseg.training.schedule import cycle_factor, make_scheduler
 
 N_SAMPLE_ROWS = 4
@@ -138,8 +140,9 @@ class CGanTrainer(TrainerBase):
         self.flows = cfg.instances == "flows"
         k = 2 if self.flows else cfg.n_classes  # classes of the masks Gen and D2 see
         self.seg = self.new_segmenter()
-        if cfg.init_seg:
-            self._start_from(cfg.init_seg)
+        start = cfg.init_seg or (self.run_dir / SEG_PRETRAIN_DIR if cfg.seg_pretrain else None)
+        if start and not self.resuming:  # (a resumed run has its own weights)
+            self._start_from(str(start))
         # the segmenter that validation, best.pt and the test use: Seg, or its moving average
         self.seg_avg = (
             AveragedModel(self.seg, multi_avg_fn=ema_with_warmup(cfg.seg_ema))
@@ -403,5 +406,12 @@ def train_cgan(
     progress: bool = True,
     given: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) cGAN-Seg training; returns a summary dict."""
+    """Run (or resume) cGAN-Seg training, after its segmenter's conventional pre-training when
+    ``seg_pretrain`` asks for one (:mod:`cganseg.training.pretrain`); returns a summary dict."""
+    run = Path(cfg.out)
+    started = (run / "last.pt").is_file()  # the joint game has begun: its checkpoint rules
+    pretraining = (run / SEG_PRETRAIN_DIR).is_dir() if resume else cfg.seg_pretrain > 0
+    if pretraining and not started:
+        cfg = pretrain_segmenter(cfg, resume=resume, progress=progress, given=given or {})
+        resume = False
     return run_training(CGanTrainer, cfg, resume=resume, progress=progress, given=given)

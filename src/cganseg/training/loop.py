@@ -231,6 +231,7 @@ class TrainerBase:
         )
         self.loss_reference: float | None = None  # the first step's loss, for max_loss
         torch.manual_seed(cfg.seed)
+        self.resuming = resume_state is not None  # build() need not load starting weights
         self.build()
         if resume_state:
             self._restore(resume_state)
@@ -691,7 +692,7 @@ def _absolute(path: str | None) -> str | None:
     return None if path is None else os.path.abspath(path)
 
 
-def _resumed_config(
+def resumed_config(
     cfg_cls: type[SegTrainConfig], state: dict[str, Any], run_dir: Path, given: dict[str, Any]
 ) -> SegTrainConfig:
     """The saved config of a run being resumed, re-rooted: the run is the folder it was given
@@ -728,7 +729,7 @@ def _run_locked(
                 f"last.pt is a {state.get('kind')} checkpoint, not {trainer_cls.kind}",
                 run_dir / "last.pt",
             )
-        cfg = _resumed_config(type(cfg), state, run_dir, given)
+        cfg = resumed_config(type(cfg), state, run_dir, given)
         if main:
             tqdm.write(f"resuming {run_dir} from step {state['step']}")
     elif (run_dir / "last.pt").exists():
