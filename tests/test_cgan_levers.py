@@ -16,6 +16,7 @@ from cganseg.errors import InputError
 from cganseg.losses.cgan_objective import LossWeights
 from cganseg.options import SEG_PRETRAIN_DIR, CGanTrainConfig, SegTrainConfig
 from cganseg.training.cgan_trainer import CGanTrainer, train_cgan
+from cganseg.training.pretrain import resumable
 from cganseg.training.schedule import cycle_factor
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
 
@@ -193,6 +194,7 @@ def test_seg_pretrain_stopped_before_the_joint_game_resumes_with_the_runs_option
     with pytest.raises(RuntimeError):
         train_cgan(_pretrained_run(data, tmp_path / "b"), progress=False)
     assert not (tmp_path / "b" / "last.pt").exists()
+    assert resumable(tmp_path / "b") and not resumable(tmp_path / "c")  # (experiment, demo)
     monkeypatch.setattr(CGanTrainer, "build", build)
     with pytest.raises(InputError, match="already holds a training run"):
         train_cgan(_pretrained_run(data, tmp_path / "b"), progress=False)

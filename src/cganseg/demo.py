@@ -35,6 +35,7 @@ from cganseg.reports.plots import plot_f1_vs_iou, plot_training_curves
 from cganseg.runtime.atomic import write_text
 from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
 from cganseg.training.cgan_trainer import train_cgan
+from cganseg.training.pretrain import resumable
 from cganseg.training.seg_trainer import train_segmenter
 
 SEG_ITERATIONS = 600
@@ -132,7 +133,7 @@ def _train(train: Callable, cfg: SegTrainConfig, progress: bool) -> dict[str, fl
     timing_file = run / "demo_timing.json"
     before = json.loads(timing_file.read_text()) if timing_file.is_file() else {"cpu_s": 0.0}
     t0 = time.process_time()
-    resume = (run / "last.pt").exists()
+    resume = resumable(run)
     summary = train(cfg, resume=resume, progress=progress, given={"iterations": cfg.iterations})
     timing = {"cpu_s": before["cpu_s"] + time.process_time() - t0, "steps": summary["step"]}
     write_text(timing_file, json.dumps(timing) + "\n")

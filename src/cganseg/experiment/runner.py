@@ -51,6 +51,7 @@ from cganseg.runtime.outputs import foreign_entries
 from cganseg.synth.make_masks import write_synthetic_masks
 from cganseg.synth.pairs import generate_pairs
 from cganseg.training.cgan_trainer import train_cgan
+from cganseg.training.pretrain import resumable
 from cganseg.training.seg_trainer import train_segmenter
 
 RESULT = "result.json"
@@ -135,7 +136,7 @@ def _peak_rss_mb() -> float:
 def _train(run_cfg: SegTrainConfig, progress: bool) -> dict[str, Any]:
 
     train = train_cgan if isinstance(run_cfg, CGanTrainConfig) else train_segmenter
-    resume = (Path(run_cfg.out) / "last.pt").is_file()
+    resume = resumable(run_cfg.out)
     # a resumed run keeps its saved options, but may move to the device asked for now
     return train(run_cfg, resume=resume, progress=progress, given={"device": run_cfg.device})
 

@@ -25,8 +25,8 @@ the cell probability ``sigmoid(logit)`` (as [1 - p, p], soft, argmax or straight
 
 Recipe levers (issue 17, all off by default, i.e. the paper's recipe): Seg can start from a
 trained segmenter (``init_seg``), or from a conventional pre-training that the run does first
-(``seg_pretrain``, :mod:`cganseg.training.pretrain`); the cycle and adversarial weights can wait for a warm-up on
-the paired terms and then ramp up (``warmup_gen``, ``ramp_steps``,
+(``seg_pretrain``, :mod:`cganseg.training.pretrain`); the cycle and adversarial weights can
+wait for a warm-up on the paired terms and then ramp up (``warmup_gen``, ``ramp_steps``,
 :func:`cganseg.training.schedule.cycle_factor`); Seg can take extra Id_S-only steps on further
 real batches (``seg_extra_updates``); validation can use a moving average of Seg
 (``seg_ema``, :mod:`cganseg.training.ema`); each network can have its own Adam betas; the

@@ -33,6 +33,13 @@ CONVENTIONAL_OWN = ("lr", "weight_decay", "warmup_fraction", "schedule")
 DONE = "done.json"
 
 
+def resumable(run: str | Path) -> bool:
+    """Whether folder ``run`` holds a training run to resume: its ``last.pt``, or the one of a
+    ``train`` run's pre-training (stopped before the joint game began)."""
+    run = Path(run)
+    return (run / "last.pt").is_file() or (run / SEG_PRETRAIN_DIR / "last.pt").is_file()
+
+
 def pretrain_config(cfg: CGanTrainConfig) -> SegTrainConfig:
     """The conventional run that pre-trains ``cfg``'s segmenter."""
     shared = {f.name for f in dataclasses.fields(SegTrainConfig)} - set(CONVENTIONAL_OWN)
