@@ -66,7 +66,7 @@ from cganseg.errors import InputError
 from cganseg.evaluation.fid import fid_kid, image_features
 from cganseg.inference.generate import load_generator
 from cganseg.models.fid_inception import load_fid_features
-from cganseg.options import CGanTrainConfig, SegTrainConfig
+from cganseg.options import RECIPES, CGanTrainConfig, SegTrainConfig
 from cganseg.runtime.atomic import write_text
 from cganseg.runtime.device import resolve_device
 from cganseg.training.cgan_trainer import CGanTrainer, train_cgan
@@ -100,7 +100,10 @@ class Recipe:
 _SEGMENTER = {"model": "unet", "width": 16, "n_classes": 3, "instances": "watershed",
               "crop": [128, 128], "batch_size": 4}  # fmt: skip
 _TINY = {"width": 4, "crop": [32, 32], "batch_size": 2, "num_workers": 0, "tile_size": 64}
-_CGAN = {"preset": "cpu", **_SEGMENTER, "perceptual": "hed-vgg16", "sample_every": 0}
+# the paper's recipe under the CPU sizes, whatever `train`'s preset default (issue 17) is: each
+# lever is a recipe of its own here
+_CGAN = {"preset": "cpu", **RECIPES["paper"], **_SEGMENTER, "perceptual": "hed-vgg16",
+         "sample_every": 0}  # fmt: skip
 _CGAN_TINY = {**_TINY, "gen_width": 4, "style_dim": 8, "n_mapping": 2, "disc_width": 4,
               "disc_layers": 2, "perceptual": "none"}  # fmt: skip
 #: the control of issue 17: every synthetic-cycle and adversarial weight at 0

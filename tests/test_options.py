@@ -83,3 +83,24 @@ def test_default_instances_flows_for_train_seg_watershed_for_train_components_fo
     for cls in (SegTrainConfig, CGanTrainConfig):
         assert cls.from_dict({**base, "n_classes": 2}).instances == "components"
         assert cls.from_dict({**base, "instances": "watershed"}).instances == "watershed"
+
+
+def test_train_gets_the_measured_recipe_on_the_cpu_preset_and_the_papers_on_paper(capsys):
+    """Issue 17: `train --preset cpu` (the default on a CPU) is value.py's best recipe, its
+    step counts a share of --iterations; `--preset paper` keeps every lever off."""
+    cpu = CGanTrainConfig.from_dict({"preset": "cpu", "data": "d", "out": "o", "iterations": 300})
+    assert (cpu.seg_pretrain, cpu.warmup_gen, cpu.ramp_steps) == (2700, 60, 90)
+    assert (cpu.seg_extra_updates, cpu.seg_ema, cpu.betas_seg) == (3, 0.99, [0.9, 0.999])
+    assert (cpu.perceptual_depth, cpu.perceptual_scale) == (3, 0.5)
+    paper = CGanTrainConfig.from_dict({"preset": "paper", "data": "d", "out": "o"})
+    assert (paper.seg_pretrain, paper.warmup_gen, paper.seg_extra_updates, paper.seg_ema,
+            paper.perceptual_depth) == (0, 0, 0, 0.0, 5)  # fmt: skip
+    # a segmenter given to start from replaces the preset's pre-training; given options win
+    given = CGanTrainConfig.from_dict({"preset": "cpu", "data": "d", "out": "o",
+                                       "init_seg": "seg", "ramp_steps": 7})  # fmt: skip
+    assert (given.seg_pretrain, given.ramp_steps, given.warmup_gen) == (0, 7, 400)
+    assert SegTrainConfig.from_dict({"preset": "cpu", "data": "d", "out": "o"}).iterations == 2000
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "by --preset: cpu 9 x iterations, paper 0" in text

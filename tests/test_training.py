@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
 import signal
@@ -10,12 +11,14 @@ import signal
 import numpy as np
 import pytest
 import torch
+import yaml
 from tests.helpers import tiny_seg_config as _cfg
 from tests.helpers import write_image
 
 from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main
 from cganseg.data.io import list_image_files, read_labels
+from cganseg.demo import VERDICT
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.options import SegTrainConfig
 from cganseg.runtime.interrupt import Interrupted
@@ -195,6 +198,11 @@ def test_demo_writes_its_report(tmp_path, capsys):
     assert "training seconds" not in page
     printed = capsys.readouterr().out
     assert "conventional: F1@0.5" in printed and "pooled" in printed and "per image" in printed
+    # issue 17: cGAN-Seg is train's default recipe started from the conventional run, and the
+    # measured answer to "which one?" is said beside them
+    cgan = yaml.safe_load((out / "train_cgan" / "config.yaml").read_text())
+    assert cgan["init_seg"] == str(out / "train_seg") and cgan["seg_extra_updates"] == 3
+    assert VERDICT in printed and html.escape(VERDICT) in page
 
 
 def test_binary_masks_warn_once_and_train(data, tmp_path, capsys):

@@ -614,7 +614,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from cganseg.demo import headline, run_demo
+    from cganseg.demo import VERDICT, headline, run_demo
 
     report = run_demo(
         args.out,
@@ -628,6 +628,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"on {summary['n_test']} test images (higher is better; definitions in the report):")
     for row in summary["runs"]:
         print("  " + headline(row))
+    print(VERDICT)
     print(f"demo report: {report}")
     return 0
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import yaml
 
@@ -394,6 +394,51 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class StepShare:
+    """A preset value that is a share of the run's ``iterations``, turned into steps when the
+    config is made (so ``--iterations`` scales it; config.yaml records the steps)."""
+
+    share: float
+
+    def steps(self, iterations: int) -> int:
+        return int(self.share * iterations)
+
+    def __str__(self) -> str:
+        return f"{self.share:g} x iterations"
+
+
+#: ``cganseg train``'s recipe per preset (issue 17). ``paper``: the paper's (every lever off).
+#: ``cpu``: the best recipe measured at CPU budgets (benchmarks/value.py, recipe ``cgan-all``;
+#: README "Measured results"): the segmenter first trains conventionally for about the CPU time
+#: of the joint game (a conventional step costs ~1/9 of a joint step with these levers), the
+#: cycle and adversarial weights wait 20% of the steps and ramp up over 30%, 3 extra Id_S
+#: updates per step, validation on Seg's moving average, Seg's Adam betas 0.9/0.999, and the
+#: perceptual loss on 3 VGG blocks at half resolution.
+RECIPES: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "seg_pretrain": StepShare(9.0),
+        "warmup_gen": StepShare(0.2),
+        "ramp_steps": StepShare(0.3),
+        "seg_extra_updates": 3,
+        "seg_ema": 0.99,
+        "betas_seg": [0.9, 0.999],
+        "perceptual_depth": 3,
+        "perceptual_scale": 0.5,
+    },
+    "paper": {
+        "seg_pretrain": 0,
+        "warmup_gen": 0,
+        "ramp_steps": 0,
+        "seg_extra_updates": 0,
+        "seg_ema": 0.0,
+        "betas_seg": None,
+        "perceptual_depth": 5,
+        "perceptual_scale": 1.0,
+    },
+}
+
+
 def resolve_preset(preset: str, device: str) -> str:
     """``auto``: ``paper`` on a CUDA GPU, ``cpu`` elsewhere (CPU, and Apple's MPS, whose memory
     and speed suit the small networks better); other names as they are."""
@@ -419,8 +464,14 @@ def apply_preset(
         raise InputError(f"unknown preset {preset!r} (use {', '.join(CHOICES['preset'])})",
                          source)  # fmt: skip
     preset = resolve_preset(preset, str(options.get("device", "auto")))
-    values = {k: v for k, v in PRESETS[preset].items() if fields is None or k in fields}
-    return {**values, **options, "preset": preset}
+    values = {**PRESETS[preset], **RECIPES[preset]}
+    values = {k: v for k, v in values.items() if fields is None or k in fields}
+    merged = {**values, **options, "preset": preset}
+    if fields is not None:  # a config is being made: shares of the steps become steps
+        iterations = merged.get("iterations", fields["iterations"].default)
+        merged = {k: v.steps(int(iterations)) if isinstance(v, StepShare) else v
+                  for k, v in merged.items()}  # fmt: skip
+    return merged
 
 
 @dataclass
@@ -493,6 +544,12 @@ class CGanTrainConfig(SegTrainConfig):
     # by this factor
     perceptual_depth: int = 5
     perceptual_scale: float = 1.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> CGanTrainConfig:
+        if data.get("init_seg") and "seg_pretrain" not in data:
+            data = {**data, "seg_pretrain": 0}  # the given segmenter replaces the preset's start
+        return cast(CGanTrainConfig, super().from_dict(data, source))
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(
@@ -735,6 +792,8 @@ def _field_type(annotation: str) -> type:
 
 
 def _shown(name: str, value: Any, spec: CliOption) -> str:
+    if isinstance(value, StepShare):
+        return str(value)
     if value is None and spec.default_text is not None:
         return spec.default_text
     if isinstance(value, list):
@@ -743,9 +802,10 @@ def _shown(name: str, value: Any, spec: CliOption) -> str:
 
 
 def _default_text(f: dataclasses.Field, spec: CliOption) -> str:
-    if f.name in PRESETS["cpu"]:  # what --preset (auto by default) sets
-        return "by --preset: " + ", ".join(f"{name} {_shown(f.name, values[f.name], spec)}"
-                                           for name, values in PRESETS.items())  # fmt: skip
+    for table in (PRESETS, RECIPES):
+        if f.name in table["cpu"]:  # what --preset (auto by default) sets
+            return "by --preset: " + ", ".join(f"{name} {_shown(f.name, values[f.name], spec)}"
+                                               for name, values in table.items())  # fmt: skip
     if spec.default_text is not None:
         return spec.default_text
     value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

@@ -23,6 +23,7 @@ from typing import Any
 
 from cganseg.errors import InputError
 from cganseg.options import PATH_OPTIONS, SEG_PRETRAIN_DIR, CGanTrainConfig, SegTrainConfig
+from cganseg.runtime import distributed
 from cganseg.runtime.atomic import check_writable, write_text
 from cganseg.training.loop import RESUMABLE_OVERRIDES, resumed_config
 from cganseg.training.seg_trainer import train_segmenter
@@ -59,9 +60,11 @@ def _planned(cfg: CGanTrainConfig) -> CGanTrainConfig:
 def pretrain_segmenter(cfg: CGanTrainConfig, *, resume: bool, progress: bool,
                        given: dict[str, Any]) -> CGanTrainConfig:  # fmt: skip
     """Run (or resume, or find finished) the pre-training of ``cfg``; returns the config of the
-    joint game: ``cfg`` (on resume, the run's saved one) with the pre-training's split."""
+    joint game: ``cfg``, on resume the run's saved one. Both runs make the same split (the same
+    data, fractions and seed; tested), so the joint game validates on the same images."""
     run = Path(cfg.out)
     planned = run / "config.yaml"
+    main = distributed.from_env().main  # (under torchrun every process trains; one writes)
     if resume:
         if not planned.is_file():
             raise InputError("nothing to resume: no last.pt or config.yaml in the run folder",
@@ -72,9 +75,10 @@ def pretrain_segmenter(cfg: CGanTrainConfig, *, resume: bool, progress: bool,
         if (run / SEG_PRETRAIN_DIR / "last.pt").exists():  # (before its plan is overwritten)
             raise InputError("already holds a training run; add --resume or choose another --out",
                              run)  # fmt: skip
-        check_writable(run)
         cfg = _planned(cfg)
-        cfg.save(planned)
+        if main:
+            check_writable(run)
+            cfg.save(planned)
     pre = pretrain_config(cfg)
     folder = Path(pre.out)
     if not (folder / DONE).is_file():
@@ -82,5 +86,6 @@ def pretrain_segmenter(cfg: CGanTrainConfig, *, resume: bool, progress: bool,
         own = {k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES and k != "iterations"
                and k in SegTrainConfig.__dataclass_fields__}  # fmt: skip
         summary = train_segmenter(pre, resume=again, progress=progress, given=own)
-        write_text(folder / DONE, json.dumps(summary, indent=2, default=float) + "\n")
-    return dataclasses.replace(cfg, split_file=cfg.split_file or str(folder / "split.json"))
+        if main:
+            write_text(folder / DONE, json.dumps(summary, indent=2, default=float) + "\n")
+    return cfg
