@@ -53,6 +53,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train",
         help="cGAN-Seg training: segmenter + mask-to-image generator in a cycle GAN",
         description="Train a segmenter inside a cycle GAN with a StyleUNet generator (cGAN-Seg). "
+        "On a CPU (--preset cpu) the recipe is the best one measured (README, issue 17): the "
+        "segmenter first trains conventionally, then the joint game runs with every lever of the "
+        "'cGAN-Seg recipe' group; --preset paper is the paper's recipe. At equal CPU time its "
+        "segmenter has matched train-seg's, not beaten it: for segmentation alone use train-seg. "
         "Precedence of options: defaults < --preset < --config < command line.",
     )
     _add_training_options(p, CGanTrainConfig)
