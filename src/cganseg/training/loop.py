@@ -21,7 +21,7 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -68,6 +68,7 @@ from cganseg.training.stopping import EarlyStopping, Rollbacks
 from cganseg.training.tuning import tune_flow_thresholds
 from cganseg.training.validation import VAL_COLUMNS, validate_segmenter
 
+ConfigT = TypeVar("ConfigT", bound=SegTrainConfig)
 #: options that may change when a run is resumed; all others must match the saved config
 RESUMABLE_OVERRIDES = (
     "iterations",
@@ -692,6 +693,14 @@ def _absolute(path: str | None) -> str | None:
     return None if path is None else os.path.abspath(path)
 
 
+def with_absolute_paths(cfg: ConfigT) -> ConfigT:
+    """``cfg`` with its file and folder options absolute: the run stays usable from any
+    working directory."""
+    paths = {f.name: _absolute(getattr(cfg, f.name))
+             for f in dataclasses.fields(cfg) if f.name in PATH_OPTIONS}  # fmt: skip
+    return dataclasses.replace(cfg, **paths)
+
+
 def resumed_config(
     cfg_cls: type[SegTrainConfig], state: dict[str, Any], run_dir: Path, given: dict[str, Any]
 ) -> SegTrainConfig:
@@ -736,13 +745,11 @@ def _run_locked(
         raise InputError(
             "already holds a training run; add --resume or choose another --out", run_dir
         )
-    else:  # paths as absolute paths: the run stays usable from any working directory; the
-        # device and the width as resolved, so config.yaml says what was used
-        paths = {f.name: _absolute(getattr(cfg, f.name))
-                 for f in dataclasses.fields(cfg) if f.name in PATH_OPTIONS}  # fmt: skip
+    else:  # paths absolute; the device and the width as resolved, so config.yaml says what
+        # was used
         width = DEFAULT_WIDTHS[cfg.model] if cfg.width is None else cfg.width
         device = str(resolve_device(cfg.device))
-        cfg = dataclasses.replace(cfg, **paths, width=width, device=device)
+        cfg = dataclasses.replace(with_absolute_paths(cfg), width=width, device=device)
     loading = progress and main
     data = load_data_split(
         cfg,

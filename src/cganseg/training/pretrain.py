@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from cganseg.errors import InputError
-from cganseg.options import PATH_OPTIONS, SEG_PRETRAIN_DIR, CGanTrainConfig, SegTrainConfig
+from cganseg.options import SEG_PRETRAIN_DIR, CGanTrainConfig, SegTrainConfig
 from cganseg.runtime import distributed
 from cganseg.runtime.atomic import check_writable, write_text
-from cganseg.training.loop import RESUMABLE_OVERRIDES, resumed_config
+from cganseg.training.loop import RESUMABLE_OVERRIDES, resumed_config, with_absolute_paths
 from cganseg.training.seg_trainer import train_segmenter
 
 #: options the pre-training takes from train-seg's defaults rather than from the cGAN-Seg run:
@@ -50,13 +49,6 @@ def pretrain_config(cfg: CGanTrainConfig) -> SegTrainConfig:
     return SegTrainConfig.from_dict(values)
 
 
-def _planned(cfg: CGanTrainConfig) -> CGanTrainConfig:
-    """``cfg`` with its paths absolute (the run then works from any working directory)."""
-    paths = {f.name: os.path.abspath(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-             if f.name in PATH_OPTIONS and getattr(cfg, f.name) is not None}  # fmt: skip
-    return dataclasses.replace(cfg, **paths)
-
-
 def pretrain_segmenter(cfg: CGanTrainConfig, *, resume: bool, progress: bool,
                        given: dict[str, Any]) -> CGanTrainConfig:  # fmt: skip
     """Run (or resume, or find finished) the pre-training of ``cfg``; returns the config of the
@@ -75,7 +67,7 @@ def pretrain_segmenter(cfg: CGanTrainConfig, *, resume: bool, progress: bool,
         if (run / SEG_PRETRAIN_DIR / "last.pt").exists():  # (before its plan is overwritten)
             raise InputError("already holds a training run; add --resume or choose another --out",
                              run)  # fmt: skip
-        cfg = _planned(cfg)
+        cfg = with_absolute_paths(cfg)
         if main:
             check_writable(run)
             cfg.save(planned)
