@@ -205,32 +205,35 @@ def test_demo_writes_its_report(tmp_path, capsys):
     assert VERDICT in printed and html.escape(VERDICT) in page
 
 
-def test_binary_masks_warn_once_and_train(data, tmp_path, capsys):
+def test_binary_masks_warn_once_per_run_and_train(data, tmp_path, capsys):
+    """Once per command run: a second run in the same process warns again."""
     for mask in list_image_files(data / "masks"):
         write_image(mask, (read_labels(mask) > 0).astype(np.uint8) * 255)
-    code = main(
-        [
-            "train-seg",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "run"),
-            "--width",
-            "4",
-            "--crop",
-            "32",
-            "--iterations",
-            "1",
-            "--device",
-            "cpu",
-            "--workers",
-            "0",
-            "--quiet",
-        ]
-    )
-    assert code == 0
-    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
-    assert len(warnings) == 1 and "binary masks" in warnings[0]
+    for run in ("run1", "run2"):
+        code = main(
+            [
+                "train-seg",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / run),
+                "--width",
+                "4",
+                "--crop",
+                "32",
+                "--iterations",
+                "1",
+                "--device",
+                "cpu",
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        assert code == 0
+        err = capsys.readouterr().err.splitlines()
+        warnings = [ln for ln in err if ln.startswith("warning:")]
+        assert len(warnings) == 1 and "binary masks" in warnings[0], run
 
 
 def _diverging_step(real_step, bad_steps: set[int], once: bool):

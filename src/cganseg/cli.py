@@ -721,11 +721,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the once-per-command warnings already shown by this command run (cleared by ``main``)
 _warned_categories: set[type] = set()
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line each; a per-file warning such as binary masks is shown once."""
+    """Warnings as one line each; a per-file warning such as binary masks is shown once per run."""
     from cganseg.data.io import AlphaDroppedWarning, BinaryMaskWarning
 
     once = {BinaryMaskWarning: "binary masks", AlphaDroppedWarning: "images with alpha"}
@@ -828,6 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args is None:
         return 0
     warnings.showwarning = _one_line_warning
+    _warned_categories.clear()  # once per command, also when one process runs several
     try:
         _refuse_torchrun(args.command)
         _check_outputs(args)
