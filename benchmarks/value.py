@@ -29,8 +29,10 @@ validation only, and scores it once on the fold's test part:
   fold, 10% of the remaining groups validate, ``n_train`` pairs train;
 - **scores** on the test part: F1@0.5 pooled and per image, mean F1 over IoU 0.5:0.95 (per image),
   Dice; for cGAN-Seg also the FID of images generated from the test masks against the real test
-  images (needs `cganseg fetch-weights fid-inception`); and how often the chosen checkpoint is the
-  first validation.
+  images (needs `cganseg fetch-weights fid-inception`), by the generator of the chosen checkpoint
+  (``fid``: best.pt, chosen by the segmenter's validation score) and of the last step
+  (``fid_last``: the generator's own training, whatever step the segmenter peaked at); and how
+  often the chosen checkpoint is the first validation.
 
 Prints a table of mean +- sd per data set and recipe, writes ``benchmarks/results/value_cpu.json``
 (``--out``). Runs live in ``--work`` (default ``benchmarks/.work/value``); a finished run is not
@@ -263,20 +265,30 @@ def _chosen_is_first_validation(run: Path) -> bool:
     return bool(scores) and int(np.argmax(scores)) == 0
 
 
-def _fid(run: Path, data: Path, test: list[str], device: str) -> float | None:
+#: the generator each FID is of: the chosen checkpoint (best.pt, by the segmenter's validation
+#: score) and the last step (the generator's own training)
+FID_CHECKPOINTS = {"fid": "best.pt", "fid_last": "last.pt"}
+
+
+def _fids(run: Path, data: Path, test: list[str], device: str,
+          keys: list[str]) -> dict[str, float | None]:  # fmt: skip
+    """FID (``FID_CHECKPOINTS[key]`` for each key) of the images the run's generator makes from
+    the test masks, against the real test images; None when the FID network is not fetched."""
+    dev = resolve_device(device)
     try:
-        extractor = load_fid_features(None, resolve_device(device))
+        extractor = load_fid_features(None, dev)
     except InputError:
-        return None  # the FID network is not fetched: said in the output
+        return dict.fromkeys(keys)  # the FID network is not fetched: said in the output
     by_name = {p.name: p for p in find_pairs(data)}
     samples = load_samples([by_name[n] for n in test], None, False)
-    gen = load_generator(run, device)
-    fakes = [gen.generate(s.labels, seed=i) for i, s in enumerate(samples)]
-    dev = resolve_device(device)
     real = image_features(((s.name, s.image) for s in samples), extractor, device=dev)
-    fake = image_features(((s.name, f) for s, f in zip(samples, fakes, strict=True)), extractor,
-                          device=dev)  # fmt: skip
-    return float(fid_kid(real, fake)["fid"])
+    out: dict[str, float | None] = {}
+    for key in keys:
+        gen = load_generator(run / FID_CHECKPOINTS[key], device)
+        fake = image_features(((s.name, gen.generate(s.labels, seed=i))
+                               for i, s in enumerate(samples)), extractor, device=dev)  # fmt: skip
+        out[key] = float(fid_kid(real, fake)["fid"])
+    return out
 
 
 def run_one(cfg: SegTrainConfig, split: dict, device: str) -> dict[str, Any]:
@@ -284,7 +296,12 @@ def run_one(cfg: SegTrainConfig, split: dict, device: str) -> dict[str, Any]:
     run = Path(cfg.out)
     done = run / "value.json"
     if done.is_file():
-        return json.loads(done.read_text(encoding="utf-8"))
+        result = json.loads(done.read_text(encoding="utf-8"))
+        missing = [k for k in FID_CHECKPOINTS if k not in result]  # a run of an older value.py
+        if isinstance(cfg, CGanTrainConfig) and missing:
+            result.update(_fids(run, Path(cfg.data), split["test"], device, missing))
+            write_text(done, json.dumps(result, indent=2) + "\n")
+        return result
     train = TRAINERS[type(cfg)][1]
     start = time.process_time()
     train(cfg, resume=(run / "last.pt").is_file(), progress=False,
@@ -300,15 +317,15 @@ def run_one(cfg: SegTrainConfig, split: dict, device: str) -> dict[str, Any]:
         "dice": report["dice"],
         "n_test": report["n_images"],
         "chosen_first_validation": _chosen_is_first_validation(run),
-        "fid": _fid(run, Path(cfg.data), split["test"], device)
-        if isinstance(cfg, CGanTrainConfig) else None,
+        **(_fids(run, Path(cfg.data), split["test"], device, list(FID_CHECKPOINTS))
+           if isinstance(cfg, CGanTrainConfig) else dict.fromkeys(FID_CHECKPOINTS)),
     }  # fmt: skip
     write_text(done, json.dumps(result, indent=2) + "\n")
     return result
 
 
 # ------------------------------------------------------------------ the benchmark
-SCORES = ("f1_50_pooled", "f1_50_per_image", "f1_mean_per_image", "dice", "fid")
+SCORES = ("f1_50_pooled", "f1_50_per_image", "f1_mean_per_image", "dice", "fid", "fid_last")
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

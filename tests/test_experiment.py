@@ -243,8 +243,21 @@ def test_value_benchmark_quick_mode(tmp_path):
     config = (tmp_path / "quick" / "demo" / "fold_1" / f"cgan-init_{init['steps']}steps" /
               "config.yaml").read_text()  # fmt: skip
     assert f"conventional_{pre}steps" in config  # Seg started from that run
-    assert all((r["fid"] is not None) == fid for r in entry["runs"]["cgan"])
+    for r in entry["runs"]["cgan"]:  # of best.pt's generator and of the last step's
+        assert (r["fid"] is not None) == fid and (r["fid_last"] is not None) == fid
+    assert entry["runs"]["conventional"][0]["fid_last"] is None
     assert entry["summary"]["cgan"]["n_runs"] == 2
+    if fid:  # a run cached by an older value.py gets its missing FID, the same as a fresh one
+        steps = entry["runs"]["cgan"][0]["steps"]
+        cached = tmp_path / "quick" / "demo" / "fold_1" / f"cgan_{steps}steps"
+        stored = json.loads((cached / "value.json").read_text())
+        del stored["fid_last"]
+        (cached / "value.json").write_text(json.dumps(stored))
+        again = subprocess.run(proc.args[:-3] + ["cgan"], capture_output=True, text=True,
+                               timeout=900)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-2000:]
+        refilled = json.loads((cached / "value.json").read_text())
+        assert refilled["fid_last"] == pytest.approx(entry["runs"]["cgan"][0]["fid_last"])
 
 
 @pytest.mark.slow
