@@ -15,6 +15,9 @@ validation only, and scores it once on the fold's test part:
   controls ``cgan-zero`` and ``cgan-all-zero`` (the same with every synthetic-cycle and
   adversarial weight at 0: a gain over them comes from the generator, not from extra segmenter
   steps or a warm start);
+- ``NAME-flows`` (``conventional``, ``cgan``, ``cgan-all``, ``cgan-all-zero``): the same recipe
+  with cells made by Cellpose-style flows instead of the 3-class watershed (train-seg's default
+  output since issue 16), pre-trained by ``conventional-flows``;
 - **data**: ``dsb2018_fluo_256`` (200 training pairs per fold) and ``usiigaci_phase`` (each
   1022x1024 image cut into 4 tiles, tiles of one image always on one side of a split), from
   ../shared/data; ``demo`` is the bundled data (for ``--quick``);
@@ -52,7 +55,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +100,8 @@ class Recipe:
                 **({"pretrain": list(self.pretrain)} if self.pretrain else {})}  # fmt: skip
 
 
-# the 3-class watershed for every recipe (train-seg's default became flows in issue 16; the
-# comparison is of training, with one way of making cells)
+# the 3-class watershed for every recipe but the NAME-flows ones (train-seg's default became
+# flows in issue 16; a comparison is of training, with one way of making cells on both sides)
 _SEGMENTER = {"model": "unet", "width": 16, "n_classes": 3, "instances": "watershed",
               "crop": [128, 128], "batch_size": 4}  # fmt: skip
 _TINY = {"width": 4, "crop": [32, 32], "batch_size": 2, "num_workers": 0, "tile_size": 64}
@@ -135,7 +138,17 @@ def _combined(levers: list[str], zero: bool = False) -> Recipe:
     return _cgan({**options, **(ZERO if zero else {})}, of_steps, pretrain)
 
 
-RECIPES: dict[str, Recipe] = {
+FLOWS_SUFFIX = "-flows"
+
+
+def _with_flows(recipe: Recipe) -> Recipe:
+    """The recipe making cells with Cellpose-style flows (train-seg's default since issue 16),
+    pre-trained, if at all, by its first recipe with flows too."""
+    pretrain = recipe.pretrain and (f"{recipe.pretrain[0]}{FLOWS_SUFFIX}", recipe.pretrain[1])
+    return replace(recipe, options={**recipe.options, "instances": "flows"}, pretrain=pretrain)
+
+
+_WATERSHED: dict[str, Recipe] = {
     "conventional": Recipe(SegTrainConfig, {**_SEGMENTER}, _TINY),
     "cgan": _cgan(),
     "cgan-zero": _cgan(ZERO),
@@ -143,6 +156,12 @@ RECIPES: dict[str, Recipe] = {
     "cgan-all": _combined(list(LEVERS)),
     "cgan-all-zero": _combined(list(LEVERS), zero=True),
 }
+#: every recipe with the watershed, and the default pair and the combination with flows
+RECIPES: dict[str, Recipe] = {
+    **_WATERSHED,
+    **{name + FLOWS_SUFFIX: _with_flows(_WATERSHED[name])
+       for name in ("conventional", "cgan", "cgan-all", "cgan-all-zero")},
+}  # fmt: skip
 #: what runs without --recipes: issue 15's comparison
 DEFAULT_RECIPES = ["conventional", "cgan"]
 TRAINERS = {

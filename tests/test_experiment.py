@@ -306,3 +306,25 @@ def test_value_timing_of_added_recipes_is_scaled_to_the_kept_pass(monkeypatch):
         {"cgan-new": 1.5})
     assert asked == [["conventional", "cgan-new"]]  # the fastest kept one is the reference
     assert value.timed_against_kept({}, ["cgan"], slow_machine) == {"cgan": 6.0}
+
+
+def test_value_flows_recipes_make_cells_with_flows_and_pretrain_with_flows(monkeypatch, tmp_path):
+    """NAME-flows is NAME with Cellpose-style flows, pre-trained by conventional-flows: one way of
+    making cells on both sides of a comparison."""
+    import argparse
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "value.py"
+    spec = importlib.util.spec_from_file_location("value_benchmark", path)
+    value = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, value)
+    spec.loader.exec_module(value)
+    args = argparse.Namespace(seed=0, device="cpu", quick=False)
+    for name in ("conventional", "cgan", "cgan-all", "cgan-all-zero"):
+        plain = value.run_config(name, args, tmp_path, tmp_path, 0, 10)
+        flows = value.run_config(f"{name}-flows", args, tmp_path, tmp_path, 0, 10)
+        assert plain.instances == "watershed" and flows.instances == "flows"
+        differ = {k for k, v in vars(flows).items() if vars(plain)[k] != v}
+        assert differ == {"instances", "out"}, name
+    assert value.RECIPES["cgan-all-flows"].pretrain == ("conventional-flows", 0.5)
+    assert value.RECIPES["cgan-all"].pretrain == ("conventional", 0.5)
