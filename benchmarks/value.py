@@ -39,7 +39,9 @@ validation only, and scores it once on the fold's test part:
 
 Prints a table of mean +- sd per data set and recipe, writes ``benchmarks/results/value_cpu.json``
 (``--out``). Runs live in ``--work`` (default ``benchmarks/.work/value``); a finished run is not
-run again, so an interrupted benchmark goes on where it stopped. From the repository root:
+run again, so an interrupted benchmark goes on where it stopped; ``--finished-only`` trains
+nothing and reports the runs finished so far (their number in the table's last column). From
+the repository root:
 ``.venv/bin/python benchmarks/value.py [--budget-s 1200] [--sets dsb2018_fluo_256]
 [--recipes conventional cgan cgan-ramp ...]``;
 ``--quick`` runs a tiny version on the bundled data in about a minute (CI runs it).
@@ -310,6 +312,10 @@ def _fids(run: Path, data: Path, test: list[str], device: str,
     return out
 
 
+def _finished(cfg: SegTrainConfig) -> bool:
+    return (Path(cfg.out) / "value.json").is_file()
+
+
 def run_one(cfg: SegTrainConfig, split: dict, device: str) -> dict[str, Any]:
     """Train (or finish) one run, then its test scores; cached in RUN/value.json."""
     run = Path(cfg.out)
@@ -366,6 +372,8 @@ def main() -> int:
     add_common_arguments(parser, list(RECIPES), budget=1200.0, rounds=7, name="value",
                          default=DEFAULT_RECIPES)  # fmt: skip
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: the table and JSON of the runs finished so far")
     args = parser.parse_args()
     sets, budget, rounds, folds, record = run_settings(args, quick_rounds=2)
     record["recipes"] = {n: RECIPES[n].describe() for n in args.recipes}
@@ -379,15 +387,19 @@ def main() -> int:
                                      if RECIPES[n].pretrain)})  # fmt: skip
     plans = plan_sets(args, sets, budget, folds, measure, timed, recipe_steps)
 
-    def run(set_name: str, name: str, fold: int, split: dict) -> dict[str, Any]:
+    def run(set_name: str, name: str, fold: int, split: dict) -> dict[str, Any] | None:
         data, _, _, set_dir, _, steps = plans[set_name]
         init, cpu_before = None, 0.0
         if "pretrain" in steps[name]:  # its CPU time counts in the recipe's budget
             first = RECIPES[name].pretrain[0]
             cfg = run_config(first, args, data, set_dir, fold, steps[name]["pretrain"])
+            if args.finished_only and not _finished(cfg):
+                return None
             cpu_before = run_one(cfg, split, args.device)["cpu_s"]
             init = Path(cfg.out)
         cfg = run_config(name, args, data, set_dir, fold, steps[name]["steps"], init)
+        if args.finished_only and not _finished(cfg):
+            return None
         result = run_one(cfg, split, args.device)
         return {**result, "cpu_s": result["cpu_s"] + cpu_before,
                 **({"pretrain_steps": steps[name]["pretrain"]} if init else {})}  # fmt: skip
@@ -480,13 +492,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, recipes: list[str], *,
 
 def run_plans(plans: dict[str, tuple], recipes: list[str], run, record: dict[str, Any],
               out: Path) -> None:  # fmt: skip
-    """Every fold of every planned set, each recipe through ``run(set, recipe, fold, split)``;
-    then the summaries, the table and the JSON ``out`` (shared with peers.py)."""
+    """Every fold of every planned set, each recipe through ``run(set, recipe, fold, split)``
+    (None: a run left out, as by ``--finished-only``); then the summaries, the table and the
+    JSON ``out`` (shared with peers.py)."""
     for set_name, (_, groups, splits, _, speed, _) in plans.items():
         runs: dict[str, list[dict[str, Any]]] = {n: [] for n in recipes}
         for fold, split in enumerate(splits):
             for name in recipes:
                 result = run(set_name, name, fold, split)
+                if result is None:
+                    continue
                 runs[name].append(result)
                 print(f"  {set_name} fold {fold + 1} {name}: {json.dumps(result)}", flush=True)
         record["sets"][set_name] = {

@@ -258,6 +258,13 @@ def test_value_benchmark_quick_mode(tmp_path):
         assert again.returncode == 0, again.stderr[-2000:]
         refilled = json.loads((cached / "value.json").read_text())
         assert refilled["fid_last"] == pytest.approx(entry["runs"]["cgan"][0]["fid_last"])
+    # --finished-only: the finished runs are reported, a recipe never run is not trained
+    listed = subprocess.run(proc.args[:-3] + ["cgan", "cgan-ema", "--finished-only"],
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    summary = json.loads(out.read_text())["sets"]["demo"]["summary"]
+    assert summary["cgan"]["n_runs"] == 2 and summary["cgan-ema"]["n_runs"] == 0
+    assert not list((tmp_path / "quick" / "demo").glob("fold_*/cgan-ema_*"))
 
 
 @pytest.mark.slow
