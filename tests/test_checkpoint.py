@@ -47,3 +47,30 @@ def test_registered_state_round_trips_and_a_missing_entry_is_named(tmp_path):
     assert torch.equal(torch.rand(3, generator=rng2), torch.rand(3, generator=rng))
     with pytest.raises(InputError, match="'scaler'"):
         restore_state({"scaler": torch.amp.GradScaler("cuda", enabled=False)}, payload, tmp_path)
+
+
+def test_a_run_folder_gives_the_segmenter_of_best_and_the_generator_of_last(tmp_path, gan_run):
+    """best.pt is chosen by the segmenter's validation score: the generator comes from last.pt
+    (issue 17: a best.pt at the first validation held a barely trained generator)."""
+    import shutil
+
+    from cganseg.checkpoint import GENERATOR, SEGMENTER, resolve_checkpoint
+    from cganseg.inference.generate import load_generator
+
+    run = tmp_path / "run"
+    shutil.copytree(gan_run, run)
+    last = load_checkpoint(run / "last.pt")
+    halved = {k: v * 0.5 if v.is_floating_point() else v
+              for k, v in last["generator_state"].items()}  # fmt: skip
+    save_checkpoint(run / "last.pt", {**last, "generator_state": halved})
+    best = load_checkpoint(run / "best.pt")
+
+    assert resolve_checkpoint(run, GENERATOR) == run / "last.pt"
+    assert resolve_checkpoint(run, SEGMENTER) == resolve_checkpoint(run) == run / "best.pt"
+    gen = load_generator(run, "cpu").model.state_dict()
+    assert all(torch.equal(gen[k], v) for k, v in halved.items())
+    seg = load_segmenter(run, "cpu").model.state_dict()
+    assert all(torch.equal(seg[k], v) for k, v in best["model_state"].items())
+    (run / "last.pt").unlink()  # a folder with best.pt alone still has a generator
+    gen = load_generator(run, "cpu").model.state_dict()
+    assert all(torch.equal(gen[k], v) for k, v in best["generator_state"].items())

@@ -11,7 +11,8 @@ Layout (``format`` cganseg.segmenter/1, ``version`` 3):
   settings (``cellprob_threshold``, ``flow_threshold``; absent before version 3: instances by the
   class count), ``kind`` (train-seg or train),
   ``step``, ``config``; a cGAN-Seg checkpoint also the generator, ``generator_config`` +
-  ``generator_state``. ``best.pt`` holds just that; :func:`load_network` reads a network back.
+  ``generator_state``. ``best.pt`` holds just that; :func:`load_network` reads a network back
+  (from a run folder the segmenter of ``best.pt``, the generator of ``last.pt``: :data:`RUN_FILES`).
 - ``last.pt`` adds the training state a trainer registers, one entry per object under its key
   (:func:`state_entries`, :func:`restore_state`: networks, optimisers, schedules, loss scalers,
   random generators, image pools), and the loop's own state (step, scores, split, RNG, ...).
@@ -156,11 +157,20 @@ def _unpickling_detail(exc: Exception) -> str:
     return specific[0][:200] if specific else "unsupported content"
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder whose ``best.pt`` (else ``last.pt``) is used."""
+#: the files of a run folder each network is read from, first choice first. ``best.pt`` is
+#: chosen by the segmenter's validation score, which says nothing of the generator: with a
+#: pre-trained segmenter (issue 17's default) the best step can be the first validation, whose
+#: generator is barely trained (a DSB run: FID 352 at best.pt, 139 at the last step). In the
+#: other DSB runs of benchmarks/value.py the last step's FID was within 3 of best.pt's or lower.
+RUN_FILES = {SEGMENTER: ("best.pt", "last.pt"), GENERATOR: ("last.pt", "best.pt")}
+
+
+def resolve_checkpoint(path: str | Path, key: str = SEGMENTER) -> Path:
+    """A checkpoint file, or the file of a run folder that the network under ``key``
+    (:data:`SEGMENTER` or :data:`GENERATOR`) is read from (:data:`RUN_FILES`)."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
+        for name in RUN_FILES[key]:
             if (path / name).is_file():
                 return path / name
         raise InputError("run folder holds no best.pt or last.pt", path)
@@ -171,7 +181,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def _stored_network(path: str | Path, key: str) -> tuple[Path, dict[str, Any], str]:
     what = "segmenter" if key == SEGMENTER else key
-    ckpt_path = resolve_checkpoint(path)
+    ckpt_path = resolve_checkpoint(path, key)
     payload = load_checkpoint(ckpt_path)
     if f"{key}_config" not in payload or f"{key}_state" not in payload:
         hint = ("; only a `cganseg train` (cGAN-Seg) run has one, `train-seg` trains the "

@@ -410,7 +410,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "a `cganseg train` run, with the mask, as OUT/images + OUT/masks (or Cellpose names). "
         "Running again into OUT with the same settings finishes an interrupted run.",
     )
-    p.add_argument("checkpoint", type=Path, help="run folder (uses best.pt) or checkpoint file")
+    p.add_argument("checkpoint", type=Path, help="run folder (uses the generator of its last "
+                   "step, last.pt; best.pt is chosen for the segmenter) or checkpoint file")
     p.add_argument("masks", type=Path, help="folder of label masks (or data-set folder)")
     _add_out(p, "new folder for the pairs")
     p.add_argument("--per-mask", type=int, default=1, help="images per mask (default 1)")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cganseg.checkpoint import resolve_checkpoint
+from cganseg.checkpoint import GENERATOR, resolve_checkpoint
 from cganseg.data.folders import mask_files
 from cganseg.data.io import file_sha256, read_labels, write_image, write_labels
 from cganseg.errors import InputError
@@ -72,7 +72,7 @@ def generate_pairs(
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise InputError(f"two masks share the name {dup!r}; outputs would overwrite each other")
-    ckpt = resolve_checkpoint(checkpoint)
+    ckpt = resolve_checkpoint(checkpoint, GENERATOR)
     generator = load_generator(ckpt, device)
     ext, dtype = IMAGE_FORMATS[image_format]
     settings = {
