@@ -517,13 +517,13 @@ def run_plans(plans: dict[str, tuple], recipes: list[str], run, record: dict[str
 
 def _print_table(record: dict[str, Any]) -> None:
     print(f"\n{record['budget']}, {record['folds']} folds; mean +- sd over folds")
-    head = f"{'set':<18}{'recipe':<14}{'steps':<12}" + "".join(f"{k:<18}" for k in SCORES)
+    head = f"{'set':<18}{'recipe':<14}{'steps':<12}" + "".join(f"{k:<20}" for k in SCORES)
     print(head + "chosen=first val")
     for set_name, entry in record["sets"].items():
         for name, summ in entry["summary"].items():
             cells = "".join(
-                f"{summ[k]['mean']:.3f} +- {summ[k]['sd']:.3f}".ljust(18) if k in summ
-                else "-".ljust(18) for k in SCORES
+                f"{summ[k]['mean']:.3f} +- {summ[k]['sd']:.3f}".ljust(20) if k in summ
+                else "-".ljust(20) for k in SCORES
             )  # fmt: skip
             steps = ",".join(map(str, summ["steps"]))
             print(f"{set_name:<18}{name:<14}{steps:<12}{cells}"
