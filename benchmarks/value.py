@@ -312,14 +312,14 @@ def _fids(run: Path, data: Path, test: list[str], device: str,
     return out
 
 
-def _finished(cfg: SegTrainConfig) -> bool:
-    return (Path(cfg.out) / "value.json").is_file()
+def _result_file(cfg: SegTrainConfig) -> Path:
+    """Where a run's test scores are cached: its presence marks a finished run."""
+    return Path(cfg.out) / "value.json"
 
 
 def run_one(cfg: SegTrainConfig, split: dict, device: str) -> dict[str, Any]:
     """Train (or finish) one run, then its test scores; cached in RUN/value.json."""
-    run = Path(cfg.out)
-    done = run / "value.json"
+    run, done = Path(cfg.out), _result_file(cfg)
     if done.is_file():
         result = json.loads(done.read_text(encoding="utf-8"))
         missing = [k for k in FID_CHECKPOINTS if k not in result]  # a run of an older value.py
@@ -393,12 +393,12 @@ def main() -> int:
         if "pretrain" in steps[name]:  # its CPU time counts in the recipe's budget
             first = RECIPES[name].pretrain[0]
             cfg = run_config(first, args, data, set_dir, fold, steps[name]["pretrain"])
-            if args.finished_only and not _finished(cfg):
+            if args.finished_only and not _result_file(cfg).is_file():
                 return None
             cpu_before = run_one(cfg, split, args.device)["cpu_s"]
             init = Path(cfg.out)
         cfg = run_config(name, args, data, set_dir, fold, steps[name]["steps"], init)
-        if args.finished_only and not _finished(cfg):
+        if args.finished_only and not _result_file(cfg).is_file():
             return None
         result = run_one(cfg, split, args.device)
         return {**result, "cpu_s": result["cpu_s"] + cpu_before,

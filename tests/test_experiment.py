@@ -218,9 +218,10 @@ def test_value_benchmark_quick_mode(tmp_path):
         fid = False  # the run says FID is missing ("-") and goes on
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "value.py"
     out = tmp_path / "value.json"
+    command = [sys.executable, str(script), "--quick", "--work", str(tmp_path), "--out", str(out),
+               "--recipes"]  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--work", str(tmp_path), "--out", str(out),
-         "--recipes", "conventional", "cgan", "cgan-init"],  # fmt: skip
+        [*command, "conventional", "cgan", "cgan-init"],
         capture_output=True,
         text=True,
         timeout=900,
@@ -253,13 +254,13 @@ def test_value_benchmark_quick_mode(tmp_path):
         stored = json.loads((cached / "value.json").read_text())
         del stored["fid_last"]
         (cached / "value.json").write_text(json.dumps(stored))
-        again = subprocess.run(proc.args[:-3] + ["cgan"], capture_output=True, text=True,
+        again = subprocess.run([*command, "cgan"], capture_output=True, text=True,
                                timeout=900)  # fmt: skip
         assert again.returncode == 0, again.stderr[-2000:]
         refilled = json.loads((cached / "value.json").read_text())
         assert refilled["fid_last"] == pytest.approx(entry["runs"]["cgan"][0]["fid_last"])
     # --finished-only: the finished runs are reported, a recipe never run is not trained
-    listed = subprocess.run(proc.args[:-3] + ["cgan", "cgan-ema", "--finished-only"],
+    listed = subprocess.run([*command, "cgan", "cgan-ema", "--finished-only"],
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert listed.returncode == 0, listed.stderr[-2000:]
     summary = json.loads(out.read_text())["sets"]["demo"]["summary"]
