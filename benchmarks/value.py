@@ -11,7 +11,9 @@ validation only, and scores it once on the fold's test part:
   ramp up over 30%; ``cgan-extra``: 3 extra Id_S updates per step; ``cgan-ema``: Seg's moving
   average, decay 0.99; ``cgan-init``: half the budget trains ``conventional`` first, whose
   best.pt starts Seg; ``cgan-betas``: Seg's Adam betas 0.9, 0.999; ``cgan-cheap``: the
-  perceptual loss on 3 VGG blocks at half resolution), ``cgan-all`` (every lever) and the
+  perceptual loss on 3 VGG blocks at half resolution), ``cgan-lr`` (the paper's recipe with
+  Seg's learning rate 1e-3, train-seg's: is the in-loop segmenter's 2e-4 why the paper recipe
+  fails in some folds?), ``cgan-all`` (every lever) and the
   controls ``cgan-zero`` and ``cgan-all-zero`` (the same with every synthetic-cycle and
   adversarial weight at 0: a gain over them comes from the generator, not from extra segmenter
   steps or a warm start);
@@ -155,6 +157,8 @@ _WATERSHED: dict[str, Recipe] = {
     "cgan": _cgan(),
     "cgan-zero": _cgan(ZERO),
     **{name: _combined([name]) for name in LEVERS},
+    # not a lever of issue 17 (`--lr` was always there), a diagnosis: train-seg's learning rate
+    "cgan-lr": _cgan({"lr": SegTrainConfig.lr}),
     "cgan-all": _combined(list(LEVERS)),
     "cgan-all-zero": _combined(list(LEVERS), zero=True),
 }

@@ -292,16 +292,22 @@ def test_peers_benchmark_quick_mode(tmp_path):
             "metrics.json").is_file()  # fmt: skip
 
 
-def test_value_timing_of_added_recipes_is_scaled_to_the_kept_pass(monkeypatch):
-    """A recipe added later is timed beside the fastest kept one, and scaled by that recipe's
-    kept/now ratio: on a machine twice as slow it still gets the steps of the first pass."""
+@pytest.fixture
+def value(monkeypatch):
+    """benchmarks/value.py as a module (it is a script, not part of the package)."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "value.py"
     spec = importlib.util.spec_from_file_location("value_benchmark", path)
-    value = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, value)  # its dataclasses look themselves up
-    spec.loader.exec_module(value)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look themselves up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_value_timing_of_added_recipes_is_scaled_to_the_kept_pass(value):
+    """A recipe added later is timed beside the fastest kept one, and scaled by that recipe's
+    kept/now ratio: on a machine twice as slow it still gets the steps of the first pass."""
     true_speed = {"conventional": 0.3, "cgan": 3.0, "cgan-new": 1.5}
     asked: list[list[str]] = []
 
@@ -316,17 +322,11 @@ def test_value_timing_of_added_recipes_is_scaled_to_the_kept_pass(monkeypatch):
     assert value.timed_against_kept({}, ["cgan"], slow_machine) == {"cgan": 6.0}
 
 
-def test_value_flows_recipes_make_cells_with_flows_and_pretrain_with_flows(monkeypatch, tmp_path):
+def test_value_flows_recipes_make_cells_with_flows_and_pretrain_with_flows(value, tmp_path):
     """NAME-flows is NAME with Cellpose-style flows, pre-trained by conventional-flows: one way of
     making cells on both sides of a comparison."""
     import argparse
-    import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "value.py"
-    spec = importlib.util.spec_from_file_location("value_benchmark", path)
-    value = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, value)
-    spec.loader.exec_module(value)
     args = argparse.Namespace(seed=0, device="cpu", quick=False)
     for name in ("conventional", "cgan", "cgan-all", "cgan-all-zero"):
         plain = value.run_config(name, args, tmp_path, tmp_path, 0, 10)
@@ -336,3 +336,14 @@ def test_value_flows_recipes_make_cells_with_flows_and_pretrain_with_flows(monke
         assert differ == {"instances", "out"}, name
     assert value.RECIPES["cgan-all-flows"].pretrain == ("conventional-flows", 0.5)
     assert value.RECIPES["cgan-all"].pretrain == ("conventional", 0.5)
+
+
+def test_value_cgan_lr_is_the_paper_recipe_with_train_segs_learning_rate(value, tmp_path):
+    """The diagnosis of the paper recipe's collapsing folds changes Seg's learning rate alone."""
+    import argparse
+
+    args = argparse.Namespace(seed=0, device="cpu", quick=False)
+    lr, paper, conventional = (value.run_config(name, args, tmp_path, tmp_path, 0, 10)
+                               for name in ("cgan-lr", "cgan", "conventional"))  # fmt: skip
+    assert {k for k, v in vars(lr).items() if vars(paper)[k] != v} == {"lr", "out"}
+    assert lr.lr == conventional.lr != paper.lr
