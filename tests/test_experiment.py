@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -295,8 +297,6 @@ def test_peers_benchmark_quick_mode(tmp_path):
 @pytest.fixture
 def value(monkeypatch):
     """benchmarks/value.py as a module (it is a script, not part of the package)."""
-    import importlib.util
-
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "value.py"
     spec = importlib.util.spec_from_file_location("value_benchmark", path)
     module = importlib.util.module_from_spec(spec)
@@ -325,8 +325,6 @@ def test_value_timing_of_added_recipes_is_scaled_to_the_kept_pass(value):
 def test_value_flows_recipes_make_cells_with_flows_and_pretrain_with_flows(value, tmp_path):
     """NAME-flows is NAME with Cellpose-style flows, pre-trained by conventional-flows: one way of
     making cells on both sides of a comparison."""
-    import argparse
-
     args = argparse.Namespace(seed=0, device="cpu", quick=False)
     for name in ("conventional", "cgan", "cgan-all", "cgan-all-zero"):
         plain = value.run_config(name, args, tmp_path, tmp_path, 0, 10)
@@ -340,8 +338,6 @@ def test_value_flows_recipes_make_cells_with_flows_and_pretrain_with_flows(value
 
 def test_value_cgan_lr_is_the_paper_recipe_with_train_segs_learning_rate(value, tmp_path):
     """The diagnosis of the paper recipe's collapsing folds changes Seg's learning rate alone."""
-    import argparse
-
     args = argparse.Namespace(seed=0, device="cpu", quick=False)
     lr, paper, conventional = (value.run_config(name, args, tmp_path, tmp_path, 0, 10)
                                for name in ("cgan-lr", "cgan", "conventional"))  # fmt: skip
