@@ -138,12 +138,26 @@ def test_instance_masks_keep_ids(tmp_path: Path, ext: str, dtype: type) -> None:
 
 
 def test_uint32_ids_above_65535_preserved(tmp_path: Path) -> None:
-    labels = np.zeros((40, 52), np.uint32)
-    labels[2:6, 2:6], labels[10:20, 10:20] = 70_000, 4_000_000_000
+    labels = np.zeros((300, 400), np.uint32)
+    labels[2:6, 2:6], labels[10:20, 10:20] = 70_000, 90_000
     tifffile.imwrite(tmp_path / "m.tif", labels)
     out = read_labels(tmp_path / "m.tif")
-    assert set(np.unique(out).tolist()) == {0, 70_000, 4_000_000_000}
+    assert set(np.unique(out).tolist()) == {0, 70_000, 90_000}
     np.testing.assert_array_equal(out, labels.astype(np.int64))
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_ids_above_the_pixel_count_are_renumbered_in_order(tmp_path: Path, background) -> None:
+    """Issue 27: an id of 2^40 made every per-id array (areas, boxes) terabytes long."""
+    labels = np.full((40, 52), 2**41 + 5, np.uint64) if not background else np.zeros((40, 52),
+                                                                                    np.uint64)
+    labels[2:6, 2:6], labels[10:20, 10:20], labels[30:35, 1:3] = 70_000, 2**40, 4_000_000_000
+    tifffile.imwrite(tmp_path / "m.tif", labels)
+    out = read_labels(tmp_path / "m.tif")
+    assert out.dtype == np.int32
+    expected = np.searchsorted(np.unique(labels), labels) + (0 if background else 1)
+    np.testing.assert_array_equal(out, expected)
+    assert out.max() == len(np.unique(labels)) - background
 
 
 def _two_blobs(dtype: type, value: int) -> np.ndarray:

@@ -112,9 +112,11 @@ def test_predict_returns_the_input_size_at_any_factor():
         np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-4)  # still probabilities
 
 
-def test_cell_diameter_option_is_checked():
-    with pytest.raises(InputError, match="cell_diameter must be > 0"):
-        SegTrainConfig.from_dict({"data": "d", "out": "o", "cell_diameter": 0})
+@pytest.mark.parametrize("value", [0, 1e-6, 3.9, 501, 1e9, -30])
+def test_cell_diameter_option_is_checked(value):
+    """Issue 27: 1e9 crashed, 1e-6 trained on 1-pixel images."""
+    with pytest.raises(InputError, match=r"option cell_diameter must be a number in \[4, 500\]"):
+        SegTrainConfig.from_dict({"data": "d", "out": "o", "cell_diameter": value})
 
 
 def test_segment_diameter_needs_a_rescaling_model(seg_run, tmp_path, capsys):

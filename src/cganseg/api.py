@@ -15,11 +15,13 @@ images already normalised to (C, H, W) in [-1, 1].
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from cganseg import checks
 from cganseg.checkpoint import resolve_checkpoint
 from cganseg.data.io import image_to_chw
 from cganseg.errors import InputError
@@ -54,13 +56,11 @@ def segment(
     where a model named by path runs (``auto``: CUDA when there is one).
     """
     seg = model if isinstance(model, Segmenter) else load(model, device)
+    diameter = checks.checked(checks.diameter, "diameter", diameter)
     if diameter is not None and not seg.cell_diameter:
         raise InputError("diameter needs a model trained with --cell-diameter (this one sees "
                          "images as they are)")  # fmt: skip
-    previous = seg.diameter
-    seg.diameter = previous if diameter is None else diameter
-    try:
-        chw = prepare_image(seg, image_to_chw(image, seg.channels), "the image")
-        return seg.segment(chw, tile_size=tile_size)
-    finally:
-        seg.diameter = previous
+    if diameter is not None:  # a copy: the cached model may serve other calls (napari threads)
+        seg = dataclasses.replace(seg, diameter=diameter)
+    chw = prepare_image(seg, image_to_chw(image, seg.channels), "the image")
+    return seg.segment(chw, tile_size=checks.checked(checks.TILE_SIZE, "tile_size", tile_size))

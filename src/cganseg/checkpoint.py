@@ -38,6 +38,8 @@ from cganseg.runtime.atomic import atomic_path
 SEGMENTER_FORMAT = "cganseg.segmenter/1"
 #: the payload layout's version; a checkpoint without one is version 1 (same keys)
 VERSION = 3
+#: how a checkpoint whose stored settings fail their checks is refused (issue 27)
+NOT_USABLE = "not a usable cganseg model"
 #: key prefixes of the two networks other commands read back
 SEGMENTER, GENERATOR = "model", "generator"
 
@@ -205,7 +207,10 @@ def load_network(
     """Rebuild the network under ``key`` (:data:`SEGMENTER` or :data:`GENERATOR`) of a
     checkpoint or run folder; returns it on the CPU in eval mode, and the whole payload."""
     ckpt_path, payload, what = _stored_network(path, key)
-    network = builder(payload[f"{key}_config"])
+    try:
+        network = builder(payload[f"{key}_config"])
+    except InputError as exc:  # a config that no cganseg wrote: say so, not what broke
+        raise InputError(f"{NOT_USABLE}: {exc}", ckpt_path) from None
     _load_weights(network, payload, key, what, ckpt_path)
     return network.eval(), payload
 

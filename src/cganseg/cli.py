@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from cganseg import __version__
+from cganseg import __version__, checks
 from cganseg.errors import InputError, TrainingDiverged, one_line
 
 _EXIT_BUG, _EXIT_INPUT, _EXIT_DIVERGED, _EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -116,17 +116,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return _run_training(args, CGanTrainConfig, train_cgan)
 
 
+def _checked(rule, parse=float):
+    """An argparse ``type`` that parses the text with ``parse`` and checks the value with its
+    rule of :mod:`cganseg.checks`: the words are the same as at the other doors (notebook API,
+    config files, checkpoints); argparse names the option."""
+
+    def convert(text: str):
+        from cganseg.checks import ValueProblem
+
+        try:
+            value = parse(text)
+        except ValueError:
+            value = text
+        try:
+            return rule("", value)
+        except ValueProblem as exc:
+            raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+    return convert
+
+
 def _diameter(text: str) -> float | str:
     """``--diameter``: a positive number of pixels, or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of pixels > 0 or auto, got {text!r}")
-    return value
+    return text if text == "auto" else float(text)
 
 
 def _add_out(p: argparse.ArgumentParser, what: str) -> None:
@@ -173,17 +185,19 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "pixel size) (default: tif)",
     )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--tile-size", type=int, default=512,
+    p.add_argument("--tile-size", type=_checked(checks.TILE_SIZE, int), default=512,
                    help="larger images go through in overlapping tiles of this size")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
-    p.add_argument("--min-size", type=int, help="smallest object kept (default: the model's)")
-    p.add_argument("--diameter", type=_diameter, metavar="PX|auto",
+    p.add_argument("--batch-size", type=_checked(checks.BATCH_SIZE, int), default=4,
+                   help="tiles per forward pass")  # fmt: skip
+    p.add_argument("--min-size", type=_checked(checks.MIN_SIZE, int),
+                   help="smallest object kept (default: the model's)")  # fmt: skip
+    p.add_argument("--diameter", type=_checked(checks.diameter, _diameter), metavar="PX|auto",
                    help="models trained with --cell-diameter: the cells' diameter in these "
                    "images, or auto to measure it from a first pass (default: the training "
                    "images' own)")  # fmt: skip
-    p.add_argument("--cellprob-threshold", type=float,
+    p.add_argument("--cellprob-threshold", type=_checked(checks.CELLPROB_THRESHOLD),
                    help="flow models: cell-probability logit threshold (default: the model's)")
-    p.add_argument("--flow-threshold", type=float,
+    p.add_argument("--flow-threshold", type=_checked(checks.FLOW_THRESHOLD),
                    help="flow models: largest flow error of a kept cell, 0 keeps all "
                    "(default: the model's)")  # fmt: skip
     p.add_argument(
@@ -427,7 +441,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         default="tif",
         help="tif: 16-bit TIFF (default); png: 8-bit PNG",
     )
-    p.add_argument("--tile-size", type=int, default=1024, help="larger masks go in tiles")
+    p.add_argument("--tile-size", type=_checked(checks.TILE_SIZE, int), default=1024,
+                   help="larger masks go in tiles")  # fmt: skip
     p.add_argument(
         "--mask-suffix",
         default="_masks",

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, cast
 
 import yaml
 
+from cganseg import checks
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
 from cganseg.data.targets import INSTANCE_MODES
 from cganseg.errors import InputError
@@ -82,8 +83,6 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "patience": (0, None),
     "num_workers": (0, None),
     "seed": (0, SEED_MAX),
-    "min_size": (0, None),
-    "tile_size": (16, None),
     "n_train": (1, None),
     "width": (1, None),
     "gen_width": (1, None),
@@ -106,7 +105,6 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "w_id_g": (0, None),
     "w_id_s": (0, None),
     "w_disc": (0, None),
-    "flow_threshold": (0, None),
     "warmup_gen": (0, None),
     "ramp_steps": (0, None),
     "seg_extra_updates": (0, None),
@@ -117,7 +115,16 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 #: options that must be strictly positive
-_POSITIVE = ("lr", "lr_gen", "lr_disc", "max_loss", "cell_diameter")
+_POSITIVE = ("lr", "lr_gen", "lr_disc", "max_loss")
+#: options that ``segment``, the notebook API and checkpoints also take: one rule each
+#: (:mod:`cganseg.checks`), the same words at every door
+_RULES = {
+    "min_size": checks.MIN_SIZE,
+    "tile_size": checks.TILE_SIZE,
+    "cellprob_threshold": checks.CELLPROB_THRESHOLD,
+    "flow_threshold": checks.FLOW_THRESHOLD,
+    "cell_diameter": checks.CELL_DIAMETER,
+}
 #: how Seg's output reaches D2 and Gen (see CGanTrainConfig)
 SEG_TO_GEN = ("soft", "straight-through", "argmax")
 #: options with a fixed set of values (None is allowed where the option's type allows it)
@@ -284,6 +291,8 @@ class SegTrainConfig:
             if not (low is None or value >= low) or not (high is None or value <= high):
                 span = f"at least {low}" if high is None else f"in [{low}, {high}]"
                 raise bad(f"{name} must be {span}, got {value}")
+        for name, rule in _RULES.items():
+            checks.checked(rule, name, getattr(self, name), source, "option ")
         for name in _POSITIVE:
             value = getattr(self, name, None)
             if value is not None and not value > 0:
@@ -316,16 +325,50 @@ class SegTrainConfig:
         return cls.from_dict(read_yaml_mapping(path), path)
 
 
+#: the largest config file read (a config is a page of ``option: value`` lines)
+YAML_MAX_BYTES = 1 << 20
+
+
+class _PlainYamlLoader(yaml.SafeLoader):
+    """YAML without aliases (``*name``): a 1 KB file of nested aliases (a "billion laughs")
+    stands for gigabytes once expanded, and an option file has no use for them."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(
+                f"aliases (*name) are not allowed in a cganseg config (line {mark.line + 1}); "
+                "write the value out"
+            )
+        return super().compose_node(parent, index)
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """A YAML file of ``option: value`` lines (safe_load: no Python objects), or InputError."""
+    """A YAML file of ``option: value`` lines (safe and alias-free: no Python objects, no
+    expansion), or InputError."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot read config ({str(exc).splitlines()[0]})", path) from None
+        with open(path, "rb") as fh:
+            raw = fh.read(YAML_MAX_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read config ({exc.strerror or exc})", path) from None
+    return yaml_mapping(raw, path)
+
+
+def yaml_mapping(raw: bytes, source: str | Path | None = None) -> dict[str, Any]:
+    """The mapping a YAML document holds (see :func:`read_yaml_mapping`); ``source`` names it
+    in the InputError."""
+    if len(raw) > YAML_MAX_BYTES:
+        raise InputError(f"config is larger than {YAML_MAX_BYTES >> 20} MB; not a config file",
+                         source)  # fmt: skip
+    try:
+        data = yaml.load(raw.decode("utf-8"), Loader=_PlainYamlLoader)  # noqa: S506 - safe
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read config ({reason})", source) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InputError("config must be a YAML mapping of option: value", path)
+        raise InputError("config must be a YAML mapping of option: value", source)
     return data
 
 

@@ -31,6 +31,7 @@ import tifffile
 from PIL import Image
 from skimage.measure import label as connected_components
 
+from cganseg import checks
 from cganseg.errors import InputError
 from cganseg.runtime.atomic import atomic_path
 
@@ -224,7 +225,10 @@ def image_to_chw(
     chosen as :func:`read_image` does; ``source`` names it in errors (a file also decides
     whether a 2nd/4th channel is alpha)."""
     path = None if source is None else Path(source)
-    arr = _to_chw(np.asarray(arr), path)
+    arr = np.asarray(arr)
+    if arr.size == 0:
+        raise InputError(f"image has no pixels (shape {arr.shape})", path)
+    arr = _to_chw(arr, path)
     if arr.dtype.kind not in "uif" and arr.dtype != bool:
         raise InputError(f"unsupported pixel type {arr.dtype}", path)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -253,6 +257,23 @@ class PixelSize:
     unit: str = "µm"
 
 
+#: the OME length units (``UnitsLength``) a microscope image's pixel size is given in
+OME_UNITS = ("m", "dm", "cm", "mm", "µm", "nm", "pm", "Å", "in")
+
+
+def usable_pixel_size(size: PixelSize | None) -> PixelSize | None:
+    """``size`` when both sides are finite, positive numbers in an OME length unit
+    (:data:`OME_UNITS`), else None: a pixel size of inf, NaN, 0, -1 or in "parsecs" is no
+    calibration, and copying it into the files written would spread it."""
+    if size is None or size.unit not in OME_UNITS:
+        return None
+    try:
+        x, y = (checks.PIXEL_SIZE("pixel size", v) for v in (size.x, size.y))
+    except checks.ValueProblem:
+        return None
+    return PixelSize(x, y, size.unit)
+
+
 #: ImageJ's unit names -> OME's symbols
 _UNITS = {"micron": "µm", "um": "µm", "\\u00B5m": "µm", "µm": "µm", "nm": "nm", "mm": "mm",
           "cm": "cm", "m": "m"}  # fmt: skip
@@ -265,6 +286,16 @@ def read_pixel_size(path: str | Path) -> PixelSize | None:
     path = Path(path)
     if path.suffix.lower() not in TIFF_EXTENSIONS:
         return None
+    try:
+        return usable_pixel_size(_declared_pixel_size(path))
+    except Exception as exc:  # noqa: BLE001 - any flaw of the metadata (an XML entity bomb)
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        warnings.warn(f"{path}: its pixel size cannot be read ({reason}); written without one",
+                      stacklevel=2)  # fmt: skip
+        return None
+
+
+def _declared_pixel_size(path: Path) -> PixelSize | None:
     try:
         with tifffile.TiffFile(path) as tif:
             if tif.is_ome and tif.ome_metadata:
@@ -296,6 +327,8 @@ def _ome_pixel_size(xml: str) -> PixelSize | None:
 
 #: file types whose compression is lossy: label ids at cell edges come back changed
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+#: label ids up to this (or the pixel count) are kept as they are; larger ones are renumbered
+_KEPT_IDS = 2**20
 #: more connected patches per distinct value than this: an intensity image, not labels
 _PATCHES_PER_LABEL = 5
 
@@ -341,7 +374,9 @@ def looks_like_labels(labels: np.ndarray) -> bool:
 
 
 def read_labels(path: str | Path) -> np.ndarray:
-    """Read an instance label mask as a 2-D integer array (int32, or int64 for huge ids).
+    """Read an instance label mask as a 2-D int32 array. Ids are kept, unless one exceeds both
+    the pixel count and 2^20 (hashes, 2^40): then all are renumbered 1..N in their order, so
+    that per-id arrays stay small; the cells stay the same.
 
     Refused: lossy (JPEG) files, float or negative values, and images that are not labels at
     all (an intensity image given as ground truth would otherwise be scored, wrongly).
@@ -381,7 +416,10 @@ def read_labels(path: str | Path) -> np.ndarray:
             "microscopy image; give instance masks (0 = background, one id per cell)",
             path,
         )
-    return arr.astype(np.int64 if values[-1] > np.iinfo(np.int32).max else np.int32)
+    if values[-1] > max(arr.size, _KEPT_IDS):  # numbered 1..N in their order, so that no
+        # per-id array (areas, bounding boxes) is sized by the largest id
+        return (np.searchsorted(values, arr) + int(values[0] != 0)).astype(np.int32)
+    return arr.astype(np.int32)
 
 
 def write_labels(path: str | Path, labels: np.ndarray) -> None:

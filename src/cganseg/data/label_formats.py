@@ -29,7 +29,7 @@ from scipy import ndimage
 from skimage.measure import find_contours
 from skimage.segmentation import find_boundaries
 
-from cganseg.data.io import PixelSize, write_labels
+from cganseg.data.io import PixelSize, usable_pixel_size, write_labels
 from cganseg.data.rescale import cell_diameter
 from cganseg.runtime.atomic import atomic_path
 
@@ -124,6 +124,7 @@ def write_ome_tiff(path: str | Path, labels: np.ndarray, pixel_size: PixelSize |
     pixel size when it had one."""
     labels = np.asarray(labels)
     metadata: dict[str, object] = {"axes": "YX"}
+    pixel_size = usable_pixel_size(pixel_size)  # never an infinite, negative or unknown size
     if pixel_size is not None:
         metadata.update(
             PhysicalSizeX=pixel_size.x,
@@ -142,6 +143,11 @@ def write_ome_tiff(path: str | Path, labels: np.ndarray, pixel_size: PixelSize |
         )
 
 
+def label_file_names(source: str | Path, formats: Sequence[str]) -> list[str]:
+    """The names :func:`write_label_files` gives the labels of image ``source`` in ``formats``."""
+    return [f"{Path(source).stem}{SAVE_FORMATS[fmt]}" for fmt in formats]
+
+
 def write_label_files(
     out_dir: str | Path,
     source: str | Path,
@@ -153,8 +159,8 @@ def write_label_files(
     :data:`SAVE_FORMATS`), named after ``source``; returns the files written."""
     out_dir, source = Path(out_dir), Path(source)
     written = []
-    for fmt in formats:
-        target = out_dir / f"{source.stem}{SAVE_FORMATS[fmt]}"
+    for fmt, name in zip(formats, label_file_names(source, formats), strict=True):
+        target = out_dir / name
         if fmt == "tif":
             write_labels(target, labels)
         elif fmt == "seg.npy":

@@ -18,13 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cganseg import checks
 from cganseg.data.dataset import Sample
+from cganseg.errors import InputError
 
 
 def cell_diameter(labels: np.ndarray) -> float:
     """Median equivalent diameter of the cells of an instance mask (0.0 when it has none)."""
-    areas = np.bincount(np.asarray(labels).ravel().astype(np.int64))[1:]
-    areas = areas[areas > 0]
+    ids, areas = np.unique(np.asarray(labels), return_counts=True)  # not bincount: ids may
+    areas = areas[ids > 0]  # be huge (2^40)
     if areas.size == 0:
         return 0.0
     return float(np.median(2.0 * np.sqrt(areas / math.pi)))
@@ -59,9 +61,18 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def to_diameter(sample: Sample, target: float, fallback: float) -> Sample:
     """``sample`` rescaled so its cells have diameter ``target`` (an image without cells by
-    ``target / fallback``, the training set's diameter)."""
+    ``target / fallback``, the training set's diameter); InputError naming the image when the
+    factor leaves :data:`~cganseg.checks.SCALE_RANGE` (cells of 1-2 px, a mask of specks)."""
     own = cell_diameter(sample.labels)
     factor = target / (own if own > 0 else fallback)
+    try:
+        checks.scale_factor(factor)
+    except checks.ValueProblem as exc:
+        raise InputError(
+            f"training image {sample.name}: its cells are {own if own > 0 else fallback:.3g} px "
+            f"across; rescaling them to --cell-diameter {target:g} {exc}: check its mask, or "
+            "train without --cell-diameter"
+        ) from None
     shape = scaled_shape(sample.labels.shape, factor)
     return Sample(sample.name, resize_image(sample.image, shape),
                   resize_labels(sample.labels, shape))  # fmt: skip

@@ -36,9 +36,10 @@ from cganseg.errors import InputError
 from cganseg.inference.segment import Segmenter, load_segmenter
 from cganseg.models.base import SegmenterBase
 from cganseg.models.exported import ProbabilityNet
-from cganseg.options import read_yaml_mapping
+from cganseg.options import YAML_MAX_BYTES, read_yaml_mapping, yaml_mapping
 from cganseg.reports.overlays import overlay_labels
 from cganseg.runtime.atomic import atomic_path
+from cganseg.runtime.interrupt import check
 
 INSTALL = "install it with: pip install 'cganseg[bioimageio]'"
 #: the paper this method comes from (iScience 27, 109740)
@@ -47,6 +48,8 @@ PAPER = (
     "Zargari A., Topacio B.R., Mashhadi N., Shariati S.A. Enhanced cell segmentation with limited "
     "training datasets using cycle generative adversarial networks. iScience 27, 109740 (2024)"
 )
+#: what a stop asked for during the export says
+STOPPED = "stopped before the package was complete; nothing was written"
 #: the test image: a centre crop of at most this size (multiples of the size rule)
 TEST_SIZE = 256
 #: the smallest input a consumer may send (sides: this plus multiples of the size rule)
@@ -62,14 +65,25 @@ def available() -> bool:
 
 
 def is_package(path: Path) -> bool:
-    """Whether ``path`` is a package this module wrote (a zip whose rdf.yaml names cganseg), so
-    that exporting again may replace it."""
+    """Whether ``path`` is a package this module wrote, so that exporting again may replace it:
+    a zip whose rdf.yaml holds the ``config: cganseg:`` section only cganseg writes (read as
+    YAML, not searched as text: a foreign package that merely mentions cganseg is not ours)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            text = archive.read("rdf.yaml").decode()
-        return "packaged_by" in text and "cganseg" in text
-    except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+            if archive.getinfo("rdf.yaml").file_size > YAML_MAX_BYTES:
+                return False
+            rdf = yaml_mapping(archive.read("rdf.yaml"))
+    except (OSError, KeyError, zipfile.BadZipFile, InputError):
         return False
+    ours = rdf.get("config", {}).get("cganseg") if isinstance(rdf.get("config"), dict) else None
+    packers = rdf.get("packaged_by")
+    return (
+        isinstance(ours, dict)
+        and "version" in ours
+        and isinstance(packers, list)
+        and any(isinstance(p, dict) and str(p.get("name", "")).startswith("cganseg ")
+                for p in packers)
+    )  # fmt: skip
 
 
 def _require() -> None:
@@ -84,10 +98,15 @@ def default_sample(checkpoint: Path) -> Path:
     if not (run / "config.yaml").is_file() or not (run / "split.json").is_file():
         raise InputError("no config.yaml/split.json beside it; give --sample IMAGE", checkpoint)
     config = read_yaml_mapping(run / "config.yaml")
+    where = {"data": None, "layout": "auto", "mask_suffix": "_masks", "image_suffix": ""}
+    where = {key: config.get(key, default) for key, default in where.items()}
+    bad = next((key for key, value in where.items() if not isinstance(value, str)), None)
+    if bad is not None:
+        raise InputError(f"its config.yaml gives {bad} {where[bad]!r}, not a text; give "
+                         "--sample IMAGE", run / "config.yaml")  # fmt: skip
     try:
-        pairs = find_pairs(config["data"], config.get("layout", "auto"),
-                           config.get("mask_suffix", "_masks"), config.get("image_suffix", ""))
-    except (KeyError, InputError) as exc:  # fmt: skip
+        pairs = find_pairs(*where.values())
+    except InputError as exc:
         raise InputError(f"its training data cannot be read ({exc}); give --sample IMAGE",
                          checkpoint) from None  # fmt: skip
     split = load_split(run / "split.json")
@@ -226,6 +245,9 @@ def export_bioimageio(
     net.net.load_state_dict(seg.model.state_dict())
     sample = Path(sample) if sample is not None else default_sample(checkpoint)
     raw = _test_crop(read_image(sample, seg.channels), sample).astype(np.float32)
+    if raw.min() == raw.max():  # bioimageio.core's test would fail on it without saying why
+        raise InputError(f"sample image is flat (every pixel {raw.min():g} in its centre "
+                         "crop); give --sample an image with cells", sample)  # fmt: skip
     if raw.shape[0] != config["in_channels"]:
         raise InputError(f"image has {raw.shape[0]} channel(s) but the model expects "
                          f"{config['in_channels']}", sample)  # fmt: skip
@@ -239,12 +261,15 @@ def export_bioimageio(
         _compile(net, torch.from_numpy(raw[None])).save(str(files / "weights_torchscript.pt"))
         (files / "README.md").write_text(_documentation(seg, sample), encoding="utf-8")
         _cover(files / "cover.png", raw, seg)
+        check(STOPPED)
         descr = _describe(files, seg, name or _default_name(config, checkpoint),
                           authors or [getpass.getuser()], license)  # fmt: skip
         with atomic_path(out) as target:
             save_bioimageio_package(descr, output_path=target)
+            check(STOPPED)
             if validate:
                 summary = test_model(target)
+                check(STOPPED)  # (the model test cannot be cut short; its end is the next point)
                 if summary.status != "passed":
                     failed = [d for d in summary.details if d.status == "failed"]
                     what = "; ".join(f"{d.name}: {d.errors}" for d in failed)[:400]

@@ -7,6 +7,7 @@ the segmenter under the same keys, so either works here.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,20 +17,47 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cganseg.checkpoint import SEGMENTER, load_network
+from cganseg import checks
+from cganseg.checkpoint import NOT_USABLE, SEGMENTER, load_network, resolve_checkpoint
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
 from cganseg.data.io import read_image, read_pixel_size
-from cganseg.data.label_formats import write_label_files
+from cganseg.data.label_formats import label_file_names, write_label_files
 from cganseg.data.normalize import normalize_percentile
 from cganseg.data.rescale import cell_diameter, resize_image, scaled_shape
-from cganseg.data.targets import default_instances
+from cganseg.data.targets import INSTANCE_MODES, default_instances
 from cganseg.errors import InputError
 from cganseg.inference.instances import flows_to_instances, probabilities_to_instances
 from cganseg.inference.tiling import check_memory, predict_outputs
-from cganseg.models.registry import build_segmenter
+from cganseg.models.registry import segmenter_from_config
 from cganseg.reports.overlays import save_overlay
 from cganseg.runtime.device import resolve_device
 from cganseg.runtime.interrupt import check
+
+
+def _instances(name: str, value: Any) -> str | None:
+    if value is not None and value not in INSTANCE_MODES:
+        raise checks.ValueProblem(
+            f"{name} must be one of {', '.join(INSTANCE_MODES)}, got {value!r}"
+        )
+    return value
+
+
+#: the post-processing settings of a :class:`Segmenter` and the rule each must pass
+SETTINGS: dict[str, Any] = {
+    "channels": checks.channels,
+    "min_size": checks.MIN_SIZE,
+    "instances": _instances,
+    "cellprob_threshold": checks.CELLPROB_THRESHOLD,
+    "flow_threshold": checks.FLOW_THRESHOLD,
+    "cell_diameter": checks.CELL_DIAMETER,
+    "train_diameter": checks.TRAIN_DIAMETER,
+    "diameter": checks.diameter,
+}
+#: where each setting is stored in a checkpoint, and its value when the entry is absent (older
+#: checkpoints); ``diameter`` is the user's, never stored
+_STORED = {"channels": None, "min_size": 15, "instances": None,
+           "cellprob_threshold": CELLPROB_THRESHOLD, "flow_threshold": FLOW_THRESHOLD,
+           "cell_diameter": None, "train_diameter": None}  # fmt: skip
 
 
 @dataclass
@@ -59,16 +87,30 @@ class Segmenter:
     diameter: float | str | None = None
 
     def __post_init__(self) -> None:
+        """Every setting checked by its rule (:data:`SETTINGS`), whichever door it came through
+        (a checkpoint, the command line, the notebook API, the napari widget)."""
+        for name, rule in SETTINGS.items():
+            setattr(self, name, checks.checked(rule, name, getattr(self, name)))
         if self.instances is None:
             self.instances = default_instances(self.model.config["n_classes"])
+        self.factor()  # a diameter far from the model's is refused now, before any image
 
     def factor(self, diameter: float | None = None) -> float:
         """How much images are enlarged for the network, for cells ``diameter`` px across
-        (None: :attr:`diameter` when a number, else ``train_diameter``)."""
+        (None: :attr:`diameter` when a number, else ``train_diameter``); InputError when that
+        leaves :data:`~cganseg.checks.SCALE_RANGE`."""
         if diameter is None:
             diameter = self.diameter if isinstance(self.diameter, int | float) else None
         diameter = diameter or self.train_diameter
-        return self.cell_diameter / diameter if self.cell_diameter and diameter else 1.0
+        if not (self.cell_diameter and diameter):
+            return 1.0
+        try:
+            return checks.scale_factor(self.cell_diameter / diameter)
+        except checks.ValueProblem as exc:
+            raise InputError(
+                f"cells {diameter:g} px across, for a model that sees cells "
+                f"{self.cell_diameter:g} px across, {exc}; check the diameter"
+            ) from None
 
     def predict(
         self,
@@ -110,10 +152,25 @@ class Segmenter:
         """Instance labels (H, W) for a normalised (C, H, W) image."""
         labels = self.to_instances(self.predict(image, tile_size, batch_size))
         if self.diameter == "auto" and self.cell_diameter:
-            found = cell_diameter(labels)
+            found = self._bounded(cell_diameter(labels))
             if found > 0 and abs(found / (self.train_diameter or found) - 1) > 0.05:
                 labels = self.to_instances(self.predict(image, tile_size, batch_size, found))
         return labels
+
+    def _bounded(self, found: float) -> float:
+        """A measured diameter (``diameter="auto"``) brought into the range the rescaling
+        allows, with a warning when it had to be (a few specks measured as cells)."""
+        if found <= 0 or not self.cell_diameter:
+            return found
+        low, high = checks.SCALE_RANGE
+        bounded = min(max(found, self.cell_diameter / high), self.cell_diameter / low)
+        if bounded != found:
+            warnings.warn(
+                f"diameter auto measured cells {found:.3g} px across; used {bounded:.3g} px, "
+                "the limit of cell-size rescaling (give --diameter if that is wrong)",
+                stacklevel=3,
+            )
+        return bounded
 
 
 def load_segmenter(
@@ -126,27 +183,19 @@ def load_segmenter(
 ) -> Segmenter:
     """Rebuild the segmenter of a checkpoint file or run folder; ``diameter``: of the cells in
     the images it will segment (see :class:`Segmenter`); ``cellprob``, ``flow``: the flow
-    thresholds, None keeps those tuned in training (or Cellpose's defaults)."""
-    model, payload = load_network(path, SEGMENTER, lambda c: build_segmenter(**c))
-    dev = resolve_device(device)
-    size = payload.get("min_size", 15) if min_size is None else min_size
-    if cellprob is None:
-        cellprob = payload.get("cellprob_threshold", CELLPROB_THRESHOLD)
-    if flow is None:
-        flow = payload.get("flow_threshold", FLOW_THRESHOLD)
-    return Segmenter(
-        model.to(dev),
-        payload.get("channels"),
-        int(size),
-        dev,
-        payload.get("instances"),  # None in checkpoints before issue 16: by the class count
-        float(cellprob),
-        float(flow),
-        payload.get("cell_diameter"),
-        payload.get("train_diameter"),
-        diameter,
-    )
+    thresholds, None keeps those tuned in training (or Cellpose's defaults).
 
+    A stored setting that fails its rule makes the file "not a usable cganseg model" (one line
+    naming the file and the setting), whatever wrote it."""
+    model, payload = load_network(path, SEGMENTER, segmenter_from_config)
+    source = resolve_checkpoint(path)
+    stored = {name: checks.checked(SETTINGS[name], name, payload.get(name, default), source,
+                                   f"{NOT_USABLE}: ")
+              for name, default in _STORED.items()}  # fmt: skip
+    given = {"min_size": min_size, "cellprob_threshold": cellprob, "flow_threshold": flow}
+    stored.update({k: v for k, v in given.items() if v is not None})
+    dev = resolve_device(device)
+    return Segmenter(model.to(dev), device=dev, diameter=diameter, **stored)
 
 
 def prepare_image(segmenter: Segmenter, image: np.ndarray, source: str | Path) -> np.ndarray:
@@ -165,6 +214,22 @@ def prepare_image(segmenter: Segmenter, image: np.ndarray, source: str | Path) -
     per_pixel = (8 * image.shape[0] + 8 * n_out) * max(1.0, segmenter.factor()) ** 2
     check_memory(source, *image.shape[1:], int(per_pixel) + 40)
     return image
+
+def check_output_names(inputs: Sequence[Path], formats: Sequence[str], overlays: bool) -> None:
+    """Refuse inputs whose outputs would replace each other: compared by full output name, not
+    by stem (``a.png``'s ``a.ome.tif`` is ``a.ome.tif``'s ``a.ome.tif`` under ``--save-format
+    tif ome-tiff``)."""
+    made_by: dict[str, Path] = {}
+    for path in inputs:
+        names = label_file_names(path, formats)
+        if overlays:
+            names.append(f"overlays/{path.stem}.png")
+        for name in names:
+            other = made_by.setdefault(name, path)
+            if other != path:
+                raise InputError(f"{other.name} and {path.name} would both write {name}; rename "
+                                 "one (outputs would overwrite each other)")  # fmt: skip
+
 
 def segment_files(
     segmenter: Segmenter,
@@ -187,12 +252,9 @@ def segment_files(
     from ``rank`` on (several processes, e.g. one per GPU under torchrun, split a folder).
     """
     out_dir = Path(out_dir)
-    stems = [p.stem for p in inputs]
-    if len(set(stems)) != len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
-        raise InputError(f"two inputs share the name {dup!r}; outputs would overwrite each other")
     if not formats:
         raise InputError("no output format chosen")
+    check_output_names(inputs, formats, overlays)
     written = []
     mine = list(inputs)[shard[0] :: shard[1]]
     for path in tqdm(mine, desc="segmenting", unit="img", disable=not progress):

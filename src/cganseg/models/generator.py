@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cganseg import checks
 from cganseg.errors import InputError
 
 GENERATORS = ("styleunet",)
@@ -224,16 +225,15 @@ class StyleUNet(nn.Module):
         depth: int = 4,
     ) -> None:
         super().__init__()
-        for option, value, minimum in (
-            ("in_channels", in_channels, 1),
-            ("out_channels", out_channels, 1),
-            ("width", width, 1),
-            ("style_dim", style_dim, 1),
-            ("n_mapping", n_mapping, 1),
-            ("depth", depth, 1),
+        for option, rule, value in (
+            ("in_channels", checks.IN_CHANNELS, in_channels),
+            ("out_channels", checks.IN_CHANNELS, out_channels),
+            ("width", checks.NETWORK_WIDTH, width),
+            ("style_dim", checks.STYLE_DIM, style_dim),
+            ("n_mapping", checks.MAPPING_LAYERS, n_mapping),
+            ("depth", checks.GENERATOR_DEPTH, depth),
         ):
-            if value < minimum:
-                raise InputError(f"generator {option} must be at least {minimum}, got {value}")
+            checks.checked(rule, f"generator {option}", value)
         self.config: dict[str, Any] = {
             "name": "styleunet",
             "in_channels": in_channels,
@@ -361,6 +361,8 @@ class StyleUNet(nn.Module):
 
 def build_generator(config: dict[str, Any]) -> StyleUNet:
     """Rebuild a generator from its ``config`` (as stored with its weights)."""
+    if not isinstance(config, dict):
+        raise InputError(f"generator config must be a mapping, got {type(config).__name__}")
     name = config.get("name")
     if name not in GENERATORS:
         raise InputError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")

@@ -9,8 +9,12 @@ exact architecture before ``load_state_dict``.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from torch import nn
 
+from cganseg import checks
 from cganseg.errors import InputError
 from cganseg.models.cpnet import CPnet
 from cganseg.models.deepsea import DeepSea
@@ -27,15 +31,33 @@ _CLASSES: dict[str, type[nn.Module]] = {"unet": UNet, "deepsea": DeepSea, "cellp
 def build_segmenter(
     name: str, in_channels: int, n_classes: int, width: int | None = None
 ) -> nn.Module:
-    """Build segmenter ``name``; ``width=None`` means the original network's base width."""
+    """Build segmenter ``name``; ``width=None`` means the original network's base width.
+
+    Sizes are checked by the rules of :mod:`cganseg.checks` (a stored ``width`` of 200000 would
+    otherwise allocate for minutes before failing)."""
     if name not in _CLASSES:
         raise InputError(f"unknown segmenter {name!r}; choose one of {', '.join(SEGMENTERS)}")
     width = DEFAULT_WIDTHS[name] if width is None else width
-    for option, value, minimum in (
-        ("in_channels", in_channels, 1),
-        ("n_classes", n_classes, 2),
-        ("width", width, 1),
+    sizes = {}
+    for option, rule, value in (
+        ("in_channels", checks.IN_CHANNELS, in_channels),
+        ("n_classes", checks.N_CLASSES, n_classes),
+        ("width", checks.NETWORK_WIDTH, width),
     ):
-        if value < minimum:
-            raise InputError(f"segmenter {option} must be at least {minimum}, got {value}")
-    return _CLASSES[name](in_channels=in_channels, n_classes=n_classes, width=width)
+        sizes[option] = checks.checked(rule, f"segmenter {option}", value)
+    return _CLASSES[name](**sizes)
+
+
+def segmenter_from_config(config: Any) -> nn.Module:
+    """The segmenter a stored ``config`` (``model.config``) describes; InputError for anything
+    else (not a mapping, an unknown or missing entry, a size out of range)."""
+    if not isinstance(config, dict):
+        raise InputError(f"segmenter config must be a mapping, got {type(config).__name__}")
+    known = set(inspect.signature(build_segmenter).parameters)
+    unknown = sorted(map(str, set(config) - known))
+    if unknown:
+        raise InputError(f"segmenter config has unknown entries: {', '.join(unknown)}")
+    missing = sorted(k for k in ("name", "in_channels", "n_classes") if k not in config)
+    if missing:
+        raise InputError(f"segmenter config lacks: {', '.join(missing)}")
+    return build_segmenter(**config)

@@ -8,6 +8,7 @@ own folder (same file system) and moved into place with :func:`os.replace`, whic
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import shutil
 import tempfile
@@ -26,6 +27,67 @@ def _default_mode() -> int:
 
 #: mkstemp makes private (0o600) files; outputs get the permissions of ordinary files instead
 FILE_MODE = _default_mode()
+
+
+#: the output folders the running command owns (:func:`owned_folder`), lexically absolute and
+#: resolved; a write below one of them never passes through a symbolic link
+_OWNED: contextvars.ContextVar[tuple[tuple[Path, Path], ...]] = contextvars.ContextVar(
+    "cganseg_owned_folders", default=()
+)
+
+
+@contextlib.contextmanager
+def owned_folder(folder: str | Path) -> Iterator[None]:
+    """Inside the block, every write of this module below ``folder`` is refused when it would
+    pass through a symbolic link (or leave ``folder`` by one): cganseg makes no links, so a link
+    inside a folder it owns was put there by someone else, and writing through it (a symlinked
+    ``overlays/``) would write, and overwrite, files outside the folder. Links found in the
+    folder now are refused at once, before any work (:func:`links_inside`)."""
+    folder = Path(os.path.abspath(folder))
+    link = next(iter(links_inside(folder)), None)
+    if link is not None:
+        raise InputError(_LINK_MESSAGE.format(folder=folder), link)
+    token = _OWNED.set((*_OWNED.get(), (folder, folder.resolve())))
+    try:
+        yield
+    finally:
+        _OWNED.reset(token)
+
+
+_LINK_MESSAGE = (
+    "is a symbolic link inside the output folder {folder}; cganseg writes there only through "
+    "folders it made, never through a link: remove the link, or choose another output folder"
+)
+
+
+def links_inside(folder: Path) -> Iterator[Path]:
+    """Symbolic links below ``folder`` (not following them), in no particular order."""
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                yield Path(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+
+
+def check_no_link(path: str | Path) -> None:
+    """Refuse ``path`` when, below an owned folder, one of its parent folders is a symbolic
+    link (module docstring of :func:`owned_folder`)."""
+    path = Path(os.path.abspath(path))
+    for lexical, resolved in _OWNED.get():
+        for root in (lexical, resolved):
+            if root not in path.parents:
+                continue
+            probe = root
+            for part in path.relative_to(root).parts[:-1]:
+                probe = probe / part
+                if probe.is_symlink():
+                    raise InputError(_LINK_MESSAGE.format(folder=lexical), probe)
 
 
 #: the longest file name (in bytes) that common file systems (ext4, XFS, NTFS, APFS) allow
@@ -50,6 +112,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     previous ``path`` stays as it was.
     """
     path = Path(path)
+    check_no_link(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
@@ -80,6 +143,7 @@ def staged_files(folder: str | Path) -> Iterator[Path]:
     renames within one file system, which need no space.
     """
     folder = Path(folder)
+    check_no_link(folder / ".staging")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
@@ -95,6 +159,7 @@ def staged_files(folder: str | Path) -> Iterator[Path]:
         try:
             for file in sorted(p for p in staging.rglob("*") if p.is_file()):
                 target = folder / file.relative_to(staging)
+                check_no_link(target)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(file, target)
         except OSError as exc:
@@ -108,6 +173,7 @@ def made_folder(folder: str | Path) -> Iterator[Path]:
     """Create ``folder`` (and missing parents) for the block; at its end remove those of them
     it created that are still empty, so a command refused part-way leaves no trace."""
     folder = Path(folder)
+    check_no_link(folder / ".made")
     created: list[Path] = []
     probe = folder
     while not probe.exists() and probe != probe.parent:

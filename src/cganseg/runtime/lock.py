@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cganseg.errors import InputError, WriteError
-from cganseg.runtime.atomic import made_folder
+from cganseg.runtime.atomic import made_folder, owned_folder
 
 LOCK_NAME = ".cganseg.runtime.lock"
 #: a lock file still empty after this many seconds belongs to a writer that died creating it
@@ -57,31 +57,75 @@ def _describe(holder: dict) -> str:
     return f"process {holder.get('pid')} on {holder.get('host')} ({what}{when})"
 
 
-def _read(path: Path) -> dict | None:
-    """The holder recorded in a lock file; None when the file is gone."""
+#: the largest process id of any system (Linux caps pids at 2^22)
+_PID_MAX = 2**31 - 1
+#: a lock file is a line of JSON; anything longer was not written by cganseg
+_LOCK_MAX_BYTES = 4096
+
+
+class _Garbled(Exception):
+    """A lock file that is not one cganseg wrote: the reason, in words."""
+
+
+def _holder(text: str) -> dict:
+    """The holder a lock file's text records, each field checked; :class:`_Garbled` otherwise.
+    An empty text is an empty holder (a writer between creating and filling the file)."""
+    if not text:
+        return {}
     try:
-        text = path.read_text(encoding="utf-8")
+        holder = json.loads(text)
+    except ValueError:
+        raise _Garbled("not JSON") from None
+    if not isinstance(holder, dict):
+        raise _Garbled("not a JSON object")
+    pid, since = holder.get("pid"), holder.get("since")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= _PID_MAX:
+        raise _Garbled(f"pid {pid!r} is no process id")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)
+                              or not 0 <= since < 2**40):  # fmt: skip
+        raise _Garbled(f"since {since!r} is no time")
+    for key in ("host", "command", "started"):
+        if holder.get(key) is not None and not isinstance(holder[key], str):
+            raise _Garbled(f"{key} {holder[key]!r} is not a text")
+    return holder
+
+
+def _read(path: Path) -> dict | None:
+    """The holder recorded in a lock file; None when the file is gone. A file that cganseg did
+    not write (garbled, other bytes, absurd fields) is reported with the file to delete: its
+    holder cannot be known, so it is never taken over silently."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_LOCK_MAX_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise InputError(f"cannot read the lock file ({exc.strerror or exc})", path) from None
     try:
-        holder = json.loads(text)
-    except ValueError:
-        holder = {}
-    return holder if isinstance(holder, dict) else {}
+        if len(raw) > _LOCK_MAX_BYTES:
+            raise _Garbled(f"more than {_LOCK_MAX_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Garbled("not text") from None
+        return _holder(text)
+    except _Garbled as exc:
+        raise InputError(
+            f"is not a lock file cganseg wrote ({exc}); if no cganseg command is using "
+            f"{path.parent}, delete {path}",
+            path,
+        ) from None
 
 
 def _is_stale(path: Path, holder: dict) -> bool:
-    if not holder:  # empty or garbled: being written right now, or left by a crash then
+    if not holder:  # empty: being written right now, or left by a crash then
         try:
             return time.time() - path.stat().st_mtime > _EMPTY_GRACE_S
         except FileNotFoundError:
             return True
     if holder.get("host") != socket.gethostname():
         return False
-    pid = holder.get("pid")
-    return not isinstance(pid, int) or not _alive(pid, holder.get("started"))
+    return not _alive(holder["pid"], holder.get("started"))
 
 
 @contextlib.contextmanager
@@ -102,7 +146,8 @@ def folder_lock(folder: str | Path, command: str) -> Iterator[None]:
     with made_folder(folder):
         _acquire(path, me)
         try:
-            yield
+            with owned_folder(folder):
+                yield
         finally:
             with contextlib.suppress(OSError, InputError):
                 if _read(path) == me:

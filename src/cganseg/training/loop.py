@@ -18,11 +18,12 @@ import dataclasses
 import math
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -59,7 +60,13 @@ from cganseg.options import PATH_OPTIONS, SegTrainConfig, parse_channels
 from cganseg.runtime import distributed
 from cganseg.runtime.atomic import check_writable
 from cganseg.runtime.device import resolve_device
-from cganseg.runtime.interrupt import Interrupted, graceful_stop, ignore_stop_signals, requested
+from cganseg.runtime.interrupt import (
+    Interrupted,
+    check,
+    graceful_stop,
+    ignore_stop_signals,
+    requested,
+)
 from cganseg.runtime.lock import folder_lock
 from cganseg.runtime.outputs import inside
 from cganseg.training.pace import Pace
@@ -642,13 +649,17 @@ class TrainerBase:
                 save_checkpoint(self.run_dir / "best.pt", {**best, **tuned})
                 summary["postprocessing"] = tuned
         if self.data.test and self.rank.main:
-            report = evaluate_pairs(
-                (s.name, s.labels, seg.segment(s.image, tile_size=self.cfg.tile_size))
-                for s in self.data.test
-            )
+            report = evaluate_pairs(self._test_pairs(seg))
             write_report(report, self.run_dir / "test")
             summary["test_f1_iou50"] = report["per_image"]["f1"][0]
         return summary
+
+    def _test_pairs(self, seg: Segmenter) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, truth, prediction) of each test image; a stop asked for ends it between two
+        images (``--resume`` of the finished run tests again)."""
+        for s in self.data.test:
+            yield s.name, s.labels, seg.segment(s.image, tile_size=self.cfg.tile_size)
+            check("stopped while testing best.pt after the last step; --resume tests again")
 
 
 def merge_resume_config(saved: SegTrainConfig, given: dict[str, Any]) -> SegTrainConfig:

@@ -25,7 +25,11 @@ from cganseg.inference.instances import (
     tidy_flow_cells,
 )
 from cganseg.inference.segment import Segmenter
+from cganseg.runtime.interrupt import check
 
+#: what a stop asked for during tuning says (``--resume`` of a finished run tunes again)
+STOPPED = ("stopped while choosing the flow thresholds after the last step; best.pt keeps its "
+           "thresholds, --resume chooses them again")  # fmt: skip
 #: Cellpose's defaults first, so a tie keeps them
 CELLPROB_GRID = (CELLPROB_THRESHOLD, -1.0, 1.0, -2.0)
 FLOW_GRID = (FLOW_THRESHOLD, 0.2, 0.6, 0.0)  # 0: no cell is dropped for its flows
@@ -35,10 +39,16 @@ def tune_flow_thresholds(
     seg: Segmenter, samples: Sequence[Sample], tile_size: int
 ) -> dict[str, float]:
     """The best ``cellprob_threshold`` and ``flow_threshold`` on ``samples``, and its score."""
-    outputs = [seg.predict(s.image, tile_size=tile_size) for s in samples]
+    outputs = []
+    for sample in samples:
+        outputs.append(seg.predict(sample.image, tile_size=tile_size))
+        check(STOPPED)
     best: dict[str, float] = {}
     for cellprob in CELLPROB_GRID:  # following the flows is the costly part: once per logit
-        cells = [follow_flows(out, cellprob) for out in outputs]
+        cells = []
+        for out in outputs:
+            cells.append(follow_flows(out, cellprob))
+            check(STOPPED)
         errors = [flow_errors(c, out) for c, out in zip(cells, outputs, strict=True)]
         for flow in FLOW_GRID:
             report = evaluate_pairs(
