@@ -108,7 +108,7 @@ def test_train_n_train_too_large(tiny_dataset: Path, tmp_path: Path, capsys) -> 
         ("batch_size: many\n", "option batch_size must be int"),
         ("crop: [0, 16]\n", "option crop"),
         ("lr: fast\n", "option lr must be a number"),
-        ("seed: -1\n", "option seed must be in [0, 4294967295]"),
+        ("seed: -1\n", "option seed must be an integer in [0, 4294967295]"),
     ],
 )
 def test_train_bad_config(tiny_dataset: Path, tmp_path: Path, capsys, text: str, match: str):

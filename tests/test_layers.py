@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cganseg"
 #: lowest first; the names are top-level modules or folders of src/cganseg
 LAYERS: list[tuple[str, ...]] = [
     ("__init__", "errors"),
+    ("checks",),  # one rule per user-facing value (issue 27)
     ("runtime",),
     ("data",),
     ("models",),

@@ -216,12 +216,12 @@ def test_two_inputs_that_would_write_one_output_are_refused(seg_run, tmp_path, c
 @pytest.mark.parametrize(("option", "value", "words"), [
     ("--cellprob-threshold", "nan", "must be a number in [-50, 50]"),
     ("--cellprob-threshold", "-inf", "must be a number in [-50, 50]"),
-    ("--flow-threshold", "nan", "must be a number in [0, 1e+06]"),
-    ("--flow-threshold", "-1", "must be a number in [0, 1e+06], got -1"),
-    ("--min-size", "-5", "must be an integer in [0, 1e+08], got -5"),
+    ("--flow-threshold", "nan", "must be a number in [0, 1000000]"),
+    ("--flow-threshold", "-1", "must be a number in [0, 1000000], got -1"),
+    ("--min-size", "-5", "must be an integer in [0, 100000000], got -5"),
     ("--tile-size", "8", "must be an integer in [16, 8192]"),
     ("--diameter", "big", "must be a number of pixels > 0 or auto"),
-    ("--diameter", "inf", "must be a number in (0, 1e+06]"),
+    ("--diameter", "inf", "must be a number in (0, 1000000]"),
 ])  # fmt: skip
 def test_segment_options_are_checked_by_their_rule(seg_run, tmp_path, capsys, option, value,
                                                    words):  # fmt: skip

@@ -28,6 +28,13 @@ from cganseg.errors import InputError
 SCALE_RANGE = (1 / 8, 8.0)
 
 
+def _shown(value: float) -> str:
+    """A bound as people write it: 4294967295 and 1000000, not 4.29497e+09; 0.125, 1e-06."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}"
+
+
 class ValueProblem(ValueError):
     """What is wrong with a value, in words; the door turns it into its own one-line error."""
 
@@ -45,10 +52,11 @@ class Number:
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
-        if self.low is not None and self.high is not None:
-            return f"{kind} in {'(' if self.above else '['}{self.low:g}, {self.high:g}]"
-        if self.low is not None:
-            return f"{kind} {'>' if self.above else '>='} {self.low:g}"
+        low, high = (None if v is None else _shown(v) for v in (self.low, self.high))
+        if low is not None and high is not None:
+            return f"{kind} in {'(' if self.above else '['}{low}, {high}]"
+        if low is not None:
+            return f"{kind} {'>' if self.above else '>='} {low}"
         return f"a finite {'integer' if self.integer else 'number'}"
 
     def __call__(self, name: str, value: Any) -> Any:
@@ -93,6 +101,12 @@ N_CLASSES = Number(2, 64, integer=True)
 STYLE_DIM = Number(1, 4096, integer=True)
 MAPPING_LAYERS = Number(1, 64, integer=True)
 GENERATOR_DEPTH = Number(1, 10, integer=True)
+#: seeds: what NumPy's seeding and every torch generator accept
+SEED = Number(0, 2**32 - 1, integer=True)
+#: synthetic masks: side (px), scaling of the real cell shapes, area share of the cells
+MASK_SIDE = Number(8, 16384, integer=True)
+SHAPE_SCALE = Number(1 / 8, 8)
+DENSITY = Number(0, 1)
 #: physical size of a pixel, in its unit
 PIXEL_SIZE = Number(0, 1e9, above=True)
 #: the cells' diameter in images to segment (px); the scale factor it gives is bounded apart

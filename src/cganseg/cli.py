@@ -384,7 +384,8 @@ def _add_synth_masks(sub: argparse._SubParsersAction) -> None:
         default="_masks",
         help="in a Cellpose-style folder, the masks' name suffix (default _masks)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the shapes and placements")
+    p.add_argument("--seed", type=_checked(checks.SEED, int), default=0,
+                   help="seed of the shapes and placements")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_synth_masks)
 
@@ -429,7 +430,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("masks", type=Path, help="folder of label masks (or data-set folder)")
     _add_out(p, "new folder for the pairs")
     p.add_argument("--per-mask", type=int, default=1, help="images per mask (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the styles (default 0)")
+    p.add_argument("--seed", type=_checked(checks.SEED, int), default=0,
+                   help="seed of the styles (default 0)")  # fmt: skip
     p.add_argument(
         "--cellpose-names",
         action="store_true",

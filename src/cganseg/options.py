@@ -72,8 +72,6 @@ FLOAT_OPTIONS = (
 PATH_OPTIONS = ("data", "out", "split_file", "extra", "init_seg")
 #: where ``cganseg train --seg-pretrain N`` keeps the conventional run that starts its segmenter
 SEG_PRETRAIN_DIR = "seg_pretrain"
-#: largest seed: what NumPy's legacy seeding and every torch generator accept
-SEED_MAX = 2**32 - 1
 #: allowed range (low, high; None: open) of numeric options, for every config class
 _RANGES: dict[str, tuple[float | None, float | None]] = {
     "iterations": (1, None),
@@ -82,7 +80,6 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "log_every": (1, None),
     "patience": (0, None),
     "num_workers": (0, None),
-    "seed": (0, SEED_MAX),
     "n_train": (1, None),
     "width": (1, None),
     "gen_width": (1, None),
@@ -119,6 +116,7 @@ _POSITIVE = ("lr", "lr_gen", "lr_disc", "max_loss")
 #: options that ``segment``, the notebook API and checkpoints also take: one rule each
 #: (:mod:`cganseg.checks`), the same words at every door
 _RULES = {
+    "seed": checks.SEED,
     "min_size": checks.MIN_SIZE,
     "tile_size": checks.TILE_SIZE,
     "cellprob_threshold": checks.CELLPROB_THRESHOLD,

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cganseg import checks
 from cganseg.data.folders import Pair, find_pairs
 from cganseg.errors import InputError
 from cganseg.models.registry import SEGMENTERS
 from cganseg.options import (
-    SEED_MAX,
     CGanTrainConfig,
     SegTrainConfig,
     check_type,
@@ -125,8 +125,10 @@ class ExperimentConfig:
         odd = sorted(set(self.synthetic) - set(SYNTH_DEFAULTS))
         if odd:
             raise bad(f"unknown synthetic option(s): {', '.join(odd)}")
-        if self.seed > SEED_MAX or self.seed < 0:
-            raise bad(f"option seed must be in [0, {SEED_MAX}], got {self.seed}")
+        try:
+            checks.SEED("option seed", self.seed)
+        except checks.ValueProblem as exc:
+            raise bad(str(exc)) from None
         for name, cls in (("cgan", CGanTrainConfig), ("seg", SegTrainConfig)):
             options = getattr(self, name)
             try:  # the runs' own options, checked now (data and out are the experiment's)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from cganseg import checks
 from cganseg.data.folders import mask_files, stem_key
 from cganseg.data.io import read_labels, write_labels
 from cganseg.errors import InputError
@@ -61,6 +62,8 @@ def write_synthetic_masks(
         raise InputError("output folder is inside the real mask folder; choose another", out)
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}")
+    checks.checked(checks.SEED, "seed", seed)
+    checks.checked(checks.MIN_SIZE, "min_area", min_area)
     if size is None:
         size = read_labels(files[0]).shape
     spec = MaskSpec(int(size[0]), int(size[1]), layout, float(density), tuple(scale))

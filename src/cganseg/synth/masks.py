@@ -29,6 +29,7 @@ from skimage.measure import label as connected_components
 from skimage.measure import regionprops
 from skimage.transform import rotate
 
+from cganseg import checks
 from cganseg.errors import InputError
 
 LAYOUTS = ("flat", "colony", "mixed")
@@ -49,15 +50,16 @@ class MaskSpec:
     scale: tuple[float, float] = (0.8, 1.25)
 
     def check(self) -> None:
+        """Each value by its rule (:mod:`cganseg.checks`): a scale of 1e9 or a side of 10^5
+        would make work without bound from a one-line command."""
         if self.layout not in LAYOUTS:
             raise InputError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
-        if not 0.0 <= self.density <= 1.0:
-            raise InputError(f"density must be in [0, 1], got {self.density}")
-        if self.height < 8 or self.width < 8:
-            raise InputError(f"mask size must be at least 8x8, got {self.height}x{self.width}")
-        low, high = self.scale
-        if not 0 < low <= high:
-            raise InputError(f"scale range must satisfy 0 < min <= max, got {low},{high}")
+        checks.checked(checks.DENSITY, "density", self.density)
+        for side in (self.height, self.width):
+            checks.checked(checks.MASK_SIDE, "mask size", side)
+        low, high = (checks.checked(checks.SHAPE_SCALE, "scale", v) for v in self.scale)
+        if not low <= high:
+            raise InputError(f"scale range must satisfy min <= max, got {low:g},{high:g}")
 
 
 def _keep_largest(shape: np.ndarray) -> np.ndarray:
