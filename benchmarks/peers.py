@@ -54,10 +54,11 @@ from value import (
 from cganseg.data.dataset import Sample, load_samples
 from cganseg.data.folders import find_pairs
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
-from cganseg.inference.instances import flows_to_instances
+from cganseg.instances import MODES
+from cganseg.instances.flows import flows_to_instances
 from cganseg.options import SegTrainConfig
 from cganseg.runtime.atomic import write_text
-from cganseg.training.tuning import tune_flow_thresholds
+from cganseg.training.tuning import tune_thresholds
 
 VALIDATIONS = 10
 #: Cellpose's canonical diameters: nuclei 17 px, cells 30 px
@@ -98,6 +99,7 @@ class CellposeOutput:
     Cellpose's own ``eval`` (its normalisation, tiling and rescaling by the training diameter)."""
 
     min_size = 15
+    mode = MODES["flows"]
 
     def __init__(self, model, cellprob: float = 0.0, flow: float = 0.4) -> None:
         self.model, self.cellprob_threshold, self.flow_threshold = model, cellprob, flow
@@ -196,7 +198,7 @@ def run_cellpose(run: Path, data: Path, split: dict, diameter: float, steps: int
     best = int(np.argmax(scores))
     seg = CellposeOutput(models.CellposeModel(gpu=False, pretrained_model=str(saved[best]),
                                               nchan=2))  # fmt: skip
-    tuned = tune_flow_thresholds(seg, parts["val"], 0)
+    tuned = tune_thresholds(seg, parts["val"], 0)
     seg.cellprob_threshold = tuned["cellprob_threshold"]
     seg.flow_threshold = tuned["flow_threshold"]
     report = evaluate_pairs((s.name, s.labels, seg.segment(s.image)) for s in parts["test"])
@@ -263,9 +265,8 @@ def _thresholds(run: Path) -> dict[str, float] | None:
     from cganseg.checkpoint import load_checkpoint
 
     payload = load_checkpoint(run / "best.pt")
-    if payload.get("instances") != "flows":
-        return None
-    return {k: payload[k] for k in ("cellprob_threshold", "flow_threshold")}
+    grid = MODES[payload.get("instances", "watershed")].threshold_grid
+    return {k: payload[k] for k in grid} or None
 
 
 if __name__ == "__main__":

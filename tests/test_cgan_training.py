@@ -15,6 +15,7 @@ from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.inference.generate import load_generator
+from cganseg.instances import MODES
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
@@ -52,7 +53,7 @@ def test_d2_gradient_reaches_segmenter_only_in_differentiable_modes(mode, reache
     torch.manual_seed(0)
     seg = build_segmenter("unet", 1, 3, 4)
     d2 = PatchDiscriminator(3, 4, 2)
-    mask = mask_for_generator(seg(torch.randn(2, 1, 32, 32)), mode)
+    mask = mask_for_generator(seg(torch.randn(2, 1, 32, 32)), mode, MODES["watershed"])
     if mask.requires_grad:
         lsgan_loss(d2(mask), True).backward()
     grads = [p.grad for p in seg.parameters()]

@@ -13,6 +13,7 @@ from tests.helpers import synthetic_pair, write_image
 from cganseg.data.augment import ConventionalAugment
 from cganseg.data.dataset import CropDataset, Sample, SeededSampler, load_samples
 from cganseg.data.folders import find_pairs
+from cganseg.data.targets import labels_to_classes
 from cganseg.errors import InputError
 
 
@@ -64,9 +65,14 @@ def _sample(h: int, w: int, channels: int = 1) -> Sample:
     return Sample("s", image, labels)
 
 
+def _classes(n_classes: int):
+    """The training targets of the class modes: int64 classes of the crop's mask."""
+    return lambda labels: torch.from_numpy(labels_to_classes(labels, n_classes))
+
+
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_crop_dataset_shape_and_targets(n_classes: int) -> None:
-    ds = CropDataset([_sample(40, 52, channels=2)], (16, 24), n_classes)
+    ds = CropDataset([_sample(40, 52, channels=2)], (16, 24), _classes(n_classes))
     img, target = ds[(0, 123)]
     assert img.shape == (2, 16, 24) and img.dtype == torch.float32
     assert target.shape == (16, 24) and target.dtype == torch.int64
@@ -75,7 +81,7 @@ def test_crop_dataset_shape_and_targets(n_classes: int) -> None:
 
 def test_crop_dataset_pads_small_images() -> None:
     sample = _sample(11, 13)
-    ds = CropDataset([sample], (32, 32), 2)
+    ds = CropDataset([sample], (32, 32), _classes(2))
     img, target = ds[(0, 0)]
     assert img.shape == (1, 32, 32) and target.shape == (32, 32)
     torch.testing.assert_close(img[:, :11, :13], torch.from_numpy(sample.image))
@@ -84,13 +90,14 @@ def test_crop_dataset_pads_small_images() -> None:
 
 def test_crop_is_a_window_of_the_sample() -> None:
     sample = _sample(40, 52)
-    img, _ = CropDataset([sample], (16, 16), 2)[(0, 9)]
+    img, _ = CropDataset([sample], (16, 16), _classes(2))[(0, 9)]
     windows = np.lib.stride_tricks.sliding_window_view(sample.image[0], (16, 16))
     assert (windows == img[0].numpy()).all(axis=(2, 3)).any()
 
 
 def test_crop_key_is_deterministic_with_augmentation() -> None:
-    ds = CropDataset([_sample(40, 52), _sample(30, 60)], (16, 16), 3, ConventionalAugment())
+    ds = CropDataset([_sample(40, 52), _sample(30, 60)], (16, 16), _classes(3),
+                     ConventionalAugment())  # fmt: skip
     a_img, a_t = ds[(1, 77)]
     b_img, b_t = ds[(1, 77)]
     torch.testing.assert_close(a_img, b_img)

@@ -3,6 +3,7 @@ train-seg, checkpoints and ``cganseg segment``."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -20,13 +21,14 @@ from cganseg.data.flows import labels_to_flows
 from cganseg.data.io import read_labels
 from cganseg.errors import InputError
 from cganseg.evaluation.matching import match_instances
-from cganseg.inference.instances import flows_to_instances
 from cganseg.inference.segment import load_segmenter
+from cganseg.instances import MODES
+from cganseg.instances.flows import flows_to_instances
 from cganseg.losses.flow_loss import FLOW_SCALE, FlowLoss
 from cganseg.options import CGanTrainConfig, SegTrainConfig
 from cganseg.training.cgan_trainer import CGanTrainer, train_cgan
 from cganseg.training.seg_trainer import train_segmenter
-from cganseg.training.tuning import tune_flow_thresholds
+from cganseg.training.tuning import tune_thresholds
 
 
 def _touching_cells() -> np.ndarray:
@@ -130,6 +132,7 @@ class _FixedOutput:
     """Stands in for a Segmenter whose network outputs ``out`` for every image."""
 
     min_size = 15
+    mode = MODES["flows"]
 
     def __init__(self, out: np.ndarray) -> None:
         self.out = out
@@ -145,7 +148,7 @@ def test_tuning_chooses_the_thresholds_that_score_best_on_validation():
     out = _perfect_output(with_blob)
     out[2][with_blob == 20] = 0.5
     sample = Sample("v", np.zeros((1, *labels.shape), np.float32), labels)
-    tuned = tune_flow_thresholds(_FixedOutput(out), [sample], tile_size=64)
+    tuned = tune_thresholds(_FixedOutput(out), [sample], tile_size=64)
     assert tuned["cellprob_threshold"] == 1.0  # the only one above the blob and below the cells
     assert tuned["flow_threshold"] == 0.4 and tuned["val_mean_f1"] > 0.9  # a tie keeps 0.4
 
@@ -153,7 +156,8 @@ def test_tuning_chooses_the_thresholds_that_score_best_on_validation():
 def test_crop_targets_are_the_flows_of_the_augmented_crop():
     labels = _touching_cells()
     sample = Sample("a", np.zeros((1, *labels.shape), np.float32), labels)
-    ds = CropDataset([sample], (32, 32), 3, ConventionalAugment(p_vanilla=1.0, p_op=1.0), "flows")
+    targets = functools.partial(MODES["flows"].targets, n_classes=3)
+    ds = CropDataset([sample], (32, 32), targets, ConventionalAugment(p_vanilla=1.0, p_op=1.0))
     for seed in range(4):
         image, target = ds[(0, seed)]
         assert image.shape == (1, 32, 32) and target.shape == (3, 32, 32)

@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("data",),
     ("models",),
     ("losses", "augment"),
+    ("instances",),  # how outputs become cells: one object per mode (issue 28)
     ("checkpoint", "options"),
     ("reports",),  # drawing helpers: plots, grids, overlays
     ("inference",),

@@ -74,12 +74,13 @@ def test_the_command_line_is_built_from_the_config(command):
                and a.dest not in ("data", "out"))  # fmt: skip
 
 
-def test_default_instances_flows_for_train_seg_watershed_for_train_components_for_2_classes():
+def test_default_instances_flows_for_every_trainer_components_for_2_classes():
+    """Issue 28: one default for all trainers."""
     from cganseg.options import CGanTrainConfig
 
     base = {"data": "d", "out": "o"}
-    assert SegTrainConfig.from_dict(base).instances == "flows"
-    assert CGanTrainConfig.from_dict(base).instances == "watershed"
+    for cls in (SegTrainConfig, CGanTrainConfig):
+        assert cls.from_dict(base).instances == "flows"
     for cls in (SegTrainConfig, CGanTrainConfig):
         assert cls.from_dict({**base, "n_classes": 2}).instances == "components"
         assert cls.from_dict({**base, "instances": "watershed"}).instances == "watershed"

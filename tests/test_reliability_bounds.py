@@ -380,16 +380,16 @@ def test_sigterm_while_tuning_the_flow_thresholds_stops_and_resume_finishes(
     tmp_path, capsys, monkeypatch
 ):
     """SIGTERM during the tuning after the last step was ignored (exit 0 minutes later)."""
-    from cganseg.training import tuning
+    from cganseg.instances import flows
 
     data = make_dataset(tmp_path / "d", n=8)
     run = tmp_path / "run"
     argv = ["train-seg", "--data", str(data), "--out", str(run), *TINY,
             "--instances", "flows"]  # fmt: skip
-    calls = _stop_once(monkeypatch, tuning, "follow_flows")
+    calls = _stop_once(monkeypatch, flows.Flows, "threshold_search")
     assert main(argv) == 128 + signal.SIGTERM
-    assert "choosing the flow thresholds" in capsys.readouterr().err
-    assert len(calls) == 1  # stopped after the first image, not after the whole grid
+    assert "choosing the post-processing thresholds" in capsys.readouterr().err
+    assert len(calls) == 1  # stopped after the first validation image, not after all of them
     assert "val_mean_f1" not in load_checkpoint(run / "best.pt")
     monkeypatch.undo()
     assert main([*argv, "--resume"]) == 0, capsys.readouterr().err

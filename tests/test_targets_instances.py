@@ -7,7 +7,9 @@ import pytest
 
 from cganseg.data.targets import labels_to_classes
 from cganseg.errors import InputError
-from cganseg.inference.instances import probabilities_to_instances
+from cganseg.instances import mode
+from cganseg.instances.components import components_instances
+from cganseg.instances.watershed import watershed_instances
 from cganseg.reports.overlays import overlay_labels, save_overlay
 
 
@@ -58,7 +60,7 @@ def test_invalid_n_classes_is_input_error(n_classes):
 
 def test_three_class_round_trip_recovers_touching_cells():
     labels = _touching_squares()
-    instances = probabilities_to_instances(_one_hot(labels_to_classes(labels, 3), 3))
+    instances = watershed_instances(_one_hot(labels_to_classes(labels, 3), 3))
     assert instances.dtype == np.int32
     np.testing.assert_array_equal(np.unique(instances), [0, 1, 2])
     for idx in (7, 9):
@@ -68,7 +70,7 @@ def test_three_class_round_trip_recovers_touching_cells():
 def test_two_class_round_trip_merges_touching_cells():
     """Documented limitation: without a boundary class touching cells become one object."""
     labels = _touching_squares()
-    instances = probabilities_to_instances(_one_hot(labels_to_classes(labels, 2), 2))
+    instances = watershed_instances(_one_hot(labels_to_classes(labels, 2), 2))
     np.testing.assert_array_equal(np.unique(instances), [0, 1])
     np.testing.assert_array_equal(instances > 0, labels > 0)
 
@@ -76,23 +78,23 @@ def test_two_class_round_trip_merges_touching_cells():
 def test_components_mode_ignores_boundary_class():
     labels = _touching_squares()
     probs = _one_hot(labels_to_classes(labels, 3), 3)
-    instances = probabilities_to_instances(probs, boundary_mode="components")
+    instances = components_instances(probs)
     np.testing.assert_array_equal(np.unique(instances), [0, 1])
 
 
-def test_invalid_boundary_mode_and_shape_are_input_errors():
-    probs = _one_hot(labels_to_classes(_touching_squares(), 3), 3)
-    with pytest.raises(InputError, match="boundary_mode"):
-        probabilities_to_instances(probs, boundary_mode="magic")
-    with pytest.raises(InputError, match="shape"):
-        probabilities_to_instances(np.zeros((4, 5, 5), np.float32))
+def test_invalid_mode_and_shape_are_input_errors():
+    with pytest.raises(InputError, match="instances must be one of watershed, components, flows"):
+        mode("magic")
+    for make in (watershed_instances, components_instances):
+        with pytest.raises(InputError, match="shape"):
+            make(np.zeros((4, 5, 5), np.float32))
 
 
 def test_cell_without_interior_core_is_kept():
     """A 2-pixel-thin cell is all boundary in the targets; it has no seed but is not lost."""
     labels = _touching_squares()
     labels[19:21, 3:23] = 5
-    instances = probabilities_to_instances(_one_hot(labels_to_classes(labels, 3), 3))
+    instances = watershed_instances(_one_hot(labels_to_classes(labels, 3), 3))
     assert instances.max() == 3
     assert _best_iou(labels == 5, instances) == 1.0
 
@@ -102,9 +104,9 @@ def test_min_size_removes_tiny_blobs(n_classes):
     labels = _touching_squares()
     labels[20:22, 26:28] = 3  # 4-pixel speck
     probs = _one_hot(labels_to_classes(labels, n_classes), n_classes)
-    kept = probabilities_to_instances(probs, min_size=15)
+    kept = watershed_instances(probs, min_size=15)
     assert np.all(kept[20:22, 26:28] == 0)
-    unfiltered = probabilities_to_instances(probs, min_size=0)
+    unfiltered = watershed_instances(probs, min_size=0)
     assert np.all(unfiltered[20:22, 26:28] > 0)
     assert unfiltered.max() == kept.max() + 1
 
@@ -114,7 +116,7 @@ def test_two_class_fills_small_holes_only():
     classes[2:28, 2:28] = 1
     classes[6:8, 6:8] = 0  # 4-pixel hole: filled
     classes[12:20, 12:20] = 0  # 64-pixel hole: a real gap, kept
-    instances = probabilities_to_instances(_one_hot(classes, 2), min_size=15)
+    instances = watershed_instances(_one_hot(classes, 2), min_size=15)
     assert np.all(instances[6:8, 6:8] == 1)
     assert np.all(instances[12:20, 12:20] == 0)
 
@@ -123,7 +125,7 @@ def test_two_class_fills_small_holes_only():
 def test_empty_input_gives_empty_labels(n_classes):
     probs = np.zeros((n_classes, 9, 11), dtype=np.float32)
     probs[0] = 1.0
-    instances = probabilities_to_instances(probs)
+    instances = watershed_instances(probs)
     assert instances.dtype == np.int32 and instances.shape == (9, 11)
     assert not instances.any()
 
@@ -132,7 +134,7 @@ def test_ids_are_consecutive():
     labels = np.zeros((40, 40), dtype=np.int32)
     for i, (y, x) in enumerate([(2, 2), (2, 25), (25, 2), (25, 25)]):
         labels[y : y + 10, x : x + 10] = 10 * (i + 1)
-    instances = probabilities_to_instances(_one_hot(labels_to_classes(labels, 3), 3))
+    instances = watershed_instances(_one_hot(labels_to_classes(labels, 3), 3))
     np.testing.assert_array_equal(np.unique(instances), np.arange(5))
 
 

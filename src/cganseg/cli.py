@@ -613,7 +613,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from cganseg.data.targets import INSTANCE_MODES
+    from cganseg.instances import MODES
 
     p = sub.add_parser(
         "demo",
@@ -627,7 +627,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="folder for the two runs and report.html")  # fmt: skip
     p.add_argument("--iterations", type=int, help="conventional training steps (default 600)")
     p.add_argument("--gan-iterations", type=int, help="cGAN-Seg training steps (default 300)")
-    p.add_argument("--instances", choices=INSTANCE_MODES, default="watershed",
+    p.add_argument("--instances", choices=list(MODES), default="watershed",
                    help="the segmenter's output for both runs (default watershed, what both "
                    "trainings were compared with)")  # fmt: skip
     p.add_argument("--device", default="auto", help=DEVICE_HELP)

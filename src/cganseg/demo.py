@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cganseg import instances as modes
 from cganseg.data.folders import Pair, find_pairs
 from cganseg.data.io import read_image, read_labels
 from cganseg.data.normalize import normalize_percentile
@@ -42,12 +43,6 @@ from cganseg.training.seg_trainer import train_segmenter
 SEG_ITERATIONS = 600
 CGAN_ITERATIONS = 300
 N_SHOWN = 4
-#: what the segmenter outputs in each ``instances`` mode, for the report
-OUTPUTS = {
-    "watershed": "3 classes",
-    "components": "2 classes",
-    "flows": "Cellpose flows + cell probability",
-}
 #: synthetic scenes shown in the report: (layout, density)
 DENSE_SCENES = (("colony", 0.3), ("mixed", 0.5))
 
@@ -319,7 +314,7 @@ def run_demo(
     _dense_grid(gen, [read_labels(pairs[n].mask) for n in split["train"]], out / "dense.png")
     summary = {
         "settings": f"Segmenter for both: UNet width {seg_cfg.width}, instances by "
-        f"{seg_cfg.instances} ({OUTPUTS[str(seg_cfg.instances)]}), "
+        f"{seg_cfg.instances} ({modes.mode(seg_cfg.instances).summary}), "
         f"{seg_cfg.crop[0]}x{seg_cfg.crop[1]} crops, seed {seg_cfg.seed}. "
         f"Conventional: batch {seg_cfg.batch_size}, {seg_cfg.iterations} steps. cGAN-Seg: "
         f"cganseg train's default recipe (--preset cpu) started from the conventional run's "

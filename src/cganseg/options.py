@@ -16,8 +16,8 @@ from typing import Any, ClassVar, cast
 import yaml
 
 from cganseg import checks
+from cganseg import instances as modes
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
-from cganseg.data.targets import INSTANCE_MODES
 from cganseg.errors import InputError
 from cganseg.losses.cgan_objective import LossWeights
 from cganseg.runtime.atomic import write_text
@@ -129,7 +129,7 @@ SEG_TO_GEN = ("soft", "straight-through", "argmax")
 CHOICES: dict[str, tuple[Any, ...]] = {
     "model": ("unet", "deepsea", "cellpose"),
     "n_classes": (2, 3),
-    "instances": INSTANCE_MODES,
+    "instances": modes.MODES.keys(),  # a live view: a mode registered later is a choice
     "layout": ("auto", "folders", "cellpose"),
     "schedule": ("cosine", "constant"),
     "on_divergence": ("stop", "rollback"),
@@ -223,18 +223,12 @@ class SegTrainConfig:
     extra: str | None = None
     extra_fraction: float | None = None  # share of each batch; None: their share of all pairs
 
-    #: the instance mode of a run that names none, with 3 classes (with 2: components): flows
-    #: split touching cells best in conventional training (README "Measured results", issue 16)
-    DEFAULT_INSTANCES: ClassVar[str] = "flows"
-
     def __post_init__(self) -> None:
+        """An instance mode named by none is the default of every trainer (with 3 classes
+        ``flows``, with 2 the paper's ``components``: :func:`cganseg.instances.default_name`),
+        recorded in config.yaml."""
         if self.instances is None and self.n_classes in (2, 3):
-            self.instances = self.instances_for(self.n_classes)
-
-    @classmethod
-    def instances_for(cls, n_classes: int) -> str:
-        """The instance mode of a run of this kind that names none."""
-        return cls.DEFAULT_INSTANCES if n_classes == 3 else "components"
+            self.instances = modes.default_name(self.n_classes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -305,8 +299,9 @@ class SegTrainConfig:
                 raise bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.extra_fraction is not None and self.extra is None:
             raise bad("extra_fraction needs extra")
-        if self.instances == "watershed" and self.n_classes != 3:
-            raise bad("instances watershed needs 3 classes (boundary seeds); use components")
+        why = self.instances and modes.mode(self.instances).check_classes(self.n_classes)
+        if why is not None:
+            raise bad(why)
         if not 0.0 < self.rollback_lr_factor < 1.0:
             raise bad(f"rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor}")
         if self.channels is not None:
@@ -527,9 +522,6 @@ class CGanTrainConfig(SegTrainConfig):
     """
 
     cli_exclude: ClassVar[tuple[str, ...]] = ("extra",)  # cGAN-Seg trains on real pairs only
-    #: cGAN-Seg's recipes were measured with the 3-class watershed (issue 17); flows with the
-    #: cycle are built (issue 16) but not yet measured against it
-    DEFAULT_INSTANCES: ClassVar[str] = "watershed"
 
     lr: float = 2e-4
     lr_gen: float = 2e-4
@@ -674,9 +666,9 @@ CLI: dict[str, CliOption] = {
     ),
     "instances": CliOption(
         "how cells are separated: watershed (3 classes), components (connected components, "
-        "the paper with --classes 2), flows (Cellpose's flows)",
+        "the paper with --classes 2), flows (Cellpose's flows; cganseg.instances)",
         "segmenter",
-        default_text="with 3 classes flows for train-seg, watershed for train; components with 2",
+        default_text="flows with 3 classes, components with 2 (train and train-seg alike)",
     ),
     "cellprob_threshold": CliOption(
         "flows: cell-probability logit above which a pixel is in a cell", "segmenter"

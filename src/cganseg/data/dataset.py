@@ -13,7 +13,7 @@ workers, and a run resumed at step ``s`` sees exactly the batches it would have 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -23,11 +23,9 @@ from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
 from cganseg.data.augment import ConventionalAugment
-from cganseg.data.flows import dynamics
 from cganseg.data.folders import Pair
 from cganseg.data.io import Channels, read_image, read_labels
 from cganseg.data.normalize import normalize_percentile
-from cganseg.data.targets import default_instances, training_targets
 from cganseg.errors import InputError
 
 
@@ -76,24 +74,21 @@ def pad_to_at_least(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]
 
 
 class CropDataset(Dataset):
-    """Random crops of loaded samples with conventional augmentation and their targets (classes
-    or flows, by ``instances``; computed after augmentation, so they fit the augmented mask)."""
+    """Random crops of loaded samples with conventional augmentation and their training
+    targets: ``targets(labels)`` of the augmented crop's mask (an instance mode's classes or
+    flows, :meth:`cganseg.instances.base.InstanceMode.targets`), so they fit the augmented mask."""
 
     def __init__(
         self,
         samples: Sequence[Sample],
         crop: tuple[int, int],
-        n_classes: int,
+        targets: Callable[[np.ndarray], torch.Tensor],
         augment: ConventionalAugment | None = None,
-        instances: str | None = None,
     ) -> None:
         self.samples = list(samples)
         self.crop = crop
-        self.n_classes = n_classes
+        self.targets = targets
         self.augment = augment
-        self.instances = instances or default_instances(n_classes)
-        if self.instances == "flows":
-            dynamics()  # imported (numba-compiled) once here, not again in every loader worker
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -110,7 +105,7 @@ class CropDataset(Dataset):
         mask = torch.from_numpy(labels[y : y + ch, x : x + cw].astype(np.int64))
         if self.augment is not None:
             img, mask = self.augment(img, mask, rng)
-        return img, training_targets(mask.numpy(), self.instances, self.n_classes)
+        return img, self.targets(mask.numpy())
 
 
 class SeededSampler(Sampler):

@@ -5,7 +5,7 @@ a watershed on a thin boundary class, and one missed boundary pixel merges two c
 (Stringer et al., Nat. Methods 2021) predicts instead, for every pixel, the unit vector of the
 gradient of a heat diffusion started at its cell's centre (``dy, dx``) and a cell probability;
 pixels that follow the vectors to the same fixed point form one cell
-(:func:`cganseg.inference.instances.flows_to_instances`).
+(:func:`cganseg.instances.flows.flows_to_instances`).
 
 The flow math is Cellpose's own: ``cellpose.dynamics.masks_to_flows`` of cellpose 3.x (the last
 major version that installs beside our torch without torchvision), not a copy. It needs labels

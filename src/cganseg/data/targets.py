@@ -4,12 +4,11 @@ cGAN-Seg (Zargari et al., iScience 2024) trains its segmenter Seg with cross-ent
 against class masks (paper Eq. 10-17). With two classes (background / cell) touching cells form
 one blob, so the three-class option adds a *boundary* class: each cell's own inner boundary
 pixels. Touching cells are then separated by boundary pixels, and every cell larger than about
-3x3 pixels keeps an interior core that :mod:`cganseg.inference.instances` uses as a watershed
+3x3 pixels keeps an interior core that :mod:`cganseg.instances.watershed` uses as a watershed
 seed. Cells too thin to have a core become all-boundary.
 
-The ``instances`` mode (issue 16) says what the segmenter learns and how cells come out of it:
-``watershed`` (3 classes, seeded watershed), ``components`` (2 classes, connected components:
-the paper) or ``flows`` (Cellpose's flows and cell probability, :mod:`cganseg.data.flows`).
+What the segmenter learns in each instance mode (3 classes, 2 classes, flows) is chosen by the
+mode objects of :mod:`cganseg.instances`.
 """
 
 from __future__ import annotations
@@ -19,29 +18,9 @@ import torch
 import torch.nn.functional as F
 from skimage.segmentation import find_boundaries
 
-from cganseg.data.flows import FLOW_CHANNELS, labels_to_flows
 from cganseg.errors import InputError
 
 BOUNDARY = 2  # the class of cell-edge pixels with three classes (0 background, 1 interior)
-#: how instances are made: from 3 classes, from 2 classes, from Cellpose flows
-INSTANCE_MODES = ("watershed", "components", "flows")
-
-
-def default_instances(n_classes: int) -> str:
-    """The mode of a run or checkpoint that names none (before issue 16): by its class count."""
-    return "watershed" if n_classes == 3 else "components"
-
-
-def output_channels(instances: str, n_classes: int) -> int:
-    """Channels of the segmenter's output: the classes, or flow (2) + cell probability (1)."""
-    return FLOW_CHANNELS if instances == "flows" else n_classes
-
-
-def training_targets(labels: np.ndarray, instances: str, n_classes: int) -> torch.Tensor:
-    """What the loss compares the output with: int64 classes (H, W) or float flows (3, H, W)."""
-    if instances == "flows":
-        return torch.from_numpy(labels_to_flows(labels))
-    return torch.from_numpy(labels_to_classes(labels, n_classes))
 
 
 def labels_to_classes(labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
+from cganseg import instances as modes
 from cganseg.data.dataset import load_samples
 from cganseg.data.folders import find_pairs
 from cganseg.data.splits import load_split, save_split
@@ -99,9 +100,8 @@ def run_config(cfg: ExperimentConfig, job: Job, fold_dir: Path) -> SegTrainConfi
         return CGanTrainConfig.from_dict({**_cgan_options(cfg), **options}, "cgan options")
     cgan = _cgan_options(cfg)
     shared = {k: v for k, v in cgan.items() if k in SHARED_SEG_OPTIONS}
-    # B, C and D make cells as A does (train-seg's own default differs), so scenarios differ in
-    # training only
-    shared["instances"] = cgan.get("instances") or CGanTrainConfig.instances_for(
+    # B, C and D make cells as A does, so scenarios differ in training only
+    shared["instances"] = cgan.get("instances") or modes.default_name(
         cgan.get("n_classes", CGanTrainConfig.n_classes))
     if job.scenario == "D":
         synth = cfg.synth()

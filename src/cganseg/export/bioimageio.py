@@ -54,8 +54,6 @@ STOPPED = "stopped before the package was complete; nothing was written"
 TEST_SIZE = 256
 #: the smallest input a consumer may send (sides: this plus multiples of the size rule)
 MIN_SIZE = 2 * SegmenterBase.size_multiple
-CLASS_NAMES = {2: ["background", "cell"], 3: ["background", "interior", "boundary"]}
-FLOW_NAMES = ["flow_y", "flow_x", "cell_probability"]
 
 
 def available() -> bool:
@@ -170,34 +168,10 @@ def _documentation(seg: Segmenter, sample: Path) -> str:
             "Rescale your image by cell_diameter / (your cells' diameter in px) before running it; "
             "cganseg's own `segment` does this itself (`--diameter`).",
         ]
-    lines += ["", "## Output", ""]
-    if seg.instances == "flows":
-        lines += [
-            "`flows`: (batch, channel, y, x) with channels flow_y, flow_x (Cellpose-style flows, "
-            "the gradient of a diffusion from each cell's centre) and cell_probability "
-            "(sigmoid of the network's logit).",
-            "",
-            "Cells (not expressible in the spec): follow the flows of pixels whose cell "
-            f"probability exceeds sigmoid({seg.cellprob_threshold:.3f}) and keep "
-            f"cells with mean squared flow error <= {seg.flow_threshold:.3f} "
-            f"(Cellpose 3's `dynamics.compute_masks`), then drop cells smaller than "
-            f"{seg.min_size} px.",
-        ]
-    else:
-        names = ", ".join(CLASS_NAMES[config["n_classes"]])
-        lines += [
-            f"`probabilities`: (batch, channel, y, x), the softmax over the classes {names}.",
-            "",
-            "Cells (not expressible in the spec): "
-            + (
-                "pixels whose most probable class is interior are seeds; a watershed on the "
-                "background probability grows them over interior and boundary pixels"
-                if seg.instances == "watershed"
-                else "connected components (4-connected) of the pixels whose most probable class"
-                " is cell"
-            )
-            + f"; objects smaller than {seg.min_size} px are dropped.",
-        ]
+    mode = seg.mode
+    thresholds = {name: getattr(seg, name) for name in mode.threshold_grid}
+    lines += ["", "## Output", "", mode.describe_output(config["n_classes"]), "",
+              f"Cells (not expressible in the spec): {mode.describe(seg.min_size, **thresholds)}"]
     lines += [
         "",
         "To get the cells exactly as cganseg does, run `cganseg segment RUN IMAGES --out LABELS` "
@@ -240,8 +214,7 @@ def export_bioimageio(
     checkpoint = resolve_checkpoint(run)
     seg = load_segmenter(checkpoint, "cpu")
     config = seg.model.config
-    kind = "flows" if seg.instances == "flows" else "classes"
-    net = ProbabilityNet(**config, output=kind).eval()
+    net = ProbabilityNet(**config, output=seg.mode.output_kind).eval()
     net.net.load_state_dict(seg.model.state_dict())
     sample = Path(sample) if sample is not None else default_sample(checkpoint)
     raw = _test_crop(read_image(sample, seg.channels), sample).astype(np.float32)
@@ -288,7 +261,7 @@ def _describe(files: Path, seg: Segmenter, name: str, authors: list[str], licens
     from bioimageio.spec.model import v0_5 as spec
 
     config = seg.model.config
-    kind = "flows" if seg.instances == "flows" else "classes"
+    mode = seg.mode
 
     step = SegmenterBase.size_multiple
 
@@ -319,11 +292,10 @@ def _describe(files: Path, seg: Segmenter, name: str, authors: list[str], licens
             spec.ClipDescr(kwargs=spec.ClipKwargs(min=-1.0, max=1.0)),
         ],
     )  # fmt: skip
-    names = FLOW_NAMES if kind == "flows" else CLASS_NAMES[config["n_classes"]]
+    names = mode.output_names(config["n_classes"])
     outputs = spec.OutputTensorDescr(
-        id=spec.TensorId("flows" if kind == "flows" else "probabilities"),
-        description="flows (dy, dx) and cell probability" if kind == "flows"
-        else "class probabilities (softmax)",
+        id=spec.TensorId(mode.output_tensor),
+        description=mode.output_summary,
         axes=[spec.BatchAxis(),
               spec.ChannelAxis(channel_names=[spec.Identifier(n) for n in names]),
               out_space("y"), out_space("x")],
@@ -333,18 +305,18 @@ def _describe(files: Path, seg: Segmenter, name: str, authors: list[str], licens
     architecture = spec.ArchitectureFromLibraryDescr(
         callable=spec.Identifier("ProbabilityNet"),
         import_from="cganseg.models.exported",
-        kwargs={**config, "output": kind},
+        kwargs={**config, "output": mode.output_kind},
     )
     return spec.ModelDescr(
         name=name,
         description=(f"{config['name']} cell segmenter trained with cganseg (cGAN-Seg, Zargari et "
-                     f"al. 2024); outputs {'flows' if kind == 'flows' else 'class probabilities'}"),
+                     f"al. 2024); outputs {mode.output_summary}"),
         authors=[spec.Author(name=a) for a in authors],
         packaged_by=[spec.Author(name=f"cganseg {__version__}")],
         cite=[spec.CiteEntry(text=PAPER, doi=spec.Doi(PAPER_DOI))],
         license=spec.LicenseId(license),
         tags=["cganseg", "cgan-seg", "cell-segmentation", "instance-segmentation", "2d",
-              "pytorch", config["name"], "flows" if kind == "flows" else "semantic-segmentation"],
+              "pytorch", config["name"], mode.output_tag],
         documentation=spec.FileDescr(source=files / "README.md"),
         covers=[spec.FileDescr(source=files / "cover.png")],
         inputs=[inputs],

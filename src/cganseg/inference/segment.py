@@ -1,8 +1,8 @@
 """Segmenting images with a trained segmenter: checkpoint -> model -> instance label files.
 
-Glue between the checkpoint format, the tiled predictor (:mod:`.tiling`) and the instance
-post-processing (:mod:`.instances`). A checkpoint of ``train-seg`` and one of ``train`` both hold
-the segmenter under the same keys, so either works here.
+Glue between the checkpoint format, the tiled predictor (:mod:`.tiling`) and the instance mode
+(:mod:`cganseg.instances`), which turns the output into cells. A checkpoint of ``train-seg`` and
+one of ``train`` both hold the segmenter under the same keys, so either works here.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ import torch
 from tqdm.auto import tqdm
 
 from cganseg import checks
+from cganseg import instances as modes
 from cganseg.checkpoint import NOT_USABLE, SEGMENTER, load_network, resolve_checkpoint
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
 from cganseg.data.io import read_image, read_pixel_size
 from cganseg.data.label_formats import label_file_names, write_label_files
 from cganseg.data.normalize import normalize_percentile
 from cganseg.data.rescale import cell_diameter, resize_image, scaled_shape
-from cganseg.data.targets import INSTANCE_MODES, default_instances
 from cganseg.errors import InputError
-from cganseg.inference.instances import flows_to_instances, probabilities_to_instances
 from cganseg.inference.tiling import check_memory, predict_outputs
+from cganseg.instances import InstanceMode
 from cganseg.models.registry import segmenter_from_config
 from cganseg.reports.overlays import save_overlay
 from cganseg.runtime.device import resolve_device
@@ -35,10 +35,8 @@ from cganseg.runtime.interrupt import check
 
 
 def _instances(name: str, value: Any) -> str | None:
-    if value is not None and value not in INSTANCE_MODES:
-        raise checks.ValueProblem(
-            f"{name} must be one of {', '.join(INSTANCE_MODES)}, got {value!r}"
-        )
+    if value is not None and value not in modes.MODES:
+        raise checks.ValueProblem(f"{name} must be one of {', '.join(modes.MODES)}, got {value!r}")
     return value
 
 
@@ -64,8 +62,9 @@ _STORED = {"channels": None, "min_size": 15, "instances": None,
 class Segmenter:
     """A trained segmenter and what it needs to run: channels and post-processing settings.
 
-    ``instances``: how cells come out of the output (:data:`~cganseg.data.targets.INSTANCE_MODES`;
-    None: by the model's class count); the two thresholds serve the flow mode.
+    ``instances``: how cells come out of the output (a name of :mod:`cganseg.instances`; None:
+    by the model's class count, as checkpoints before issue 16); :attr:`mode` is its object. The
+    two thresholds serve the modes that have them (:attr:`InstanceMode.threshold_grid`).
 
     Cell-size rescaling (:mod:`cganseg.data.rescale`): a network trained with cells rescaled to
     ``cell_diameter`` pixels sees every image rescaled by ``cell_diameter / diameter``, where
@@ -92,7 +91,8 @@ class Segmenter:
         for name, rule in SETTINGS.items():
             setattr(self, name, checks.checked(rule, name, getattr(self, name)))
         if self.instances is None:
-            self.instances = default_instances(self.model.config["n_classes"])
+            self.instances = modes.stored_name(self.model.config["n_classes"])
+        self.mode: InstanceMode = modes.mode(self.instances)
         self.factor()  # a diameter far from the model's is refused now, before any image
 
     def factor(self, diameter: float | None = None) -> float:
@@ -126,7 +126,7 @@ class Segmenter:
         output = predict_outputs(
             self.model,
             resize_image(image, shape),
-            softmax=self.instances != "flows",
+            activation=self.mode.blend,
             tile_size=tile_size,
             overlap=min(64, tile_size // 4),
             batch_size=batch_size,
@@ -137,16 +137,8 @@ class Segmenter:
 
     def to_instances(self, output: np.ndarray) -> np.ndarray:
         """Instance labels (H, W) from an output of :meth:`predict`."""
-        if self.instances == "flows":
-            return flows_to_instances(
-                output,
-                cellprob_threshold=self.cellprob_threshold,
-                flow_threshold=self.flow_threshold,
-                min_size=self.min_size,
-            )
-        return probabilities_to_instances(
-            output, min_size=self.min_size, boundary_mode=str(self.instances)
-        )
+        thresholds = {name: getattr(self, name) for name in self.mode.threshold_grid}
+        return self.mode.to_labels(output, self.min_size, **thresholds)
 
     def segment(self, image: np.ndarray, tile_size: int = 512, batch_size: int = 4) -> np.ndarray:
         """Instance labels (H, W) for a normalised (C, H, W) image."""

@@ -143,7 +143,7 @@ def predict_outputs(
     model: torch.nn.Module,
     image: np.ndarray,
     *,
-    softmax: bool = True,
+    activation: Callable[[torch.Tensor], torch.Tensor] = lambda raw: raw.softmax(dim=1),
     tile_size: int = 512,
     overlap: int = 64,
     batch_size: int = 4,
@@ -151,8 +151,9 @@ def predict_outputs(
     amp: bool = False,
 ) -> np.ndarray:
     """Softmax probabilities (n_classes, H, W) float32 for a normalised image (C, H, W), or
-    with ``softmax=False`` the raw outputs (a flow output: flows and cell-probability logits,
-    which blend linearly across tiles as well).
+    another ``activation`` of the raw outputs (an instance mode's
+    :meth:`~cganseg.instances.base.InstanceMode.blend`: a flow output blends its flows and
+    cell-probability logits linearly as they are).
 
     ``model`` must already live on ``device``. Tiling as :func:`blend_tiles`; an image no larger
     than a tile is predicted as one padded tile. A model in train mode is switched to eval mode
@@ -164,7 +165,7 @@ def predict_outputs(
 
     def outputs(tiles: np.ndarray) -> np.ndarray:
         raw = model(torch.from_numpy(tiles).to(device)).float()
-        return (torch.softmax(raw, dim=1) if softmax else raw).cpu().numpy()
+        return activation(raw).cpu().numpy()
 
     was_training = model.training
     model.eval()

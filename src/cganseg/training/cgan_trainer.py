@@ -55,6 +55,7 @@ from cganseg.data.dataset import pad_to_at_least
 from cganseg.data.targets import one_hot
 from cganseg.errors import InputError
 from cganseg.inference.generate import Generator
+from cganseg.instances import InstanceMode
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
@@ -78,30 +79,14 @@ from cganseg.training.schedule import cycle_factor, make_scheduler
 N_SAMPLE_ROWS = 4
 
 
-def class_probabilities(output: torch.Tensor, flows: bool) -> torch.Tensor:
-    """The segmenter's class probabilities: softmax of its logits, or with a flow output
-    (:mod:`cganseg.data.flows`) background/cell from the cell-probability logit."""
-    if not flows:
-        return output.float().softmax(dim=1)
-    cell = output[:, 2:3].float().sigmoid()
-    return torch.cat([1.0 - cell, cell], dim=1)
-
-
-def generator_mask(targets: torch.Tensor, n_classes: int, flows: bool) -> torch.Tensor:
-    """The one-hot mask Gen and D2 see for a batch of targets: the class targets, or with flow
-    targets the background/cell mask of their cell channel."""
-    if flows:
-        return one_hot((targets[:, 2] > 0.5).long(), 2, targets.dtype)
-    return one_hot(targets, n_classes)
-
-
-def mask_for_generator(output: torch.Tensor, mode: str, flows: bool = False) -> torch.Tensor:
-    """The segmenter's output as the mask that D2 and Gen see (see ``seg_to_gen``)."""
-    probs = class_probabilities(output, flows)
-    if mode == "soft":
+def mask_for_generator(output: torch.Tensor, how: str, mode: InstanceMode) -> torch.Tensor:
+    """The segmenter's output as the mask that D2 and Gen see (``how``: see ``seg_to_gen``),
+    from the instance mode's class probabilities."""
+    probs = mode.class_probabilities(output)
+    if how == "soft":
         return probs
     hard = one_hot(probs.argmax(dim=1), probs.shape[1], probs.dtype)
-    if mode == "argmax":
+    if how == "argmax":
         return hard
     return hard + probs - probs.detach()  # straight-through
 
@@ -138,8 +123,7 @@ class CGanTrainer(TrainerBase):
 
     def build(self) -> None:
         cfg, dev = self.cfg, self.device
-        self.flows = cfg.instances == "flows"
-        k = 2 if self.flows else cfg.n_classes  # classes of the masks Gen and D2 see
+        k = self.mode.mask_classes(cfg.n_classes)  # classes of the masks Gen and D2 see
         self.seg = self.new_segmenter()
         start = cfg.init_seg or (self.run_dir / SEG_PRETRAIN_DIR if cfg.seg_pretrain else None)
         if start and not self.resuming:  # (a resumed run has its own weights)
@@ -266,7 +250,7 @@ class CGanTrainer(TrainerBase):
         everything = cfg.log_unused_terms
         n = images.shape[0] // self.batches_per_step()  # the cGAN batch; the rest: extra Id_S
         x, t = self.to_device(images[:n]), self.to_device(targets[:n])
-        m = self.to_device(generator_mask(t, cfg.n_classes, self.flows))
+        m = self.to_device(self.mode.target_mask(t, cfg.n_classes))
         nets = [self.seg, self.gen, self.d1, self.d2]
         for net in nets:
             net.train()
@@ -290,7 +274,7 @@ class CGanTrainer(TrainerBase):
                 with self._stats_of_generated():
                     terms["rec_s"] = self.seg_loss(self.seg_pass(fake_img), t)
             seg_logits = self.seg_pass(x)
-            fake_mask = mask_for_generator(seg_logits, cfg.seg_to_gen, self.flows)
+            fake_mask = mask_for_generator(seg_logits, cfg.seg_to_gen, self.mode)
             if w.rec_g > 0 or everything:
                 rec_img = self._generate(fake_mask)
                 terms["id_g"], terms["rec_g"] = self.image_loss.multi([fake_img, rec_img], x)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -49,12 +50,10 @@ from cganseg.data.folders import Pair, find_pairs
 from cganseg.data.io import file_sha256
 from cganseg.data.rescale import median_diameter, to_diameter
 from cganseg.data.splits import load_split, make_split, save_split
-from cganseg.data.targets import output_channels
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter
-from cganseg.losses.ce_dice import CEDiceLoss
-from cganseg.losses.flow_loss import FlowLoss
+from cganseg.instances import InstanceMode, mode
 from cganseg.models.registry import DEFAULT_WIDTHS, build_segmenter
 from cganseg.options import PATH_OPTIONS, SegTrainConfig, parse_channels
 from cganseg.runtime import distributed
@@ -72,7 +71,7 @@ from cganseg.runtime.outputs import inside
 from cganseg.training.pace import Pace
 from cganseg.training.run_log import RunLog
 from cganseg.training.stopping import EarlyStopping, Rollbacks
-from cganseg.training.tuning import tune_flow_thresholds
+from cganseg.training.tuning import tune_thresholds
 from cganseg.training.validation import VAL_COLUMNS, validate_segmenter
 
 ConfigT = TypeVar("ConfigT", bound=SegTrainConfig)
@@ -221,6 +220,7 @@ class TrainerBase:
         :meth:`run`, so a trainer (and a step of it) also works in memory, without a run folder.
         """
         self.cfg = cfg
+        self.mode: InstanceMode = mode(str(cfg.instances))  # how its output becomes cells
         self.run_dir = Path(cfg.out)
         self.rank, self.device = distributed.setup(resolve_device(cfg.device))
         self.progress = progress and self.rank.main
@@ -312,16 +312,14 @@ class TrainerBase:
     def new_segmenter(self) -> nn.Module:
         """The configured segmenter on the device, with global BatchNorm when distributed."""
         cfg = self.cfg
-        out = output_channels(str(cfg.instances), cfg.n_classes)
+        out = self.mode.output_channels(cfg.n_classes)
         net = build_segmenter(cfg.model, self.in_channels, out, cfg.width)
         return distributed.sync_batchnorm(net.to(self.device), self.device)
 
     def segmentation_loss(self) -> nn.Module:
-        """CE + Dice (the Dice sums cover the global batch when distributed), or Cellpose's
-        loss for the flow output."""
-        if self.cfg.instances == "flows":
-            return FlowLoss()
-        return CEDiceLoss(reduce=distributed.sum_across if self.rank.distributed else None)
+        """The instance mode's loss (CE + Dice, whose sums cover the global batch when
+        distributed, or Cellpose's loss for the flow output)."""
+        return self.mode.loss(distributed.sum_across if self.rank.distributed else None)
 
     def as_segmenter(self, model: nn.Module) -> Segmenter:
         """``model`` with this run's post-processing, as ``cganseg segment`` would run it."""
@@ -399,7 +397,9 @@ class TrainerBase:
         cfg = self.cfg
         aug = ConventionalAugment(p_vanilla=cfg.p_vanilla)
         samples = self.data.train + self.extra
-        dataset = CropDataset(samples, tuple(cfg.crop), cfg.n_classes, aug, cfg.instances)
+        self.mode.prepare()  # once here, not in every loader worker
+        targets = functools.partial(self.mode.targets, n_classes=cfg.n_classes)
+        dataset = CropDataset(samples, tuple(cfg.crop), targets, aug)
         batch = cfg.batch_size * self.batches_per_step()
         if self.extra:
             n_real = len(self.data.train)
@@ -637,15 +637,15 @@ class TrainerBase:
     def finish(self) -> dict[str, Any]:
         """Evaluate best.pt on the test split (if any) and return a summary."""
         summary: dict[str, Any] = {"step": self.step, "best_val_f1_iou50": self.early.best}
-        tune = self.cfg.instances == "flows" and self.cfg.tune_thresholds and self.data.val
+        tune = self.mode.threshold_grid and self.cfg.tune_thresholds and self.data.val
         if (self.data.test or tune) and self.rank.main:
             best = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
             self.segmenter.load_state_dict(best["model_state"])
             seg = self.as_segmenter(self.segmenter)
             if tune:
-                tuned = tune_flow_thresholds(seg, self.data.val, self.cfg.tile_size)
-                seg.cellprob_threshold = tuned["cellprob_threshold"]
-                seg.flow_threshold = tuned["flow_threshold"]
+                tuned = tune_thresholds(seg, self.data.val, self.cfg.tile_size)
+                for name in self.mode.threshold_grid:
+                    setattr(seg, name, tuned[name])
                 save_checkpoint(self.run_dir / "best.pt", {**best, **tuned})
                 summary["postprocessing"] = tuned
         if self.data.test and self.rank.main:
