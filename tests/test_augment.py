@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from cganseg.data.augment import GEOMETRIC_OPS, OP_NAMES, ConventionalAugment
+from cganseg.data.augment import GEOMETRIC_OPS, OP_NAMES, AugmentStep, ConventionalAugment
 from cganseg.errors import InputError
 
 SHAPES = [(1, 32, 40), (3, 32, 32)]
@@ -201,3 +203,17 @@ BAD_CONFIGS = [
 def test_invalid_config_raises_input_error(kwargs):
     with pytest.raises(InputError):
         ConventionalAugment(**kwargs)
+
+
+def test_a_draw_is_plain_data_that_replays_exactly():
+    """Issue 28: parameters are drawn apart from their application, as DiffAugment's policy."""
+    aug = ConventionalAugment(p_vanilla=1.0, p_op=1.0)
+    image, mask = torch.rand(3, 33, 41) * 2 - 1, torch.randint(0, 4, (33, 41))
+    steps = aug.draw(np.random.default_rng(5), (33, 41))
+    assert sorted(s.op for s in steps) == sorted(OP_NAMES)
+    logged = json.loads(json.dumps([{"op": s.op, "params": s.params} for s in steps]))
+    replayed = aug.apply(image, mask, [AugmentStep(s["op"], s["params"]) for s in logged])
+    called = aug(image, mask, np.random.default_rng(5))
+    assert torch.equal(replayed[0], called[0]) and torch.equal(replayed[1], called[1])
+    crop = next(s for s in steps if s.op == "crop").params
+    assert 0.6 * 33 - 1 <= crop["height"] <= 33 and crop["top"] + crop["height"] <= 33

@@ -7,8 +7,10 @@ brightness, contrast, horizontal flip, vertical flip, saturation, Gaussian noise
 blur. Only the geometric ops (crop and the two flips) touch the mask.
 
 Every random quantity (whether to augment, which ops, their order and every op parameter) is
-drawn from the ``numpy.random.Generator`` passed to :meth:`ConventionalAugment.__call__`, and the
-pixel work is done by kornia's deterministic functional ops with those parameters. Kornia's own
+drawn from the ``numpy.random.Generator`` passed to :meth:`ConventionalAugment.draw`, apart from
+the pixel work, which :meth:`ConventionalAugment.apply` does with kornia's deterministic
+functional ops (as DiffAugment draws its policy apart from applying it): a draw is plain data
+that can be logged and replayed; ``__call__`` is the two in a row. Kornia's own
 random augmentation modules are deliberately not used: they sample from torch's global RNG,
 which would make results depend on torch seeding and on DataLoader worker order. With our
 sampling, the same rng seed gives the same output bit for bit.
@@ -125,76 +127,150 @@ class ConventionalAugment:
         chosen = [name for name in OP_NAMES if name in self.ops and rng.random() < self.p_op]
         return [chosen[i] for i in rng.permutation(len(chosen))]
 
+    def draw(self, rng: Generator, shape: tuple[int, int]) -> list[AugmentStep]:
+        """Every random choice for one (H, W) ``shape``: the ops in run order with their
+        parameters, drawn apart from their application (as DiffAugment's policy is), so that a
+        draw can be logged and replayed with :meth:`apply`."""
+        height, width = shape
+        return [AugmentStep(name, _DRAW[name](self, rng, height, width))
+                for name in self.sample_ops(rng)]  # fmt: skip
+
+    def apply(self, image: Tensor, mask: Tensor, steps: list[AugmentStep]) -> tuple[Tensor, Tensor]:
+        """Run the ``steps`` of a :meth:`draw` on one (C, H, W) image and its (H, W) mask; no
+        randomness here."""
+        for step in steps:
+            image, mask = _APPLY[step.op](image, mask, **step.params)
+        return image, mask
+
     def __call__(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        """Augment one (C, H, W) float image and its (H, W) instance mask."""
+        """Augment one (C, H, W) float image and its (H, W) instance mask: :meth:`draw`, then
+        :meth:`apply`."""
         if image.ndim != 3 or mask.shape != image.shape[-2:]:
             raise ValueError(
                 f"expected image (C, H, W) and mask (H, W), got {tuple(image.shape)} "
                 f"and {tuple(mask.shape)}"
             )
-        for name in self.sample_ops(rng):
-            image, mask = getattr(self, f"_op_{name}")(image, mask, rng)
+        return self.apply(image, mask, self.draw(rng, tuple(mask.shape)))
+
+
+@dataclass(frozen=True)
+class AugmentStep:
+    """One op of a draw and its parameters (plain numbers: a draw can be written as JSON)."""
+
+    op: str
+    params: dict[str, float | int]
+
+
+# Each op has a draw ``(augment, rng, height, width) -> params`` (taking from rng in the order the
+# ops run, as before the split: the same seed gives the same draw) and an application
+# ``(image, mask, **params) -> (image, mask)`` without randomness.
+
+
+def _draw_nothing(aug: ConventionalAugment, rng: Generator, height: int, width: int) -> dict:
+    return {}
+
+
+def _draw_crop(aug: ConventionalAugment, rng: Generator, height: int, width: int) -> dict:
+    scale = _uniform(rng, aug.crop_scale)
+    ch, cw = max(1, round(scale * height)), max(1, round(scale * width))
+    top = int(rng.integers(0, height - ch + 1))
+    left = int(rng.integers(0, width - cw + 1))
+    return {"top": top, "left": left, "height": ch, "width": cw}
+
+
+def _draw_factor(bounds: str, key: str):
+    def draw(aug: ConventionalAugment, rng: Generator, height: int, width: int) -> dict:
+        return {key: _uniform(rng, getattr(aug, bounds))}
+
+    return draw
+
+
+def _draw_noise(aug: ConventionalAugment, rng: Generator, height: int, width: int) -> dict:
+    return {"std": _uniform(rng, aug.noise_std), "seed": int(rng.integers(0, 2**63 - 1))}
+
+
+def _equalize(image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    return _in_unit_range(image, kornia.enhance.equalize), mask
+
+
+def _crop(image: Tensor, mask: Tensor, top: int, left: int, height: int,
+          width: int) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """A window resized back to the input size: bilinear for the image, nearest for the mask."""
+    full_h, full_w = mask.shape
+    window = image[None, :, top : top + height, left : left + width]
+    image = F.interpolate(window, size=(full_h, full_w), mode="bilinear", align_corners=False)
+    rows = _nearest_indices(top, height, full_h, mask.device)
+    cols = _nearest_indices(left, width, full_w, mask.device)
+    return image[0], mask[rows[:, None], cols[None, :]]
+
+
+def _sharpness(image: Tensor, mask: Tensor, factor: float) -> tuple[Tensor, Tensor]:
+    return _in_unit_range(image, lambda x: kornia.enhance.sharpness(x, factor)), mask
+
+
+def _brightness(image: Tensor, mask: Tensor, shift: float) -> tuple[Tensor, Tensor]:
+    return _in_unit_range(image, lambda x: kornia.enhance.adjust_brightness(x, shift)), mask
+
+
+def _contrast(image: Tensor, mask: Tensor, factor: float) -> tuple[Tensor, Tensor]:
+    adjust = kornia.enhance.adjust_contrast_with_mean_subtraction
+    return _in_unit_range(image, lambda x: adjust(x, factor)), mask
+
+
+def _hflip(image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    return image.flip(-1), mask.flip(-1)
+
+
+def _vflip(image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    return image.flip(-2), mask.flip(-2)
+
+
+def _saturation(image: Tensor, mask: Tensor, factor: float) -> tuple[Tensor, Tensor]:
+    """Saturation is only defined for RGB, so other channel counts pass through unchanged (the
+    factor is drawn regardless, so the rng stream does not depend on the channel count)."""
+    if image.shape[0] != 3:
         return image, mask
+    return _in_unit_range(image, lambda x: kornia.enhance.adjust_saturation(x, factor)), mask
 
-    # Ops: ``_op_<name>(image, mask, rng) -> (image, mask)``; parameters come from rng only.
 
-    def _op_equalize(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        return _in_unit_range(image, kornia.enhance.equalize), mask
+def _noise(image: Tensor, mask: Tensor, std: float, seed: int) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator(device=image.device)
+    gen.manual_seed(seed)
+    noise = torch.randn(image.shape, generator=gen, device=image.device, dtype=image.dtype)
+    return (image + std * noise).clamp(-1.0, 1.0), mask
 
-    def _op_crop(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        height, width = mask.shape
-        scale = _uniform(rng, self.crop_scale)
-        ch, cw = max(1, round(scale * height)), max(1, round(scale * width))
-        top = int(rng.integers(0, height - ch + 1))
-        left = int(rng.integers(0, width - cw + 1))
-        window = image[None, :, top : top + ch, left : left + cw]
-        image = F.interpolate(window, size=(height, width), mode="bilinear", align_corners=False)
-        rows = _nearest_indices(top, ch, height, mask.device)
-        cols = _nearest_indices(left, cw, width, mask.device)
-        return image[0], mask[rows[:, None], cols[None, :]]
 
-    def _op_sharpness(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        factor = _uniform(rng, self.sharpness)
-        return _in_unit_range(image, lambda x: kornia.enhance.sharpness(x, factor)), mask
+def _blur(image: Tensor, mask: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    # Reflect padding needs a half-width below the image side, so cap it on tiny images.
+    half = min(math.ceil(3 * sigma), min(mask.shape) - 1)
+    size = 2 * half + 1
+    blurred = kornia.filters.gaussian_blur2d(
+        image[None], (size, size), (sigma, sigma), border_type="reflect"
+    )
+    return blurred[0].clamp(-1.0, 1.0), mask
 
-    def _op_brightness(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        shift = _uniform(rng, self.brightness)
-        return _in_unit_range(image, lambda x: kornia.enhance.adjust_brightness(x, shift)), mask
 
-    def _op_contrast(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        factor = _uniform(rng, self.contrast)
-        adjust = kornia.enhance.adjust_contrast_with_mean_subtraction
-        return _in_unit_range(image, lambda x: adjust(x, factor)), mask
-
-    def _op_hflip(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        return image.flip(-1), mask.flip(-1)
-
-    def _op_vflip(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        return image.flip(-2), mask.flip(-2)
-
-    def _op_saturation(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        """Saturation is only defined for RGB, so other channel counts pass through unchanged.
-
-        The factor is drawn regardless, so the rng stream does not depend on the channel count.
-        """
-        factor = _uniform(rng, self.saturation)
-        if image.shape[0] != 3:
-            return image, mask
-        return _in_unit_range(image, lambda x: kornia.enhance.adjust_saturation(x, factor)), mask
-
-    def _op_noise(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        std = _uniform(rng, self.noise_std)
-        gen = torch.Generator(device=image.device)
-        gen.manual_seed(int(rng.integers(0, 2**63 - 1)))
-        noise = torch.randn(image.shape, generator=gen, device=image.device, dtype=image.dtype)
-        return (image + std * noise).clamp(-1.0, 1.0), mask
-
-    def _op_blur(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
-        sigma = _uniform(rng, self.blur_sigma)
-        # Reflect padding needs a half-width below the image side, so cap it on tiny images.
-        half = min(math.ceil(3 * sigma), min(mask.shape) - 1)
-        size = 2 * half + 1
-        blurred = kornia.filters.gaussian_blur2d(
-            image[None], (size, size), (sigma, sigma), border_type="reflect"
-        )
-        return blurred[0].clamp(-1.0, 1.0), mask
+_DRAW: dict[str, Callable[..., dict]] = {
+    "equalize": _draw_nothing,
+    "crop": _draw_crop,
+    "sharpness": _draw_factor("sharpness", "factor"),
+    "brightness": _draw_factor("brightness", "shift"),
+    "contrast": _draw_factor("contrast", "factor"),
+    "hflip": _draw_nothing,
+    "vflip": _draw_nothing,
+    "saturation": _draw_factor("saturation", "factor"),
+    "noise": _draw_noise,
+    "blur": _draw_factor("blur_sigma", "sigma"),
+}
+_APPLY: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
+    "equalize": _equalize,
+    "crop": _crop,
+    "sharpness": _sharpness,
+    "brightness": _brightness,
+    "contrast": _contrast,
+    "hflip": _hflip,
+    "vflip": _vflip,
+    "saturation": _saturation,
+    "noise": _noise,
+    "blur": _blur,
+}
