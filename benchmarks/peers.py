@@ -54,8 +54,7 @@ from value import (
 from cganseg.data.dataset import Sample, load_samples
 from cganseg.data.folders import find_pairs
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
-from cganseg.instances import MODES
-from cganseg.instances.flows import flows_to_instances
+from cganseg.instances.postprocessing import PostProcessing
 from cganseg.options import SegTrainConfig
 from cganseg.runtime.atomic import write_text
 from cganseg.training.tuning import tune_thresholds
@@ -98,23 +97,15 @@ class CellposeOutput:
     gives Cellpose's output (flow at 5x, cell-probability logit) at the image's size, made by
     Cellpose's own ``eval`` (its normalisation, tiling and rescaling by the training diameter)."""
 
-    min_size = 15
-    mode = MODES["flows"]
-
-    def __init__(self, model, cellprob: float = 0.0, flow: float = 0.4) -> None:
-        self.model, self.cellprob_threshold, self.flow_threshold = model, cellprob, flow
+    def __init__(self, model) -> None:
+        self.model, self.post = model, PostProcessing("flows")  # Cellpose's defaults
 
     def predict(self, image: np.ndarray, tile_size: int = 0) -> np.ndarray:
         _, flows, _ = self.model.eval(image[0], channels=[0, 0], compute_masks=False)
         return np.concatenate([flows[1], flows[2][None]]).astype(np.float32)
 
     def segment(self, image: np.ndarray, tile_size: int = 0) -> np.ndarray:
-        return flows_to_instances(
-            self.predict(image),
-            cellprob_threshold=self.cellprob_threshold,
-            flow_threshold=self.flow_threshold,
-            min_size=self.min_size,
-        )
+        return self.post.to_labels(self.predict(image))
 
 
 def _cellpose_net(diameter: float):
@@ -199,8 +190,7 @@ def run_cellpose(run: Path, data: Path, split: dict, diameter: float, steps: int
     seg = CellposeOutput(models.CellposeModel(gpu=False, pretrained_model=str(saved[best]),
                                               nchan=2))  # fmt: skip
     tuned = tune_thresholds(seg, parts["val"], 0)
-    seg.cellprob_threshold = tuned["cellprob_threshold"]
-    seg.flow_threshold = tuned["flow_threshold"]
+    seg.post = seg.post.replace(**{k: tuned[k] for k in seg.post.mode.threshold_grid})
     report = evaluate_pairs((s.name, s.labels, seg.segment(s.image)) for s in parts["test"])
     write_report(report, run / "test")
     i50 = [round(t, 2) for t in report["thresholds"]].index(0.5)
@@ -265,8 +255,7 @@ def _thresholds(run: Path) -> dict[str, float] | None:
     from cganseg.checkpoint import load_checkpoint
 
     payload = load_checkpoint(run / "best.pt")
-    grid = MODES[payload.get("instances", "watershed")].threshold_grid
-    return {k: payload[k] for k in grid} or None
+    return PostProcessing.from_checkpoint(payload, 3, run).thresholds or None
 
 
 if __name__ == "__main__":

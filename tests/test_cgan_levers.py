@@ -117,15 +117,17 @@ def test_init_seg_starts_from_a_train_seg_run_of_the_same_architecture(tmp_path)
     train_segmenter(tiny_seg_config(data, run, iterations=2, val_every=2, test_fraction=0.0,
                                     instances="watershed"), progress=False)  # fmt: skip
     stored = load_checkpoint(run / "best.pt")["model_state"]
-    cfg = tiny_cgan_config(data, tmp_path / "cgan", init_seg=str(run))
+    cfg = tiny_cgan_config(data, tmp_path / "cgan", init_seg=str(run), instances="watershed")
     trainer = CGanTrainer.from_config(cfg)
     _assert_same({k: v.cpu() for k, v in _weights(trainer.seg).items()}, stored)
-    other = tiny_cgan_config(data, tmp_path / "c2", init_seg=str(run), width=8)
+    other = tiny_cgan_config(data, tmp_path / "c2", init_seg=str(run), width=8,
+                             instances="watershed")  # fmt: skip
     with pytest.raises(InputError, match=r"built otherwise.*width 4 vs 8"):
         CGanTrainer.from_config(other)
-    flows = tiny_cgan_config(data, tmp_path / "c3", init_seg=str(run), n_classes=2)
-    with pytest.raises(InputError, match="built otherwise|instances"):
-        CGanTrainer.from_config(flows)
+    for kw in ({"n_classes": 2}, {}):  # components with 2 classes; flows, the default
+        with pytest.raises(InputError, match="built otherwise|instances"):
+            CGanTrainer.from_config(tiny_cgan_config(data, tmp_path / "c3", init_seg=str(run),
+                                                     **kw))  # fmt: skip
 
 
 def test_init_seg_on_the_command_line_is_recorded_as_an_absolute_path(tmp_path, monkeypatch):
@@ -139,7 +141,8 @@ def test_init_seg_on_the_command_line_is_recorded_as_an_absolute_path(tmp_path, 
                  "--disc-width", "4", "--iterations", "2", "--val-every", "2", "--workers", "0",
                  "--perceptual", "none", "--device", "cpu", "--warmup-gen", "1",
                  "--ramp-steps", "1", "--seg-ema", "0.9", "--seg-extra-updates", "1",
-                 "--betas-seg", "0.9,0.99", "--batch-size", "2"])  # fmt: skip
+                 "--betas-seg", "0.9,0.99", "--batch-size", "2",
+                 "--instances", "watershed"])  # fmt: skip
     assert code == 0
     config = (tmp_path / "cgan" / "config.yaml").read_text()
     assert f"init_seg: {tmp_path / 'seg'}" in config

@@ -100,12 +100,12 @@ def test_b_takes_the_segmenter_width_of_a_unless_set():
 def test_the_conventional_scenarios_make_cells_as_a_does():
     fold = Path("o/fold_1")
     cfg = ExperimentConfig.from_dict({"data": "d", "out": "o", "cgan": {"preset": "cpu"}})
-    assert run_config(cfg, Job(0, "A", "unet"), fold).instances == "watershed"
+    assert run_config(cfg, Job(0, "A", "unet"), fold).instances == "flows"
     for scenario in "BC":
-        assert run_config(cfg, Job(0, scenario, "unet"), fold).instances == "watershed"
+        assert run_config(cfg, Job(0, scenario, "unet"), fold).instances == "flows"
     cfg = ExperimentConfig.from_dict({"data": "d", "out": "o",
-                                      "cgan": {"preset": "cpu", "instances": "flows"}})  # fmt: skip
-    assert run_config(cfg, Job(0, "B", "unet"), fold).instances == "flows"
+                                      "cgan": {"preset": "cpu", "instances": "watershed"}})
+    assert run_config(cfg, Job(0, "B", "unet"), fold).instances == "watershed"
 
 
 def _fake_result(fold: int, scenario: str, f1: float) -> dict:

@@ -24,6 +24,7 @@ from cganseg.evaluation.matching import match_instances
 from cganseg.inference.segment import load_segmenter
 from cganseg.instances import MODES
 from cganseg.instances.flows import flows_to_instances
+from cganseg.instances.postprocessing import PostProcessing
 from cganseg.losses.flow_loss import FLOW_SCALE, FlowLoss
 from cganseg.options import CGanTrainConfig, SegTrainConfig
 from cganseg.training.cgan_trainer import CGanTrainer, train_cgan
@@ -131,8 +132,7 @@ def test_flow_loss_is_small_for_a_perfect_output_and_trains_every_channel():
 class _FixedOutput:
     """Stands in for a Segmenter whose network outputs ``out`` for every image."""
 
-    min_size = 15
-    mode = MODES["flows"]
+    post = PostProcessing("flows", min_size=15)
 
     def __init__(self, out: np.ndarray) -> None:
         self.out = out
@@ -191,8 +191,9 @@ def test_train_seg_with_flows_records_the_mode_and_validates(flow_run):
     cfg = yaml.safe_load((flow_run / "config.yaml").read_text())
     assert cfg["instances"] == "flows"
     payload = load_checkpoint(flow_run / "best.pt")
-    assert payload["instances"] == "flows" and payload["model_config"]["n_classes"] == 3
-    assert payload["cellprob_threshold"] in (0.0, -1.0, 1.0, -2.0)  # tuned on validation
+    post = payload["postprocessing"]
+    assert post["instances"] == "flows" and payload["model_config"]["n_classes"] == 3
+    assert post["cellprob_threshold"] in (0.0, -1.0, 1.0, -2.0)  # tuned on validation
     assert 0.0 <= payload["val_mean_f1"] <= 1.0
     rows = (flow_run / "metrics.csv").read_text().splitlines()
     assert "val_f1_iou50" in rows[0] and any(r.split(",")[-1] for r in rows[1:])
@@ -201,7 +202,7 @@ def test_train_seg_with_flows_records_the_mode_and_validates(flow_run):
 
 def test_segment_runs_a_flow_model(flow_run, tmp_path):
     seg = load_segmenter(flow_run, "cpu")
-    assert seg.instances == "flows"
+    assert seg.post.instances == "flows"
     image = np.random.default_rng(0).normal(0, 0.3, size=(1, 40, 52)).astype(np.float32)
     out = seg.predict(image, tile_size=32)
     assert out.shape == (3, 40, 52) and (out[2] < 0).any() | (out[2] > 0).any()
@@ -215,11 +216,15 @@ def test_a_checkpoint_before_instances_segments_by_its_class_count(seg_run, tmp_
     from cganseg.checkpoint import save_checkpoint
 
     payload = load_checkpoint(seg_run / "best.pt")
-    old = {k: v for k, v in payload.items()
-           if k not in ("instances", "cellprob_threshold", "flow_threshold")}  # fmt: skip
-    old["version"] = 2
+    old = {k: v for k, v in payload.items() if k != "postprocessing"}
+    old.update(version=2, min_size=9)  # version 2: settings of their own, no instances
     save_checkpoint(tmp_path / "old.pt", old)
-    assert load_segmenter(tmp_path / "old.pt", "cpu").instances == "watershed"
+    post = load_segmenter(tmp_path / "old.pt", "cpu").post
+    assert post.instances == "watershed" and post.min_size == 9
+    old.update(version=3, instances="components", flow_threshold=0.2)
+    save_checkpoint(tmp_path / "v3.pt", old)
+    post = load_segmenter(tmp_path / "v3.pt", "cpu").post
+    assert post.instances == "components" and post.flow_threshold == 0.2
 
 
 def test_cgan_seg_with_flows_maps_the_flow_output_to_masks_for_gen_and_d2(tmp_path):
@@ -241,7 +246,8 @@ def test_cgan_seg_with_flows_maps_the_flow_output_to_masks_for_gen_and_d2(tmp_pa
     summary = train_cgan(cfg, progress=False)
     assert summary["step"] == cfg.iterations
     payload = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert payload["instances"] == "flows" and payload["generator_config"]["in_channels"] == 2
+    assert payload["postprocessing"]["instances"] == "flows"
+    assert payload["generator_config"]["in_channels"] == 2
     assert main(["generate", str(tmp_path / "run"), str(data / "masks"),
                  str(tmp_path / "gen")]) == 0  # fmt: skip
 
@@ -257,5 +263,5 @@ def test_demo_runs_with_flows(tmp_path):
                  "--instances", "flows", "--quiet"]) == 0  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert "instances by flows" in summary["settings"]
-    assert load_checkpoint(out / "train_cgan" / "best.pt")["instances"] == "flows"
+    assert load_checkpoint(out / "train_cgan" / "best.pt")["postprocessing"]["instances"] == "flows"
     assert len(list((out / "train_seg" / "predictions").glob("*.tif"))) == 8

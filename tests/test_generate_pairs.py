@@ -22,7 +22,8 @@ def run_dir(tmp_path_factory):
     """A cGAN-Seg run of two steps on tiny data: its generator is untrained but real."""
     tmp = tmp_path_factory.mktemp("gen")
     data = make_dataset(tmp / "data", n=4, size=(32, 40))
-    cfg = tiny_cgan_config(data, tmp / "run", iterations=2, val_fraction=0.25)
+    cfg = tiny_cgan_config(data, tmp / "run", iterations=2, val_fraction=0.25,
+                           instances="watershed")  # 3-class masks for the generator
     train_cgan(cfg, progress=False)
     return tmp / "run"
 

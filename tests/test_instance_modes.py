@@ -115,7 +115,7 @@ def test_a_fourth_mode_is_one_class_and_one_registry_entry(tmp_path, monkeypatch
                "--batch-size", "2", "--iterations", "2", "--val-every", "2", "--workers", "0",
                "--patience", "0"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
-    assert load_checkpoint(run / "best.pt")["instances"] == "thresholded"
+    assert load_checkpoint(run / "best.pt")["postprocessing"]["instances"] == "thresholded"
     out = tmp_path / "labels"
     assert main(["segment", str(run), str(data / "images"), "--out", str(out), "--quiet"]) == 0
     assert len(list(out.glob("*.tif"))) == 6

@@ -61,7 +61,7 @@ def test_the_command_line_is_built_from_the_config(command):
         assert action.dest in fields and action.dest in CLI, action.dest
         assert action.default is None  # so that an option not given does not override a file
         if action.dest in CHOICES:
-            assert tuple(action.choices) == CHOICES[action.dest]
+            assert tuple(action.choices) == tuple(CHOICES[action.dest])
         dests.add(action.dest)
     assert dests == {n for n in fields if n in CLI and n not in cls.cli_exclude}
     batch = next(a for a in parser._actions if a.dest == "batch_size")

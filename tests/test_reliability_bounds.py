@@ -10,6 +10,7 @@ names the file and the problem, and nothing is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -29,12 +30,13 @@ from tests.helpers import write_image as _write
 
 import cganseg
 from cganseg import checks
-from cganseg.checkpoint import load_checkpoint, save_checkpoint, segmenter_payload
+from cganseg.checkpoint import VERSION, load_checkpoint, save_checkpoint, segmenter_payload
 from cganseg.cli import main
 from cganseg.data.io import PixelSize, read_labels, read_pixel_size
 from cganseg.data.label_formats import write_ome_tiff
 from cganseg.errors import InputError
 from cganseg.inference.segment import Segmenter, load_segmenter
+from cganseg.instances.postprocessing import RULES, PostProcessing
 from cganseg.models.registry import build_segmenter
 from cganseg.options import read_yaml_mapping
 from cganseg.runtime.atomic import owned_folder, write_text
@@ -54,13 +56,18 @@ def _refused(rc: int, err: str, *words: str) -> str:
     return lines[0]
 
 
-def _model_file(path: Path, **settings) -> Path:
-    """A checkpoint of an untrained width-4 UNet with the given stored settings."""
+def _model_file(path: Path, version: int = VERSION, **settings) -> Path:
+    """A checkpoint of an untrained width-4 UNet with the given stored settings: those of the
+    post-processing in its entry (version 4) or as entries of their own (version 3)."""
     model = build_segmenter("unet", 1, 3, 4)
-    post = {"instances": "watershed", "cellprob_threshold": 0.0, "flow_threshold": 0.4,
-            "cell_diameter": None}  # fmt: skip
-    payload = segmenter_payload(model, None, 15, post)
-    payload.update(settings)
+    payload = segmenter_payload(model, None, PostProcessing("watershed"))
+    post = payload.pop("postprocessing")
+    post.update({k: v for k, v in settings.items() if k in RULES})
+    if version == VERSION:
+        payload["postprocessing"] = post
+    else:
+        payload.update(post, version=version)
+    payload.update({k: v for k, v in settings.items() if k not in RULES})
     save_checkpoint(path, payload)
     return path
 
@@ -144,7 +151,6 @@ def test_a_diameter_that_would_enlarge_images_60x_is_refused(tmp_path, capsys):
 
 def test_diameter_auto_is_kept_within_the_rescaling_range_with_a_warning(tmp_path):
     seg = load_segmenter(_model_file(tmp_path / "m.pt", cell_diameter=30.0), "cpu")
-    seg.diameter = "auto"
     with pytest.warns(UserWarning, match="measured cells 0.5 px across; used 3.75 px"):
         assert seg._bounded(0.5) == 3.75
     with warnings.catch_warnings():
@@ -240,14 +246,18 @@ def test_the_notebook_api_refuses_what_the_command_line_refuses(tmp_path, diamet
     image = synthetic_pair((48, 48))[0]
     with pytest.raises(InputError, match="diameter must be|shrink images"):
         cganseg.segment(image, seg, diameter=diameter)
-    assert seg.diameter is None  # the shared model is never changed by a call
 
 
-def test_the_notebook_api_leaves_a_shared_model_alone(tmp_path):
+def test_a_segmenter_is_frozen_and_takes_the_diameter_per_call(tmp_path):
+    """The notebook API changed the diameter of a cached model that napari's threads share."""
     seg = load_segmenter(_model_file(tmp_path / "m.pt", cell_diameter=30.0,
                                      train_diameter=20.0), "cpu")  # fmt: skip
     labels = cganseg.segment(synthetic_pair((48, 48))[0], seg, diameter=25)
-    assert labels.shape == (48, 48) and seg.diameter is None
+    assert labels.shape == (48, 48)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seg.post = seg.post.replace(min_size=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seg.post.min_size = 3
 
 
 @pytest.mark.parametrize(("entry", "value", "words"), [
@@ -263,11 +273,15 @@ def test_the_notebook_api_leaves_a_shared_model_alone(tmp_path):
     ("model_config", {"name": "unet", "in_channels": 1, "n_classes": 3, "width": 200000},
      "segmenter width must be an integer in [1, 1024]"),
     ("model_config", [1, 2], "segmenter config must be a mapping"),
+    ("postprocessing", [1], "postprocessing must be a mapping"),
 ])  # fmt: skip
+@pytest.mark.parametrize("version", [3, VERSION])
 def test_a_checkpoint_whose_settings_fail_their_rule_is_not_a_usable_model(
-    tmp_path, capsys, entry, value, words
+    tmp_path, capsys, entry, value, words, version
 ):
-    model = _model_file(tmp_path / "m.pt", **{entry: value})
+    if entry == "postprocessing" and version != VERSION:
+        pytest.skip("version 3 had no postprocessing entry")
+    model = _model_file(tmp_path / "m.pt", version, **{entry: value})
     rc = main(["segment", str(model), str(_images(tmp_path / "images")), "--out",
                str(tmp_path / "out")])  # fmt: skip
     _refused(rc, capsys.readouterr().err, "m.pt: not a usable cganseg model", words)
@@ -493,10 +507,21 @@ def test_a_flat_export_sample_is_refused_before_the_package_is_checked(seg_run, 
     assert not out.exists()
 
 
+def test_an_unknown_entry_of_the_postprocessing_is_refused(tmp_path):
+    path = _model_file(tmp_path / "m.pt")
+    payload = load_checkpoint(path)
+    payload["postprocessing"]["nms_threshold"] = 0.3
+    save_checkpoint(path, payload)
+    with pytest.raises(InputError, match="postprocessing has unknown entries: nms_threshold"):
+        load_segmenter(path, "cpu")
+
+
 def test_segmenters_built_in_code_pass_the_same_rules():
-    model = build_segmenter("unet", 1, 3, 4)
     with pytest.raises(InputError, match="min_size must be"):
-        Segmenter(model, None, -1, torch.device("cpu"))
+        PostProcessing("watershed", min_size=-1)
+    with pytest.raises(InputError, match="channels must be gray"):
+        Segmenter(build_segmenter("unet", 1, 3, 4), "rgb", PostProcessing("flows"),
+                  torch.device("cpu"))  # fmt: skip
     with pytest.raises(InputError, match="segmenter width must be an integer in"):
         build_segmenter("unet", 1, 3, 200000)
     config = tiny_seg_config("d", "o", cellprob_threshold=float("nan"))

@@ -16,6 +16,7 @@ from cganseg.data.dataset import Sample
 from cganseg.data.rescale import cell_diameter, median_diameter, resize_labels, to_diameter
 from cganseg.errors import InputError
 from cganseg.inference.segment import Segmenter, load_segmenter
+from cganseg.instances.postprocessing import PostProcessing
 from cganseg.models.registry import build_segmenter
 from cganseg.options import SegTrainConfig
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
@@ -67,13 +68,13 @@ def test_training_images_are_rescaled_and_the_diameters_stored(tmp_path):
     assert all(s.image.shape[1:] == (40, 52) for s in trainer.data.val)  # scored as given
     train_segmenter(cfg, progress=False)
     payload = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert payload["cell_diameter"] == 20.0
-    assert payload["train_diameter"] == pytest.approx(trainer.train_diameter)
+    assert payload["postprocessing"]["cell_diameter"] == 20.0
+    assert payload["postprocessing"]["train_diameter"] == pytest.approx(trainer.train_diameter)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["cell_diameter"] == 20
     seg = load_segmenter(tmp_path / "run", "cpu")
     assert seg.factor() == pytest.approx(20.0 / trainer.train_diameter)
     assert seg.factor(5.0) == pytest.approx(4.0)
-    assert load_segmenter(tmp_path / "run", "cpu", diameter=40.0).factor() == pytest.approx(0.5)
+    assert seg.factor(40.0) == pytest.approx(0.5)
 
 
 class _Recording(Segmenter):
@@ -91,23 +92,22 @@ class _Recording(Segmenter):
                                                  ("auto", [None, 16.0])])  # fmt: skip
 def test_auto_diameter_measures_a_first_pass_then_segments_at_that_size(diameter, calls):
     model = build_segmenter("unet", 1, 3, 4)
-    seg = _Recording(model, None, 15, torch.device("cpu"), cell_diameter=30.0,
-                     train_diameter=10.0, diameter=diameter)  # fmt: skip
-    seg.calls = []
-    labels = seg.segment(np.zeros((1, 96, 96), np.float32))
+    post = PostProcessing("watershed", 15, cell_diameter=30.0, train_diameter=10.0)
+    seg = _Recording(model, None, post, torch.device("cpu"))
+    object.__setattr__(seg, "calls", [])
+    labels = seg.segment(np.zeros((1, 96, 96), np.float32), diameter=diameter)
     assert labels.shape == (96, 96) and labels.max() == 1
-    assert seg.calls[0] is None and [c and round(c) for c in seg.calls] == [
-        c and round(c) for c in calls
-    ]
+    expected = [diameter if c is None else c for c in calls]  # the call's own, then measured
+    assert [c if not isinstance(c, float) else round(c) for c in seg.calls] == expected
 
 
 def test_predict_returns_the_input_size_at_any_factor():
     model = build_segmenter("unet", 1, 3, 4).eval()
     image = np.random.default_rng(0).normal(size=(1, 37, 50)).astype(np.float32)
     for diameter in (5.0, 10.0, 23.0):
-        seg = Segmenter(model, None, 15, torch.device("cpu"), cell_diameter=10.0,
-                        train_diameter=10.0, diameter=diameter)  # fmt: skip
-        out = seg.predict(image, tile_size=64)
+        post = PostProcessing("watershed", 15, cell_diameter=10.0, train_diameter=10.0)
+        seg = Segmenter(model, None, post, torch.device("cpu"))
+        out = seg.predict(image, tile_size=64, diameter=diameter)
         assert out.shape == (3, 37, 50)
         np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-4)  # still probabilities
 

@@ -15,7 +15,6 @@ images already normalised to (C, H, W) in [-1, 1].
 
 from __future__ import annotations
 
-import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import numpy as np
 from cganseg import checks
 from cganseg.checkpoint import resolve_checkpoint
 from cganseg.data.io import image_to_chw
-from cganseg.errors import InputError
 from cganseg.inference.segment import Segmenter, load_segmenter, prepare_image
 
 
@@ -57,10 +55,7 @@ def segment(
     """
     seg = model if isinstance(model, Segmenter) else load(model, device)
     diameter = checks.checked(checks.diameter, "diameter", diameter)
-    if diameter is not None and not seg.cell_diameter:
-        raise InputError("diameter needs a model trained with --cell-diameter (this one sees "
-                         "images as they are)")  # fmt: skip
-    if diameter is not None:  # a copy: the cached model may serve other calls (napari threads)
-        seg = dataclasses.replace(seg, diameter=diameter)
-    chw = prepare_image(seg, image_to_chw(image, seg.channels), "the image")
-    return seg.segment(chw, tile_size=checks.checked(checks.TILE_SIZE, "tile_size", tile_size))
+    seg.factor(diameter)  # refused in words before any work
+    chw = prepare_image(seg, image_to_chw(image, seg.channels), "the image", diameter)
+    tile_size = checks.checked(checks.TILE_SIZE, "tile_size", tile_size)
+    return seg.segment(chw, tile_size, diameter=diameter)

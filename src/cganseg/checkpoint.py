@@ -4,12 +4,13 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts. It is save
 file and moved into place, so a crash leaves the previous checkpoint intact, and it is read with
 ``torch.load(..., weights_only=True)``, so a crafted file cannot run code when a lab shares it.
 
-Layout (``format`` cganseg.segmenter/1, ``version`` 3):
+Layout (``format`` cganseg.segmenter/1, ``version`` 4):
 
 - every checkpoint: ``format``, ``version``, the segmenter as ``model_config`` + ``model_state``
-  (:func:`segmenter_payload`), ``channels``, ``min_size``, ``instances`` with its post-processing
-  settings (``cellprob_threshold``, ``flow_threshold``; absent before version 3: instances by the
-  class count), ``kind`` (train-seg or train),
+  (:func:`segmenter_payload`), ``channels``, ``postprocessing`` (instance mode, minimum size,
+  thresholds, cell diameters: :class:`~cganseg.instances.postprocessing.PostProcessing`; before
+  version 4 these were entries of their own, before version 3 without ``instances``: the mode
+  by the class count), ``kind`` (train-seg or train),
   ``step``, ``config``; a cGAN-Seg checkpoint also the generator, ``generator_config`` +
   ``generator_state``. ``best.pt`` holds just that; :func:`load_network` reads a network back
   (from a run folder the segmenter of ``best.pt``, the generator of ``last.pt``: :data:`RUN_FILES`).
@@ -17,8 +18,8 @@ Layout (``format`` cganseg.segmenter/1, ``version`` 3):
   (:func:`state_entries`, :func:`restore_state`: networks, optimisers, schedules, loss scalers,
   random generators, image pools), and the loop's own state (step, scores, split, RNG, ...).
 
-Versions 1 (before the ``version`` entry) and 2 (before ``instances``) still load; a newer
-version is refused in one line.
+Versions 1 (before the ``version`` entry), 2 (before ``instances``) and 3 (before
+``postprocessing``) still load; a newer version is refused in one line.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ from typing import Any
 
 import torch
 
+from cganseg import checks
 from cganseg.errors import InputError
+from cganseg.instances.postprocessing import ENTRY as POST_ENTRY
+from cganseg.instances.postprocessing import PostProcessing
 from cganseg.runtime.atomic import atomic_path
 
 SEGMENTER_FORMAT = "cganseg.segmenter/1"
 #: the payload layout's version; a checkpoint without one is version 1 (same keys)
-VERSION = 3
-#: how a checkpoint whose stored settings fail their checks is refused (issue 27)
-NOT_USABLE = "not a usable cganseg model"
+VERSION = 4
 #: key prefixes of the two networks other commands read back
 SEGMENTER, GENERATOR = "model", "generator"
 
@@ -50,17 +52,16 @@ def network_entries(key: str, net: torch.nn.Module) -> dict[str, Any]:
 
 
 def segmenter_payload(
-    model: torch.nn.Module, channels: Any, min_size: int, post: Mapping[str, Any]
+    model: torch.nn.Module, channels: Any, post: PostProcessing
 ) -> dict[str, Any]:
-    """The checkpoint entries that ``cganseg segment`` (``load_segmenter``) needs; ``post``:
-    ``instances`` and its thresholds."""
+    """The checkpoint entries that ``cganseg segment`` (``load_segmenter``) needs: the network,
+    the image channels and the post-processing as one entry."""
     return {
         "format": SEGMENTER_FORMAT,
         "version": VERSION,
         **network_entries(SEGMENTER, model),
         "channels": channels,
-        "min_size": min_size,
-        **post,
+        POST_ENTRY: post.entry(),
     }
 
 
@@ -210,7 +211,7 @@ def load_network(
     try:
         network = builder(payload[f"{key}_config"])
     except InputError as exc:  # a config that no cganseg wrote: say so, not what broke
-        raise InputError(f"{NOT_USABLE}: {exc}", ckpt_path) from None
+        raise InputError(f"{checks.NOT_USABLE}: {exc}", ckpt_path) from None
     _load_weights(network, payload, key, what, ckpt_path)
     return network.eval(), payload
 

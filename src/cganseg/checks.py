@@ -35,6 +35,10 @@ def _shown(value: float) -> str:
     return f"{value:g}"
 
 
+#: how a checkpoint whose stored settings fail their rules is refused
+NOT_USABLE = "not a usable cganseg model"
+
+
 class ValueProblem(ValueError):
     """What is wrong with a value, in words; the door turns it into its own one-line error."""
 

@@ -92,10 +92,10 @@ def _run_training(args: argparse.Namespace, config_cls: type, train) -> int:
         line = f"done: {summary['step']} steps, no validation set: best.pt is the last step's model"
     else:
         line = f"done: {summary['step']} steps, best validation F1@0.5 {best:.3f}"
-    if "postprocessing" in summary:
-        post = summary["postprocessing"]
-        line += (f"; thresholds chosen on validation: cell probability "
-                 f"{post['cellprob_threshold']:g}, flow {post['flow_threshold']:g}")  # fmt: skip
+    if summary.get("postprocessing"):
+        chosen = ", ".join(f"{name} {value:g}" for name, value in summary["postprocessing"].items()
+                           if name != "val_mean_f1")  # fmt: skip
+        line += f"; thresholds chosen on validation: {chosen}"
     if "test_f1_iou50" in summary:
         line += f", test F1@0.5 {summary['test_f1_iou50']:.3f} (see {cfg.out}/test)"
     print(line)
@@ -239,9 +239,9 @@ def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
 
     rank, device = distributed.setup(resolve_device(args.device))  # under torchrun: a share
     try:
-        seg = load_segmenter(args.checkpoint, str(device), args.min_size, args.diameter,
+        seg = load_segmenter(args.checkpoint, str(device), args.min_size,
                              args.cellprob_threshold, args.flow_threshold)  # fmt: skip
-        if args.diameter is not None and not seg.cell_diameter:
+        if args.diameter is not None and not seg.post.cell_diameter:
             raise InputError(
                 "--diameter needs a model trained with --cell-diameter (this one sees images "
                 "as they are)",
@@ -257,6 +257,7 @@ def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
             progress=not args.quiet and rank.main,
             shard=(rank.rank, rank.world),
             formats=list(dict.fromkeys(args.save_format)),
+            diameter=args.diameter,
         )
         distributed.barrier()
     finally:

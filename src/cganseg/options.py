@@ -19,6 +19,7 @@ from cganseg import checks
 from cganseg import instances as modes
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
 from cganseg.errors import InputError
+from cganseg.instances.postprocessing import PostProcessing
 from cganseg.losses.cgan_objective import LossWeights
 from cganseg.runtime.atomic import write_text
 from cganseg.runtime.device import resolve_device
@@ -233,14 +234,11 @@ class SegTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def postprocessing(self) -> dict[str, Any]:
-        """How the segmenter's output becomes cells (stored in every checkpoint)."""
-        return {
-            "instances": self.instances,
-            "cellprob_threshold": self.cellprob_threshold,
-            "flow_threshold": self.flow_threshold,
-            "cell_diameter": self.cell_diameter,
-        }
+    def postprocessing(self, train_diameter: float | None = None) -> PostProcessing:
+        """How the segmenter's output becomes cells (stored in every checkpoint);
+        ``train_diameter``: the training images' own cell diameter when they were rescaled."""
+        return PostProcessing(str(self.instances), self.min_size, self.cellprob_threshold,
+                              self.flow_threshold, self.cell_diameter, train_diameter)  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> SegTrainConfig:

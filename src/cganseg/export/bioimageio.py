@@ -159,19 +159,20 @@ def _documentation(seg: Segmenter, sample: Path) -> str:
         f"{DEFAULT_PERCENTILES[0]}th and {DEFAULT_PERCENTILES[1]}th percentiles map to -1 and 1, "
         "clipped to [-1, 1].",
     ]
-    if seg.cell_diameter:
+    post = seg.post
+    if post.cell_diameter:
         lines += [
             "",
             "Cell size: the network saw images rescaled so cells are "
-            f"{seg.cell_diameter:.1f} px across (the training cells were "
-            f"{seg.train_diameter or 0:.1f} px). "
+            f"{post.cell_diameter:.1f} px across (the training cells were "
+            f"{post.train_diameter or 0:.1f} px). "
             "Rescale your image by cell_diameter / (your cells' diameter in px) before running it; "
             "cganseg's own `segment` does this itself (`--diameter`).",
         ]
-    mode = seg.mode
-    thresholds = {name: getattr(seg, name) for name in mode.threshold_grid}
+    mode = post.mode
     lines += ["", "## Output", "", mode.describe_output(config["n_classes"]), "",
-              f"Cells (not expressible in the spec): {mode.describe(seg.min_size, **thresholds)}"]
+              "Cells (not expressible in the spec): "
+              + mode.describe(post.min_size, **post.thresholds)]
     lines += [
         "",
         "To get the cells exactly as cganseg does, run `cganseg segment RUN IMAGES --out LABELS` "
@@ -214,7 +215,7 @@ def export_bioimageio(
     checkpoint = resolve_checkpoint(run)
     seg = load_segmenter(checkpoint, "cpu")
     config = seg.model.config
-    net = ProbabilityNet(**config, output=seg.mode.output_kind).eval()
+    net = ProbabilityNet(**config, output=seg.post.mode.output_kind).eval()
     net.net.load_state_dict(seg.model.state_dict())
     sample = Path(sample) if sample is not None else default_sample(checkpoint)
     raw = _test_crop(read_image(sample, seg.channels), sample).astype(np.float32)
@@ -261,7 +262,7 @@ def _describe(files: Path, seg: Segmenter, name: str, authors: list[str], licens
     from bioimageio.spec.model import v0_5 as spec
 
     config = seg.model.config
-    mode = seg.mode
+    mode = seg.post.mode
 
     step = SegmenterBase.size_multiple
 
@@ -329,13 +330,5 @@ def _describe(files: Path, seg: Segmenter, name: str, authors: list[str], licens
                 source=files / "weights_torchscript.pt", pytorch_version=torch_version,
                 parent="pytorch_state_dict"),
         ),
-        config={"cganseg": {
-            "version": __version__,
-            "instances": seg.instances,
-            "min_size": seg.min_size,
-            "cellprob_threshold": seg.cellprob_threshold,
-            "flow_threshold": seg.flow_threshold,
-            "cell_diameter": seg.cell_diameter,
-            "train_diameter": seg.train_diameter,
-        }},
+        config={"cganseg": {"version": __version__, **seg.post.entry()}},
     )  # fmt: skip

@@ -56,6 +56,7 @@ from cganseg.data.targets import one_hot
 from cganseg.errors import InputError
 from cganseg.inference.generate import Generator
 from cganseg.instances import InstanceMode
+from cganseg.instances.postprocessing import PostProcessing
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
@@ -181,9 +182,10 @@ class CGanTrainer(TrainerBase):
         """Seg's weights from a trained segmenter (``init_seg``): the same network, and outputs
         that mean the same (instances mode, cell rescaling)."""
         payload = load_into(path, SEGMENTER, self.seg)
+        post = PostProcessing.from_checkpoint(payload, self.cfg.n_classes, path)
         for key in ("instances", "cell_diameter"):
-            stored, ours = payload.get(key), getattr(self.cfg, key)
-            if key in payload and stored != ours:
+            stored, ours = getattr(post, key), getattr(self.cfg, key)
+            if stored != ours:
                 raise InputError(f"its segmenter was trained with {key} {stored}, this run has "
                                  f"{ours}: give the same --{key.replace('_', '-')}",
                                  path)  # fmt: skip

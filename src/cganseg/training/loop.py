@@ -54,6 +54,7 @@ from cganseg.errors import InputError, TrainingDiverged
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter
 from cganseg.instances import InstanceMode, mode
+from cganseg.instances.postprocessing import ENTRY as POST_ENTRY
 from cganseg.models.registry import DEFAULT_WIDTHS, build_segmenter
 from cganseg.options import PATH_OPTIONS, SegTrainConfig, parse_channels
 from cganseg.runtime import distributed
@@ -323,10 +324,7 @@ class TrainerBase:
 
     def as_segmenter(self, model: nn.Module) -> Segmenter:
         """``model`` with this run's post-processing, as ``cganseg segment`` would run it."""
-        cfg = self.cfg
-        return Segmenter(model, None, cfg.min_size, self.device, cfg.instances,
-                         cfg.cellprob_threshold, cfg.flow_threshold, cfg.cell_diameter,
-                         self.train_diameter)  # fmt: skip
+        return Segmenter(model, None, self.cfg.postprocessing(self.train_diameter), self.device)
 
     def adam(self, params, **kwargs: Any) -> torch.optim.Adam:
         """Adam, with fused kernels unless ``fused_adam`` is off."""
@@ -359,8 +357,8 @@ class TrainerBase:
 
     # --- the shared loop ------------------------------------------------------------------
     def _payload(self, full: bool) -> dict[str, Any]:
-        post = {**self.cfg.postprocessing(), "train_diameter": self.train_diameter}
-        payload = segmenter_payload(self.segmenter, self.cfg.channels, self.cfg.min_size, post)
+        post = self.cfg.postprocessing(self.train_diameter)
+        payload = segmenter_payload(self.segmenter, self.cfg.channels, post)
         payload.update(kind=self.kind, step=self.step, config=self.cfg.to_dict())
         payload.update(self.best_extras())
         if full:
@@ -644,9 +642,10 @@ class TrainerBase:
             seg = self.as_segmenter(self.segmenter)
             if tune:
                 tuned = tune_thresholds(seg, self.data.val, self.cfg.tile_size)
-                for name in self.mode.threshold_grid:
-                    setattr(seg, name, tuned[name])
-                save_checkpoint(self.run_dir / "best.pt", {**best, **tuned})
+                post = seg.post.replace(**{k: tuned[k] for k in self.mode.threshold_grid})
+                seg = dataclasses.replace(seg, post=post)
+                save_checkpoint(self.run_dir / "best.pt", {**best, POST_ENTRY: post.entry(),
+                                                           "val_mean_f1": tuned["val_mean_f1"]})
                 summary["postprocessing"] = tuned
         if self.data.test and self.rank.main:
             report = evaluate_pairs(self._test_pairs(seg))

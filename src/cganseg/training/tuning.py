@@ -29,13 +29,13 @@ def tune_thresholds(seg: Segmenter, samples: Sequence[Sample], tile_size: int) -
     """The best point of ``seg``'s threshold grid on ``samples`` and its score
     (``val_mean_f1``); empty for a mode without thresholds. Images are taken one at a time (a
     stop asked for ends the search between two), so memory holds one image's outputs."""
-    mode = seg.mode
+    mode = seg.post.mode
     if not mode.threshold_grid or not samples:
         return {}
     sums: dict[tuple[tuple[str, float], ...], float] = {}
     for sample in samples:
         output = seg.predict(sample.image, tile_size=tile_size)
-        for point, labels in mode.threshold_search(output, seg.min_size):
+        for point, labels in mode.threshold_search(output, seg.post.min_size):
             report = evaluate_pairs([(sample.name, sample.labels, labels)])
             key = tuple(point.items())
             sums[key] = sums.get(key, 0.0) + float(np.mean(report["per_image"]["f1"]))
