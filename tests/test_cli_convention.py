@@ -72,3 +72,14 @@ def test_generate_on_a_train_seg_run_says_which_run_has_a_generator(tmp_path, ca
                  str(tmp_path / "pairs")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "holds no generator" in err and "`cganseg train`" in err
+
+
+def test_every_verb_is_one_entry_of_the_command_registry():
+    """Issue 28: a verb's parser, its run function and the rules main() applies around it
+    (torchrun, output check, lock) are declared once, in cganseg.cli.COMMANDS."""
+    from cganseg.cli import COMMANDS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == [c.name for c in COMMANDS]
+    assert {c.name for c in COMMANDS if c.torchrun} == {"train", "train-seg", "segment"}
+    assert {c.name for c in COMMANDS if c.lock} == {"synth-masks", "generate", "demo"}

