@@ -21,6 +21,7 @@ from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
 from cganseg.errors import InputError
 from cganseg.instances.postprocessing import PostProcessing
 from cganseg.losses.cgan_objective import LossWeights
+from cganseg.models.registry import SEGMENTERS
 from cganseg.runtime.atomic import write_text
 from cganseg.runtime.device import resolve_device
 
@@ -128,7 +129,7 @@ _RULES = {
 SEG_TO_GEN = ("soft", "straight-through", "argmax")
 #: options with a fixed set of values (None is allowed where the option's type allows it)
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "model": ("unet", "deepsea", "cellpose"),
+    "model": SEGMENTERS,
     "n_classes": (2, 3),
     "instances": modes.MODES.keys(),  # a live view: a mode registered later is a choice
     "layout": ("auto", "folders", "cellpose"),

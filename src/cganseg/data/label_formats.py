@@ -19,8 +19,9 @@ layout:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import roifile
@@ -32,14 +33,6 @@ from skimage.segmentation import find_boundaries
 from cganseg.data.io import PixelSize, usable_pixel_size, write_labels
 from cganseg.data.rescale import cell_diameter
 from cganseg.runtime.atomic import atomic_path
-
-#: ``--save-format`` choices and the file each writes beside the input's name (NAME + suffix)
-SAVE_FORMATS = {
-    "tif": ".tif",
-    "seg.npy": "_seg.npy",
-    "rois": "_rois.zip",
-    "ome-tiff": ".ome.tif",
-}
 
 
 def label_outlines(labels: np.ndarray) -> np.ndarray:
@@ -143,9 +136,29 @@ def write_ome_tiff(path: str | Path, labels: np.ndarray, pixel_size: PixelSize |
         )
 
 
+class LabelFormat(NamedTuple):
+    """A ``--save-format``: the file it writes beside the input's name (NAME + ``suffix``) and
+    its writer ``write(path, labels, source image, pixel size)``."""
+
+    suffix: str
+    write: Callable[[Path, np.ndarray, Path, PixelSize | None], object]
+
+
+#: ``--save-format`` choices; a new format is its writer above and one entry here
+SAVE_FORMATS: dict[str, LabelFormat] = {
+    "tif": LabelFormat(".tif", lambda path, labels, source, size: write_labels(path, labels)),
+    "seg.npy": LabelFormat("_seg.npy", lambda path, labels, source, size:
+                           write_cellpose_seg(path, labels, source)),
+    "rois": LabelFormat("_rois.zip", lambda path, labels, source, size:
+                        write_imagej_rois(path, labels)),
+    "ome-tiff": LabelFormat(".ome.tif", lambda path, labels, source, size:
+                            write_ome_tiff(path, labels, size)),
+}  # fmt: skip
+
+
 def label_file_names(source: str | Path, formats: Sequence[str]) -> list[str]:
     """The names :func:`write_label_files` gives the labels of image ``source`` in ``formats``."""
-    return [f"{Path(source).stem}{SAVE_FORMATS[fmt]}" for fmt in formats]
+    return [f"{Path(source).stem}{SAVE_FORMATS[fmt].suffix}" for fmt in formats]
 
 
 def write_label_files(
@@ -160,14 +173,6 @@ def write_label_files(
     out_dir, source = Path(out_dir), Path(source)
     written = []
     for fmt, name in zip(formats, label_file_names(source, formats), strict=True):
-        target = out_dir / name
-        if fmt == "tif":
-            write_labels(target, labels)
-        elif fmt == "seg.npy":
-            write_cellpose_seg(target, labels, source)
-        elif fmt == "rois":
-            write_imagej_rois(target, labels)
-        else:
-            write_ome_tiff(target, labels, pixel_size)
-        written.append(target)
+        SAVE_FORMATS[fmt].write(out_dir / name, labels, source, pixel_size)
+        written.append(out_dir / name)
     return written

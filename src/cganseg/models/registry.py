@@ -20,12 +20,15 @@ from cganseg.models.cpnet import CPnet
 from cganseg.models.deepsea import DeepSea
 from cganseg.models.unet import UNet
 
-SEGMENTERS = ("unet", "deepsea", "cellpose")
-
-# Base channel counts of the original networks; smaller widths make CPU runs practical.
-DEFAULT_WIDTHS = {"unet": 64, "deepsea": 64, "cellpose": 32}
-
-_CLASSES: dict[str, type[nn.Module]] = {"unet": UNet, "deepsea": DeepSea, "cellpose": CPnet}
+#: every backbone by name, with the base width of the original network (smaller widths make
+#: CPU runs practical); a new backbone is its file in models/ and one line here
+BACKBONES: dict[str, tuple[type[nn.Module], int]] = {
+    "unet": (UNet, 64),
+    "deepsea": (DeepSea, 64),
+    "cellpose": (CPnet, 32),
+}
+SEGMENTERS = tuple(BACKBONES)
+DEFAULT_WIDTHS = {name: width for name, (_, width) in BACKBONES.items()}
 
 
 def build_segmenter(
@@ -35,7 +38,7 @@ def build_segmenter(
 
     Sizes are checked by the rules of :mod:`cganseg.checks` (a stored ``width`` of 200000 would
     otherwise allocate for minutes before failing)."""
-    if name not in _CLASSES:
+    if name not in BACKBONES:
         raise InputError(f"unknown segmenter {name!r}; choose one of {', '.join(SEGMENTERS)}")
     width = DEFAULT_WIDTHS[name] if width is None else width
     sizes = {}
@@ -45,7 +48,7 @@ def build_segmenter(
         ("width", checks.NETWORK_WIDTH, width),
     ):
         sizes[option] = checks.checked(rule, f"segmenter {option}", value)
-    return _CLASSES[name](**sizes)
+    return BACKBONES[name][0](**sizes)
 
 
 def segmenter_from_config(config: Any) -> nn.Module:
