@@ -27,7 +27,7 @@ def _ours(run, raw: np.ndarray) -> np.ndarray:
     net, payload = load_network(run, SEGMENTER, lambda c: build_segmenter(**c))
     with torch.no_grad():
         out = net(torch.from_numpy(normalize_percentile(raw))[None])
-    if payload.get("instances") == "flows":
+    if payload["postprocessing"]["instances"] == "flows":
         return torch.cat([out[:, :2], torch.sigmoid(out[:, 2:])], 1).numpy()
     return torch.softmax(out, 1).numpy()
 
