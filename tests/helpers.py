@@ -140,7 +140,7 @@ def in_memory_cgan_trainer(tmp_path: Path, n: int = 4, **kw):
     from cganseg.data.dataset import Sample
     from cganseg.data.normalize import normalize_percentile
     from cganseg.training.cgan_trainer import CGanTrainer
-    from cganseg.training.loop import DataSplit
+    from cganseg.training.run_data import DataSplit
 
     samples = []
     for i in range(n):

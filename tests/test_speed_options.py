@@ -63,5 +63,5 @@ def test_amp_dtype_option(tmp_path, tiny_dataset):
     with pytest.raises(InputError, match="amp_dtype must be one of fp16, bf16"):
         tiny_seg_config(tiny_dataset, tmp_path, amp_dtype="fp8").check()
     trainer = SegTrainer.from_config(tiny_seg_config(tiny_dataset, tmp_path, amp_dtype="bf16"))
-    assert trainer.amp_dtype is torch.bfloat16
-    assert not trainer.amp and not trainer.scaler.is_enabled()  # CPU: full precision
+    assert trainer.passes.amp_dtype is torch.bfloat16
+    assert not trainer.passes.amp and not trainer.scaler.is_enabled()  # CPU: full precision

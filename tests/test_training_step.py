@@ -17,7 +17,7 @@ from tests.helpers import synthetic_pair, tiny_cgan_config, tiny_seg_config
 from cganseg.data.dataset import Sample
 from cganseg.data.normalize import normalize_percentile
 from cganseg.training.cgan_trainer import CGanTrainer
-from cganseg.training.loop import DataSplit
+from cganseg.training.run_data import DataSplit
 from cganseg.training.seg_trainer import SegTrainer
 from cganseg.training.stopping import EarlyStopping, Rollbacks
 

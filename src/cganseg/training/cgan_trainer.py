@@ -73,8 +73,9 @@ from cganseg.reports.grid import save_grid
 from cganseg.reports.overlays import generation_row, overlay_labels
 from cganseg.training.ema import copy_buffers, ema_with_warmup
 from cganseg.training.image_pool import ImagePool
-from cganseg.training.loop import TrainerBase, run_training
+from cganseg.training.loop import TrainerBase
 from cganseg.training.pretrain import pretrain_segmenter
+from cganseg.training.run import run_training
 from cganseg.training.schedule import cycle_factor, make_scheduler
 
 N_SAMPLE_ROWS = 4
@@ -147,7 +148,7 @@ class CGanTrainer(TrainerBase):
         self.d2 = PatchDiscriminator(k, cfg.disc_width, cfg.disc_layers, cfg.disc_attention).to(dev)
         # what a training step calls: DDP-wrapped / compiled when so configured, else the network
         self.seg_pass, self.gen_pass, self.d1_pass, self.d2_pass = (
-            self.training_pass(net) for net in (self.seg, self.gen, self.d1, self.d2)
+            self.passes.wrap(net) for net in (self.seg, self.gen, self.d1, self.d2)
         )
         perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights,
                                       cfg.perceptual_depth, cfg.perceptual_scale)  # fmt: skip
@@ -159,17 +160,18 @@ class CGanTrainer(TrainerBase):
             b = cfg.betas if own is None else own
             return (b[0], b[1])
 
-        self.opt_s = self.adam(self.seg.parameters(), lr=cfg.lr, betas=betas(cfg.betas_seg))
-        self.opt_g = self.adam(self.gen.parameters(), lr=cfg.lr_gen, betas=betas(cfg.betas_gen))
-        self.opt_d = self.adam(chain(self.d1.parameters(), self.d2.parameters()),
-                               lr=cfg.lr_disc, betas=betas(cfg.betas_disc))  # fmt: skip
+        adam = self.passes.adam
+        self.opt_s = adam(self.seg.parameters(), lr=cfg.lr, betas=betas(cfg.betas_seg))
+        self.opt_g = adam(self.gen.parameters(), lr=cfg.lr_gen, betas=betas(cfg.betas_gen))
+        self.opt_d = adam(chain(self.d1.parameters(), self.d2.parameters()),
+                          lr=cfg.lr_disc, betas=betas(cfg.betas_disc))  # fmt: skip
         self.optimizers = {"opt_s": self.opt_s, "opt_g": self.opt_g, "opt_d": self.opt_d}
         self.schedulers = {
             name: make_scheduler(opt, cfg.iterations, cfg.warmup_fraction, cfg.schedule)
             for name, opt in self.optimizers.items()
         }
         # one scaler per backward pass: Gen+Seg share a loss (Eq. 16), D1+D2 share one (Eq. 17)
-        self.scaler_gs, self.scaler_d = self.grad_scaler(), self.grad_scaler()
+        self.scaler_gs, self.scaler_d = self.passes.grad_scaler(), self.passes.grad_scaler()
         # styles and noise are drawn where they are used; DiffAugment's policy on the host,
         # where its schedule steers Python (no device-to-host wait per step)
         rng_dev = dev if dev.type == "cuda" else torch.device("cpu")
@@ -251,8 +253,8 @@ class CGanTrainer(TrainerBase):
         w = self.weights.ramped(cycle_factor(self.step, cfg.warmup_gen, cfg.ramp_steps))
         everything = cfg.log_unused_terms
         n = images.shape[0] // self.batches_per_step()  # the cGAN batch; the rest: extra Id_S
-        x, t = self.to_device(images[:n]), self.to_device(targets[:n])
-        m = self.to_device(self.mode.target_mask(t, cfg.n_classes))
+        x, t = self.passes.to_device(images[:n]), self.passes.to_device(targets[:n])
+        m = self.passes.to_device(self.mode.target_mask(t, cfg.n_classes))
         nets = [self.seg, self.gen, self.d1, self.d2]
         for net in nets:
             net.train()
@@ -269,7 +271,7 @@ class CGanTrainer(TrainerBase):
         # weight is 0 (a warm-up, a cycle switched off) is not computed unless logged
         _set_requires_grad([self.d1, self.d2], False)  # and called unwrapped: no grads to average
         use_d2 = self.d2_matters
-        with self.autocast():
+        with self.passes.autocast():
             fake_img = self._generate(m)
             terms: dict[str, torch.Tensor] = {}
             if w.rec_s > 0 or everything:
@@ -299,7 +301,7 @@ class CGanTrainer(TrainerBase):
         # --- D1 + D2 (Eq. 17), on the same DiffAugment policy for real and fake images
         _set_requires_grad([self.d1, self.d2], True)
         old_img = self.pool_img.query(fake_img.detach())
-        with self.autocast():
+        with self.passes.autocast():
             d_terms = {
                 "real_d1": lsgan_loss(self.d1_pass(apply_policy(x, policy)), True),
                 "fake_d1": lsgan_loss(self.d1_pass(apply_policy(old_img, policy)), False),
@@ -329,8 +331,8 @@ class CGanTrainer(TrainerBase):
         if images.shape[0] == 0:  # (split() would give one empty batch)
             return
         for x, t in zip(images.split(n), targets.split(n), strict=True):
-            x, t = self.to_device(x), self.to_device(t)
-            with self.autocast():
+            x, t = self.passes.to_device(x), self.passes.to_device(t)
+            with self.passes.autocast():
                 loss = weight * self.seg_loss(self.seg_pass(x), t)
             self.opt_s.zero_grad(set_to_none=True)
             self.scaler_gs.scale(loss).backward()

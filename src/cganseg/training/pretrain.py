@@ -24,7 +24,7 @@ from cganseg.errors import InputError
 from cganseg.options import SEG_PRETRAIN_DIR, CGanTrainConfig, SegTrainConfig
 from cganseg.runtime import distributed
 from cganseg.runtime.atomic import check_writable, write_text
-from cganseg.training.loop import RESUMABLE_OVERRIDES, resumed_config, with_absolute_paths
+from cganseg.training.run import RESUMABLE_OVERRIDES, resumed_config, with_absolute_paths
 from cganseg.training.seg_trainer import train_segmenter
 
 #: options the pre-training takes from train-seg's defaults rather than from the cGAN-Seg run:

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from cganseg.options import SegTrainConfig
-from cganseg.training.loop import TrainerBase, run_training
+from cganseg.training.loop import TrainerBase
+from cganseg.training.run import run_training
 from cganseg.training.schedule import make_scheduler
 
 
@@ -28,14 +29,14 @@ class SegTrainer(TrainerBase):
     def build(self) -> None:
         cfg = self.cfg
         self.model = self.new_segmenter()
-        self.net = self.training_pass(self.model)
-        self.optimizer = self.adam(
+        self.net = self.passes.wrap(self.model)
+        self.optimizer = self.passes.adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.scheduler = make_scheduler(
             self.optimizer, cfg.iterations, cfg.warmup_fraction, cfg.schedule
         )
-        self.scaler = self.grad_scaler()
+        self.scaler = self.passes.grad_scaler()
         self.loss_fn = self.segmentation_loss()
 
     @property
@@ -58,8 +59,8 @@ class SegTrainer(TrainerBase):
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         self.model.train()
-        images, targets = self.to_device(images), self.to_device(targets)
-        with self.autocast():
+        images, targets = self.passes.to_device(images), self.passes.to_device(targets)
+        with self.passes.autocast():
             loss = self.loss_fn(self.net(images), targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
