@@ -105,3 +105,14 @@ def test_train_gets_the_measured_recipe_on_the_cpu_preset_and_the_papers_on_pape
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "by --preset: cpu 9 x iterations, paper 0" in text
+
+
+def test_every_float_option_takes_yaml_exponents_without_a_dot(tmp_path):
+    """Issue 28: the hand-kept list of float options had drifted (val_fraction was missing, so
+    YAML's ``1e-1``, which it reads as a string, was refused); the list now comes from the types."""
+    config = tmp_path / "c.yaml"
+    config.write_text("data: d\nout: o\nval_fraction: 1e-1\ntest_fraction: 2e-1\nlr: 1e-3\n")
+    cfg = SegTrainConfig.load(config)
+    assert (cfg.val_fraction, cfg.test_fraction, cfg.lr) == (0.1, 0.2, 0.001)
+    with pytest.raises(InputError, match="crop must be two sizes divisible by 16"):
+        SegTrainConfig.from_dict({"data": "d", "out": "o", "crop": [40, 48]})

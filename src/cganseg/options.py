@@ -21,6 +21,7 @@ from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
 from cganseg.errors import InputError
 from cganseg.instances.postprocessing import PostProcessing
 from cganseg.losses.cgan_objective import LossWeights
+from cganseg.models.base import SegmenterBase
 from cganseg.models.registry import SEGMENTERS
 from cganseg.runtime.atomic import write_text
 from cganseg.runtime.device import resolve_device
@@ -43,32 +44,6 @@ _ITEM_TYPES: dict[str, tuple[type, ...]] = {
     "list[float]": (int, float),
     "list[str]": (str,),
 }
-#: options YAML may read as strings (``1e-3`` without a dot) that must be floats
-FLOAT_OPTIONS = (
-    "lr",
-    "weight_decay",
-    "warmup_fraction",
-    "lr_gen",
-    "lr_disc",
-    "extra_fraction",
-    "rollback_lr_factor",
-    "max_loss",
-    "p_vanilla",
-    "p_diff",
-    "mix_prob",
-    "w_adv_g",
-    "w_adv_s",
-    "w_rec_g",
-    "w_rec_s",
-    "w_id_g",
-    "w_id_s",
-    "w_disc",
-    "cellprob_threshold",
-    "flow_threshold",
-    "cell_diameter",
-    "seg_ema",
-    "perceptual_scale",
-)
 #: options that name files or folders: made absolute when a run starts (config.yaml then works
 #: from anywhere)
 PATH_OPTIONS = ("data", "out", "split_file", "extra", "init_seg")
@@ -140,6 +115,13 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "seg_to_gen": SEG_TO_GEN,
     "preset": ("auto", "cpu", "paper"),
 }
+
+
+def float_options(cls: type) -> list[str]:
+    """The options of config class ``cls`` whose type is a float (read from the dataclass, so
+    that no list of them can drift: YAML reads ``1e-3`` without a dot as a string)."""
+    return [f.name for f in dataclasses.fields(cls)
+            if "float" in (part.strip() for part in str(f.type).split("|"))]  # fmt: skip
 
 
 def check_type(name: str, annotation: str, value: Any, bad) -> None:
@@ -248,7 +230,7 @@ class SegTrainConfig:
         crop = data.get("crop")
         if isinstance(crop, int | str) and not isinstance(crop, bool):
             data["crop"] = parse_size(str(crop))  # "crop: 256" in YAML means 256x256
-        for key in FLOAT_OPTIONS:
+        for key in float_options(cls):
             if isinstance(data.get(key), str):  # YAML reads 1e-3 (no dot) as a string
                 try:
                     data[key] = float(data[key])
@@ -272,9 +254,10 @@ class SegTrainConfig:
         for f in dataclasses.fields(self):
             check_type(f.name, str(f.type), getattr(self, f.name), bad)
         crop = self.crop
-        if len(crop) != 2 or not all(c >= 16 and c % 16 == 0 for c in crop):
-            raise bad(f"crop must be two sizes divisible by 16 (the networks halve it 4 "
-                      f"times), got {crop}")  # fmt: skip
+        step = SegmenterBase.size_multiple  # the backbones' own rule, not a copy of it
+        if len(crop) != 2 or not all(c >= step and c % step == 0 for c in crop):
+            raise bad(f"crop must be two sizes divisible by {step} (the networks halve it "
+                      f"{step.bit_length() - 1} times), got {crop}")  # fmt: skip
         for name, (low, high) in _RANGES.items():
             value = getattr(self, name, None)
             if value is None:
