@@ -123,15 +123,13 @@ def _checked(rule, parse=float):
     config files, checkpoints); argparse names the option."""
 
     def convert(text: str):
-        from cganseg.checks import ValueProblem
-
         try:
             value = parse(text)
         except ValueError:
             value = text
         try:
             return rule("", value)
-        except ValueProblem as exc:
+        except checks.ValueProblem as exc:
             raise argparse.ArgumentTypeError(str(exc).strip()) from None
 
     return convert

@@ -125,10 +125,7 @@ class ExperimentConfig:
         odd = sorted(set(self.synthetic) - set(SYNTH_DEFAULTS))
         if odd:
             raise bad(f"unknown synthetic option(s): {', '.join(odd)}")
-        try:
-            checks.SEED("option seed", self.seed)
-        except checks.ValueProblem as exc:
-            raise bad(str(exc)) from None
+        checks.checked(checks.SEED, "option seed", self.seed, source)
         for name, cls in (("cgan", CGanTrainConfig), ("seg", SegTrainConfig)):
             options = getattr(self, name)
             try:  # the runs' own options, checked now (data and out are the experiment's)

@@ -101,10 +101,10 @@ class PostProcessing:
         unknown = sorted(map(str, set(stored) - set(RULES))) if ENTRY in payload else []
         if unknown:
             raise InputError(f"{refuse} has unknown entries: {', '.join(unknown)}", source)
-        fields = {f.name: stored.get(f.name, f.default) for f in dataclasses.fields(cls)
-                  if f.name in stored or f.default is not dataclasses.MISSING}  # fmt: skip
+        fields = {name: stored[name] for name in RULES if name in stored}
         if fields.get("instances") is None:
             fields["instances"] = stored_name(n_classes)
-        for name, value in fields.items():
-            checks.checked(RULES[name], name, value, source, f"{checks.NOT_USABLE}: ")
-        return cls(**fields)
+        try:  # each field by its rule (__post_init__), named as the checkpoint's
+            return cls(**fields)
+        except InputError as exc:
+            raise InputError(f"{checks.NOT_USABLE}: {exc}", source) from None
