@@ -57,6 +57,7 @@ from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.instances.postprocessing import PostProcessing
 from cganseg.options import SegTrainConfig
 from cganseg.runtime.atomic import write_text
+from cganseg.training.settings import resolve
 from cganseg.training.tuning import tune_thresholds
 
 VALIDATIONS = 10
@@ -88,7 +89,7 @@ def our_config(name: str, args, data: Path, set_name: str, fold_dir: Path, fold:
         "seed": args.seed + fold,
         "device": "cpu",
     }
-    return SegTrainConfig.from_dict({**options, **(_TINY if args.quick else {}), **fixed})
+    return resolve(SegTrainConfig, {**options, **(_TINY if args.quick else {}), **fixed})
 
 
 # ------------------------------------------------------------------ Cellpose 3

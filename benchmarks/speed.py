@@ -44,7 +44,7 @@ import torch
 
 from cganseg.demo import demo_data_dir
 from cganseg.models.registry import SEGMENTERS
-from cganseg.options import PRESETS, CGanTrainConfig, SegTrainConfig
+from cganseg.options import PRESET_NAMES, CGanTrainConfig, SegTrainConfig, preset_sizes
 from cganseg.runtime.atomic import write_text
 
 KINDS = ("train", "train-seg", "segment")
@@ -93,7 +93,7 @@ def _configs(
     preset: str, backbone: str, variant: str, device: str, tmp: str, quick: bool
 ) -> dict[str, Any]:
     options = {
-        **PRESETS[preset],
+        **preset_sizes(preset),
         **VARIANTS[variant],
         "data": str(demo_data_dir()),
         "out": tmp,
@@ -199,7 +199,7 @@ def _row(r: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["cpu"])
+    parser.add_argument("--presets", nargs="+", choices=sorted(PRESET_NAMES[1:]), default=["cpu"])
     parser.add_argument("--backbones", nargs="+", choices=SEGMENTERS, default=list(SEGMENTERS))
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default"])

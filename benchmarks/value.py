@@ -75,11 +75,12 @@ from cganseg.errors import InputError
 from cganseg.evaluation.fid import fid_kid, image_features
 from cganseg.inference.generate import load_generator
 from cganseg.models.fid_inception import load_fid_features
-from cganseg.options import RECIPES, CGanTrainConfig, SegTrainConfig
+from cganseg.options import CGanTrainConfig, SegTrainConfig, preset_recipe
 from cganseg.runtime.atomic import write_text
 from cganseg.runtime.device import resolve_device
 from cganseg.training.cgan_trainer import CGanTrainer, train_cgan
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
+from cganseg.training.settings import resolve
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 N_TRAIN = 200
@@ -111,7 +112,7 @@ _SEGMENTER = {"model": "unet", "width": 16, "n_classes": 3, "instances": "waters
 _TINY = {"width": 4, "crop": [32, 32], "batch_size": 2, "num_workers": 0, "tile_size": 64}
 # the paper's recipe under the CPU sizes, whatever `train`'s preset default (issue 17) is: each
 # lever is a recipe of its own here
-_CGAN = {"preset": "cpu", **RECIPES["paper"], **_SEGMENTER, "perceptual": "hed-vgg16",
+_CGAN = {"preset": "cpu", **preset_recipe("paper"), **_SEGMENTER, "perceptual": "hed-vgg16",
          "sample_every": 0}  # fmt: skip
 _CGAN_TINY = {**_TINY, "gen_width": 4, "style_dim": 8, "n_mapping": 2, "disc_width": 4,
               "disc_layers": 2, "perceptual": "none"}  # fmt: skip
@@ -253,7 +254,7 @@ def run_config(name: str, args: argparse.Namespace, data: Path, set_dir: Path, f
         **({"init_seg": str(init_seg)} if init_seg else {}),
     }
     quick = recipe.quick if args.quick else {}
-    return recipe.config.from_dict({**recipe.options, **quick, **fixed})
+    return resolve(recipe.config, {**recipe.options, **quick, **fixed})
 
 
 def recipe_steps(name: str, budget: float, speed: dict[str, float]) -> dict[str, int]:

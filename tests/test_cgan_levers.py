@@ -15,8 +15,10 @@ from cganseg.cli import main
 from cganseg.errors import InputError
 from cganseg.losses.cgan_objective import LossWeights
 from cganseg.options import SEG_PRETRAIN_DIR, CGanTrainConfig, SegTrainConfig
+from cganseg.runtime.distributed import mean_terms
 from cganseg.training.cgan_trainer import CGanTrainer, train_cgan
 from cganseg.training.pretrain import resumable
+from cganseg.training.run_state import payload
 from cganseg.training.schedule import cycle_factor
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
 
@@ -98,7 +100,7 @@ def test_moving_average_of_the_segmenter_with_warm_up(tmp_path):
         else:
             torch.testing.assert_close(avg[key], d * first[key] + (1 - d) * now[key], msg=key)
     assert "seg_ema_state" in trainer.state_objects()
-    best = trainer._payload(full=False)  # what best.pt holds: the average
+    best = payload(trainer, full=False)  # what best.pt holds: the average
     _assert_same(best["model_state"], {k: v.cpu() for k, v in avg.items()})
 
 
@@ -149,10 +151,8 @@ def test_init_seg_on_the_command_line_is_recorded_as_an_absolute_path(tmp_path, 
     assert "seg_ema: 0.9" in config and "betas_seg:\n- 0.9\n- 0.99" in config
 
 
-def test_mean_terms_divide_by_the_steps_that_computed_each_term(tmp_path):
-    trainer = _trainer(tmp_path)
-    means = trainer._mean_terms({"a": torch.tensor(6.0), "b": torch.tensor(2.0)},
-                                {"a": 3, "b": 1})  # fmt: skip
+def test_mean_terms_divide_by_the_steps_that_computed_each_term():
+    means = mean_terms({"a": torch.tensor(6.0), "b": torch.tensor(2.0)}, {"a": 3, "b": 1})
     assert means == {"a": 2.0, "b": 2.0}
 
 

@@ -46,7 +46,7 @@ def test_every_writing_command_takes_its_output_as_out(command, inputs, capsys):
     with pytest.raises(SystemExit):
         parse([command, *inputs])
     assert "--out" in capsys.readouterr().err
-    assert str(parse(["fid", "real", "fake", "--out", "fid.json"]).json) == "fid.json"
+    assert str(parse(["fid", "real", "fake", "--json", "fid.json"]).out) == "fid.json"
 
 
 def test_every_command_has_a_description_and_every_option_a_help_with_its_default():

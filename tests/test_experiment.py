@@ -77,7 +77,7 @@ def test_bad_run_options_fail_before_anything_is_written(tmp_path):
     }
     folds, jobs = plan(ExperimentConfig.from_dict({**options, "seg": {}}))
     assert len(folds) == 2 and [j.scenario for j in jobs[:3]] == ["B", "C", "A"]
-    with pytest.raises(InputError, match="seg: option lr must be > 0"):
+    with pytest.raises(InputError, match="seg: option lr must be a number > 0"):
         ExperimentConfig.from_dict(options)
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(options))

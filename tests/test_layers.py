@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cganseg"
 LAYERS: list[tuple[str, ...]] = [
     ("__init__", "errors"),
     ("checks",),  # one rule per user-facing value (issue 27)
+    ("optionspec",),  # options declared once, as dataclass fields with a Spec (issue 28)
     ("runtime",),
     ("data",),
     ("models",),
@@ -29,12 +30,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("export",),  # trained models for other tools (bioimage.io)
     ("training",),
     ("experiment",),
-    ("demo", "api"),  # api: the notebook entry point (cganseg.segment)
+    ("demo", "api", "verbs"),  # api: the notebook entry point; verbs: each command's options
     ("cli", "napari_plugin"),  # the two user interfaces
     ("__main__",),
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
-#: where a module may import inside a function: the CLI keeps `cganseg --help` from loading torch
+#: where a module may import inside a function: the CLI loads only what a command runs
 LOCAL_IMPORTS_ALLOWED = {"cli"}
 #: the one import that goes up: the package root hands out ``cganseg.segment``/``load`` from
 #: ``api`` on first use (PEP 562 ``__getattr__``), so ``import cganseg`` stays light

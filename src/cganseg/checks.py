@@ -45,20 +45,23 @@ class ValueProblem(ValueError):
 
 @dataclass(frozen=True)
 class Number:
-    """A finite number in ``[low, high]`` (``above``: strictly above ``low``), an integer when
-    ``integer``; ``None`` allowed when ``optional``. Booleans and text are not numbers."""
+    """A finite number in ``[low, high]`` (``above``: strictly above ``low``; ``below``: strictly
+    below ``high``), an integer when ``integer``; ``None`` allowed when ``optional``. Booleans
+    and text are not numbers."""
 
     low: float | None = None
     high: float | None = None
     integer: bool = False
     above: bool = False
     optional: bool = False
+    below: bool = False
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
         low, high = (None if v is None else _shown(v) for v in (self.low, self.high))
         if low is not None and high is not None:
-            return f"{kind} in {'(' if self.above else '['}{low}, {high}]"
+            opening, closing = "(" if self.above else "[", ")" if self.below else "]"
+            return f"{kind} in {opening}{low}, {high}{closing}"
         if low is not None:
             return f"{kind} {'>' if self.above else '>='} {low}"
         return f"a finite {'integer' if self.integer else 'number'}"
@@ -76,7 +79,8 @@ class Number:
         if self.integer and value != int(value):
             raise ValueProblem(f"{name} must be {self.describe()}, got {value}")
         low_ok = self.low is None or (value > self.low if self.above else value >= self.low)
-        if not low_ok or (self.high is not None and value > self.high):
+        high_ok = self.high is None or (value < self.high if self.below else value <= self.high)
+        if not low_ok or not high_ok:
             raise ValueProblem(f"{name} must be {self.describe()}, got {value:g}")
         return int(value) if self.integer else float(value)
 

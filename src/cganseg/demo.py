@@ -39,6 +39,7 @@ from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
 from cganseg.training.cgan_trainer import train_cgan
 from cganseg.training.pretrain import resumable
 from cganseg.training.seg_trainer import train_segmenter
+from cganseg.training.settings import resolve
 
 SEG_ITERATIONS = 600
 CGAN_ITERATIONS = 300
@@ -108,7 +109,8 @@ def demo_cgan_config(
     """cGAN-Seg: ``cganseg train``'s default recipe (``--preset cpu``, issue 17) with the same
     segmenter and crops, small generator and discriminators, batch 4, started from the
     conventional run (``--init-seg``; it stands for the recipe's own pre-training)."""
-    return CGanTrainConfig.from_dict(
+    return resolve(
+        CGanTrainConfig,
         {
             "preset": "cpu",
             "out": str(out / "train_cgan"),
@@ -121,7 +123,7 @@ def demo_cgan_config(
             "disc_width": 16,
             "perceptual": "hed-vgg16",
             **_common(out, device, instances),
-        }
+        },
     )
 
 

@@ -1,15 +1,16 @@
-"""Options of a conventional training run (``cganseg train-seg``), saved as ``config.yaml``.
+"""Options of a training run (``cganseg train-seg`` and ``cganseg train``), saved as
+``config.yaml``.
 
 Every option is recorded with the run, so a run folder says how it was made and ``--resume`` can
-continue it with the same settings.
+continue it with the same settings. Each option is declared once, as a field with its
+:class:`~cganseg.optionspec.Spec` (help, flag, group, choices, rule, path, resumable, preset
+values): the command line, config files, presets and resume read them from there.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -17,128 +18,68 @@ import yaml
 
 from cganseg import checks
 from cganseg import instances as modes
+from cganseg.checks import Number
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
 from cganseg.errors import InputError
 from cganseg.instances.postprocessing import PostProcessing
 from cganseg.losses.cgan_objective import LossWeights
 from cganseg.models.base import SegmenterBase
 from cganseg.models.registry import SEGMENTERS
+from cganseg.optionspec import check_fields, float_fields, option, preset_values, specs
 from cganseg.runtime.atomic import write_text
 from cganseg.runtime.device import resolve_device
 
-#: Python types accepted for each annotation used below
-_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "None": (type(None),),
-    "list[int]": (list, tuple),
-    "list[float]": (list, tuple),
-    "list[str]": (list, tuple),
-    "dict[str, Any]": (dict,),
-}
-#: the type of each item of a list option
-_ITEM_TYPES: dict[str, tuple[type, ...]] = {
-    "list[int]": (int,),
-    "list[float]": (int, float),
-    "list[str]": (str,),
-}
-#: options that name files or folders: made absolute when a run starts (config.yaml then works
-#: from anywhere)
-PATH_OPTIONS = ("data", "out", "split_file", "extra", "init_seg")
 #: where ``cganseg train --seg-pretrain N`` keeps the conventional run that starts its segmenter
 SEG_PRETRAIN_DIR = "seg_pretrain"
-#: allowed range (low, high; None: open) of numeric options, for every config class
-_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "iterations": (1, None),
-    "batch_size": (1, None),
-    "val_every": (1, None),
-    "log_every": (1, None),
-    "patience": (0, None),
-    "num_workers": (0, None),
-    "n_train": (1, None),
-    "width": (1, None),
-    "gen_width": (1, None),
-    "disc_width": (1, None),
-    "disc_layers": (1, None),
-    "style_dim": (1, None),
-    "n_mapping": (1, None),
-    "sample_every": (0, None),
-    "max_rollbacks": (0, None),
-    "weight_decay": (0, None),
-    "p_vanilla": (0, 1),
-    "extra_fraction": (0, 1),
-    "p_diff": (0, 1),
-    "mix_prob": (0, 1),
-    "pool_size": (0, None),
-    "w_adv_g": (0, None),
-    "w_adv_s": (0, None),
-    "w_rec_g": (0, None),
-    "w_rec_s": (0, None),
-    "w_id_g": (0, None),
-    "w_id_s": (0, None),
-    "w_disc": (0, None),
-    "warmup_gen": (0, None),
-    "ramp_steps": (0, None),
-    "seg_extra_updates": (0, None),
-    "seg_pretrain": (0, None),
-    "seg_ema": (0, 0.99999),
-    "perceptual_depth": (1, 5),
-    "perceptual_scale": (0.125, 1),
-}
+#: ``--preset``: CPU-sized networks and the recipe measured best at CPU budgets, or the paper's
+#: full-size networks and recipe for GPUs; ``auto`` picks by the device (:func:`resolve_preset`)
+PRESET_NAMES = ("auto", "cpu", "paper")
 
-#: options that must be strictly positive
-_POSITIVE = ("lr", "lr_gen", "lr_disc", "max_loss")
-#: options that ``segment``, the notebook API and checkpoints also take: one rule each
-#: (:mod:`cganseg.checks`), the same words at every door
-_RULES = {
-    "seed": checks.SEED,
-    "min_size": checks.MIN_SIZE,
-    "tile_size": checks.TILE_SIZE,
-    "cellprob_threshold": checks.CELLPROB_THRESHOLD,
-    "flow_threshold": checks.FLOW_THRESHOLD,
-    "cell_diameter": checks.CELL_DIAMETER,
-}
-#: how Seg's output reaches D2 and Gen (see CGanTrainConfig)
-SEG_TO_GEN = ("soft", "straight-through", "argmax")
-#: options with a fixed set of values (None is allowed where the option's type allows it)
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "model": SEGMENTERS,
-    "n_classes": (2, 3),
-    "instances": modes.MODES.keys(),  # a live view: a mode registered later is a choice
-    "layout": ("auto", "folders", "cellpose"),
-    "schedule": ("cosine", "constant"),
-    "on_divergence": ("stop", "rollback"),
-    "amp_dtype": ("fp16", "bf16"),
-    "perceptual": ("vgg19", "hed-vgg16", "none"),
-    "seg_to_gen": SEG_TO_GEN,
-    "preset": ("auto", "cpu", "paper"),
-}
+# the --help groups
+_RUN, _SEG, _TRAIN, _DATA = None, "segmenter", "training", "data"
+_SPEED = "speed (results change by float rounding at most)"
+_CGAN, _RECIPE = "cGAN-Seg", "cGAN-Seg recipe"
+#: rules shared by many options
+_COUNT = Number(1, integer=True)  # at least one
+_STEPS = Number(0, integer=True)  # none or more
+_SHARE = Number(0, 1)
+_FRACTION = Number(0, 1, below=True)
+_RATE = Number(0, above=True)
+_WEIGHT = Number(0)
 
 
-def float_options(cls: type) -> list[str]:
-    """The options of config class ``cls`` whose type is a float (read from the dataclass, so
-    that no list of them can drift: YAML reads ``1e-3`` without a dot as a string)."""
-    return [f.name for f in dataclasses.fields(cls)
-            if "float" in (part.strip() for part in str(f.type).split("|"))]  # fmt: skip
+@dataclass(frozen=True)
+class StepShare:
+    """A preset value that is a share of the run's ``iterations``, turned into steps when the
+    config is made (so ``--iterations`` scales it; config.yaml records the steps)."""
+
+    share: float
+
+    def steps(self, iterations: int) -> int:
+        return int(self.share * iterations)
+
+    def __str__(self) -> str:
+        return f"{self.share:g} x iterations"
 
 
-def check_type(name: str, annotation: str, value: Any, bad) -> None:
-    """Refuse ``value`` (``bad(message)`` makes the error) unless it has the annotated type;
-    numbers must be finite, list items of the item type (YAML ``crop: [true, 64]`` is no size)."""
-    allowed = tuple(t for part in annotation.split("|") for t in _TYPES[part.strip()])
-    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-        raise bad(f"{name} must be {annotation}, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise bad(f"{name} must be a finite number, got {value}")
-    if isinstance(value, list | tuple):
-        item = next(t for part, t in _ITEM_TYPES.items() if part in annotation)
-        for v in value:
-            if isinstance(v, bool) or not isinstance(v, item):
-                raise bad(f"{name} must be {annotation}, got {value!r}")
-            if isinstance(v, float) and not math.isfinite(v):
-                raise bad(f"{name} must hold finite numbers, got {value!r}")
+def _parse_crop(text: str) -> dict[str, Any]:
+    return {"crop": parse_size(text)}
+
+
+def _parse_extra(text: str) -> dict[str, Any]:
+    folder, fraction = split_extra(text)
+    return {"extra": folder} if fraction is None else {"extra": folder, "extra_fraction": fraction}
+
+
+def _betas_parser(name: str):
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            return {name: [float(b) for b in text.split(",")]}
+        except ValueError:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must look like 0.5,0.999, got {text!r}") from None
+
+    return parse
 
 
 @dataclass
@@ -148,64 +89,124 @@ class SegTrainConfig:
     #: options of the dataclass that the command line does not offer (config files only)
     cli_exclude: ClassVar[tuple[str, ...]] = ()
 
-    data: str
-    out: str
-    # network sizes for the hardware: cpu, paper (GPU), auto (by the device; what a config file
-    # or the command line gets when it names none), None: the fields as they are
-    preset: str | None = None
-    layout: str = "auto"
-    mask_suffix: str = "_masks"
-    image_suffix: str = ""
-    channels: str | None = None  # None: all; "gray"; or "0,1,2"
-    model: str = "unet"
-    width: int | None = None  # None: the backbone's default
-    n_classes: int = 3  # 2: background/cell (the paper); 3: + boundary, separates touching cells
-    # how cells come out: watershed (3 classes), components (2: the paper), flows (Cellpose's
-    # flows, n_classes unused); None: by n_classes, resolved when the config is made
-    instances: str | None = None
-    cellprob_threshold: float = CELLPROB_THRESHOLD  # flows: cell-probability logit threshold
-    flow_threshold: float = FLOW_THRESHOLD  # flows: largest flow error of a kept cell
-    # flows: choose both thresholds on the validation images at the end (training/tuning.py)
-    tune_thresholds: bool = True
-    # rescale images so cells are this many pixels across (data/rescale.py); None: as they are
-    cell_diameter: float | None = None
-    crop: list[int] = field(default_factory=lambda: [256, 256])
-    batch_size: int = 8
-    iterations: int = 2000
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.05
-    schedule: str = "cosine"  # or "constant"
-    val_every: int = 100
-    patience: int = 10  # validations without improvement before stopping; 0 = never stop early
-    log_every: int = 10
-    n_train: int | None = None
-    val_fraction: float = 0.1
-    test_fraction: float = 0.0
-    split_file: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # mixed precision, used on CUDA only
-    amp_dtype: str = "fp16"  # or "bf16" (Ampere and newer; float32's range, no loss scaling)
+    data: str = option(help="data-set folder (DIR/images + DIR/masks, or Cellpose-style)",
+                       path=True)  # fmt: skip
+    out: str = option(help="run folder to create (or to continue with --resume)", path=True)
+    preset: str | None = option(
+        None,
+        choices=PRESET_NAMES,
+        default_text="auto",
+        help="network and crop sizes for the hardware: cpu (128x128 crops, width 16, batch 4), "
+        "paper (512x512 crops, the backbone's width, batch 4: for GPUs), auto (paper on a CUDA "
+        "GPU, else cpu; the run records which); None in a config file: the fields as they are",
+    )
+    layout: str = option("auto", group=_DATA, choices=("auto", "folders", "cellpose"),
+                         help="data-set layout")  # fmt: skip
+    mask_suffix: str = option("_masks", group=_DATA, help="Cellpose layout: mask file suffix")
+    image_suffix: str = option("", group=_DATA, help="Cellpose layout: image file suffix")
+    channels: str | None = option(None, group=_DATA, default_text="all",
+                                  help="'gray' or channel indices like 0,1,2")  # fmt: skip
+    model: str = option("unet", group=_SEG, choices=SEGMENTERS, help="segmentation backbone")
+    width: int | None = option(None, group=_SEG, rule=_COUNT, presets={"cpu": 16, "paper": None},
+                               default_text="the backbone's own", help="base channels")  # fmt: skip
+    n_classes: int = option(3, group=_SEG, flag="--classes", choices=(2, 3),
+                            help="2: background/cell (paper); 3: +boundary, separates touching "
+                            "cells")  # fmt: skip
+    instances: str | None = option(
+        None,
+        group=_SEG,
+        choices=modes.MODES.keys(),  # a live view: a mode registered later is a choice
+        default_text="flows with 3 classes, components with 2 (train and train-seg alike)",
+        help="how cells are separated: watershed (3 classes), components (connected "
+        "components, the paper with --classes 2), flows (Cellpose's flows; cganseg.instances)",
+    )
+    cellprob_threshold: float = option(
+        CELLPROB_THRESHOLD, group=_SEG, rule=checks.CELLPROB_THRESHOLD,
+        help="flows: cell-probability logit above which a pixel is in a cell",
+    )
+    flow_threshold: float = option(FLOW_THRESHOLD, group=_SEG, rule=checks.FLOW_THRESHOLD,
+                                   help="flows: largest flow error of a kept cell (0: keep "
+                                   "all)")  # fmt: skip
+    tune_thresholds: bool = option(
+        True, group=_SEG, flag="--no-tune-thresholds",
+        help="flows: keep the two thresholds as given instead of choosing them on the "
+        "validation images after training (training/tuning.py)",
+    )
+    cell_diameter: float | None = option(
+        None, group=_SEG, rule=checks.CELL_DIAMETER, metavar="PX", default_text="no rescaling",
+        help="rescale every image so its cells are this many pixels across (Cellpose: 30 for "
+        "cells, 17 for nuclei); the training cells' own diameter is measured and kept for "
+        "segment",
+    )
+    crop: list[int] = option(default_factory=lambda: [256, 256], group=_TRAIN, parse=_parse_crop,
+                             presets={"cpu": [128, 128], "paper": [512, 512]},
+                             help="training crop, e.g. 256 or 256x320")  # fmt: skip
+    batch_size: int = option(8, group=_TRAIN, rule=_COUNT, presets={"cpu": 4, "paper": 4},
+                             help="crops per step (the global batch under torchrun)")  # fmt: skip
+    iterations: int = option(2000, group=_TRAIN, rule=_COUNT, resumable=True,
+                             help="training steps")  # fmt: skip
+    lr: float = option(1e-3, group=_TRAIN, rule=_RATE, help="learning rate (of the segmenter)")
+    weight_decay: float = option(0.0, cli=False, rule=_WEIGHT)
+    warmup_fraction: float = option(0.05, cli=False, rule=_FRACTION)
+    schedule: str = option("cosine", group=_TRAIN, choices=("cosine", "constant"),
+                           help="learning-rate schedule after the warm-up")  # fmt: skip
+    val_every: int = option(100, group=_TRAIN, rule=_COUNT, resumable=True,
+                            help="validate and checkpoint every N steps")  # fmt: skip
+    patience: int = option(10, group=_TRAIN, rule=_STEPS, resumable=True,
+                           help="early stopping after N validations without improvement "
+                           "(0: off)")  # fmt: skip
+    log_every: int = option(10, cli=False, rule=_COUNT, resumable=True)
+    n_train: int | None = option(None, group=_DATA, rule=_COUNT, default_text="all",
+                                 help="use only N training pairs (e.g. the paper's 200)")
+    val_fraction: float = option(0.1, group=_DATA, rule=_FRACTION,
+                                 help="share of the pairs held out for validation")
+    test_fraction: float = option(0.0, group=_DATA, rule=_FRACTION,
+                                  help="share of the pairs held out for testing")
+    split_file: str | None = option(None, group=_DATA, flag="--split", path=True,
+                                    help="JSON split file (train/val/test names)")
+    seed: int = option(0, group=_TRAIN, rule=checks.SEED,
+                       help="seed of the split, the weights and the data stream")
+    device: str = option("auto", group=_TRAIN, resumable=True,
+                         help="auto (CUDA, else Apple's MPS, else CPU), cpu, cuda, cuda:N or mps")
+    amp: bool = option(True, group=_TRAIN, flag="--no-amp",
+                       help="disable mixed precision (used on CUDA only)")
+    amp_dtype: str = option("fp16", group=_TRAIN, choices=("fp16", "bf16"),
+                            help="mixed-precision type on CUDA (bf16: Ampere and newer; "
+                            "float32's range, no loss scaling)")  # fmt: skip
     # NaN/inf in losses or weights: "stop", or "rollback" to last.pt with the learning rates
     # times rollback_lr_factor (compounding), at most max_rollbacks times
-    on_divergence: str = "stop"
-    rollback_lr_factor: float = 0.5
-    max_rollbacks: int = 3
-    # a loss above this also counts as divergence; None: MAX_LOSS_FACTOR (1e4) times the first
-    # step's loss (training/loop.py)
-    max_loss: float | None = None
-    # speed only: results change by float rounding at most (see the README's Speed section)
-    fused_adam: bool = True  # Adam's fused kernels (CPU and CUDA)
-    channels_last: bool = False  # NHWC memory layout of networks and batches
-    compile: bool = False  # torch.compile the training passes (the first steps compile)
-    num_workers: int = 2
-    p_vanilla: float = 0.5
-    min_size: int = 15
-    tile_size: int = 512
-    # extra (e.g. synthetic) pairs mixed into every training batch, never validated or tested on
-    extra: str | None = None
-    extra_fraction: float | None = None  # share of each batch; None: their share of all pairs
+    on_divergence: str = option(
+        "stop", group=_TRAIN, choices=("stop", "rollback"), resumable=True,
+        help="NaN/inf or an exploding loss: stop, or go back to last.pt with the learning "
+        "rates halved (at most --max-rollbacks times)",
+    )
+    rollback_lr_factor: float = option(0.5, cli=False, rule=Number(0, 1, above=True, below=True))
+    max_rollbacks: int = option(3, group=_TRAIN, rule=_STEPS, resumable=True,
+                                help="rollbacks allowed")  # fmt: skip
+    max_loss: float | None = option(None, group=_TRAIN, rule=_RATE, resumable=True,
+                                    default_text="10^4 times the first step's loss",
+                                    help="a loss above this also counts as divergence")
+    fused_adam: bool = option(True, group=_SPEED, flag="--no-fused-adam", resumable=True,
+                              help="Adam without its fused kernels")  # fmt: skip
+    channels_last: bool = option(False, group=_SPEED, resumable=True,
+                                 help="NHWC memory layout (can help CUDA convolutions with AMP)")
+    compile: bool = option(False, group=_SPEED, resumable=True,
+                           help="torch.compile the training passes (the first steps compile; "
+                           "needs a C++ compiler on CPU)")  # fmt: skip
+    num_workers: int = option(2, group=_TRAIN, flag="--workers", rule=_STEPS, resumable=True,
+                              help="data-loading processes")  # fmt: skip
+    p_vanilla: float = option(0.5, group=_TRAIN, rule=_SHARE,
+                              help="probability of conventional augmentation")
+    min_size: int = option(15, group=_DATA, rule=checks.MIN_SIZE,
+                           help="smallest object kept, in pixels")
+    tile_size: int = option(512, cli=False, rule=checks.TILE_SIZE)
+    extra: str | None = option(
+        None, group=_DATA, parse=_parse_extra, metavar="DIR[:FRACTION]", path=True,
+        default_text="none; FRACTION: their share of all pairs",
+        help="extra (e.g. synthetic) pairs mixed into every batch, never validated or tested "
+        "on; FRACTION is their share of each batch",
+    )
+    extra_fraction: float | None = option(None, cli=False, rule=_SHARE)
 
     def __post_init__(self) -> None:
         """An instance mode named by none is the default of every trainer (with 3 classes
@@ -226,11 +227,11 @@ class SegTrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> SegTrainConfig:
         refuse_unknown(cls, data, source)
-        data = apply_preset({"preset": "auto", **data}, source, cls.__dataclass_fields__)
+        data = apply_preset({"preset": "auto", **data}, source, cls)
         crop = data.get("crop")
         if isinstance(crop, int | str) and not isinstance(crop, bool):
             data["crop"] = parse_size(str(crop))  # "crop: 256" in YAML means 256x256
-        for key in float_options(cls):
+        for key in float_fields(cls):
             if isinstance(data.get(key), str):  # YAML reads 1e-3 (no dot) as a string
                 try:
                     data[key] = float(data[key])
@@ -246,46 +247,23 @@ class SegTrainConfig:
         return cfg
 
     def check(self, source: str | Path | None = None) -> None:
-        """Refuse wrong types and out-of-range values now, before a run folder is written."""
+        """Refuse wrong types, values outside their rules or choices, and options that do not
+        go together, now, before a run folder is written."""
 
         def bad(message: str) -> InputError:
             return InputError(f"option {message}", source)
 
-        for f in dataclasses.fields(self):
-            check_type(f.name, str(f.type), getattr(self, f.name), bad)
+        check_fields(self, source)
         crop = self.crop
         step = SegmenterBase.size_multiple  # the backbones' own rule, not a copy of it
         if len(crop) != 2 or not all(c >= step and c % step == 0 for c in crop):
             raise bad(f"crop must be two sizes divisible by {step} (the networks halve it "
                       f"{step.bit_length() - 1} times), got {crop}")  # fmt: skip
-        for name, (low, high) in _RANGES.items():
-            value = getattr(self, name, None)
-            if value is None:
-                continue
-            if not (low is None or value >= low) or not (high is None or value <= high):
-                span = f"at least {low}" if high is None else f"in [{low}, {high}]"
-                raise bad(f"{name} must be {span}, got {value}")
-        for name, rule in _RULES.items():
-            checks.checked(rule, name, getattr(self, name), source, "option ")
-        for name in _POSITIVE:
-            value = getattr(self, name, None)
-            if value is not None and not value > 0:
-                raise bad(f"{name} must be > 0, got {value}")
-        for name, choices in CHOICES.items():
-            value = getattr(self, name, None)
-            if value is not None and value not in choices:
-                raise bad(f"{name} must be one of {', '.join(map(str, choices))}, got "
-                          f"{value!r}")  # fmt: skip
-        for name in ("val_fraction", "test_fraction", "warmup_fraction"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise bad(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.extra_fraction is not None and self.extra is None:
             raise bad("extra_fraction needs extra")
         why = self.instances and modes.mode(self.instances).check_classes(self.n_classes)
         if why is not None:
             raise bad(why)
-        if not 0.0 < self.rollback_lr_factor < 1.0:
-            raise bad(f"rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor}")
         if self.channels is not None:
             try:
                 parse_channels(self.channels)
@@ -389,72 +367,6 @@ def parse_channels(text: str | None):
         raise InputError(f"--channels must be 'gray' or indices like 0,1,2, got {text!r}") from None
 
 
-#: ``--preset``: CPU-sized networks, or the paper's full-size networks for GPUs
-PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {
-        "crop": [128, 128],
-        "width": 16,
-        "gen_width": 16,
-        "disc_width": 32,
-        "style_dim": 128,
-        "n_mapping": 4,
-        "batch_size": 4,
-    },
-    "paper": {
-        "crop": [512, 512],
-        "width": None,
-        "gen_width": 64,
-        "disc_width": 64,
-        "style_dim": 256,
-        "n_mapping": 8,
-        "batch_size": 4,
-    },
-}
-
-
-@dataclass(frozen=True)
-class StepShare:
-    """A preset value that is a share of the run's ``iterations``, turned into steps when the
-    config is made (so ``--iterations`` scales it; config.yaml records the steps)."""
-
-    share: float
-
-    def steps(self, iterations: int) -> int:
-        return int(self.share * iterations)
-
-    def __str__(self) -> str:
-        return f"{self.share:g} x iterations"
-
-
-#: ``cganseg train``'s recipe per preset (issue 17). ``paper``: the paper's (every lever off).
-#: ``cpu``: the best recipe measured at CPU budgets (benchmarks/value.py, recipe ``cgan-all``;
-#: README "Measured results"): the segmenter first trains conventionally for about the CPU time
-#: of the joint game (a conventional step costs ~1/9 of a joint step with these levers), the
-#: cycle and adversarial weights wait 20% of the steps and ramp up over 30%, 3 extra Id_S
-#: updates per step, validation on Seg's moving average, Seg's Adam betas 0.9/0.999, and the
-#: perceptual loss on 3 VGG blocks at half resolution.
-RECIPES: dict[str, dict[str, Any]] = {
-    "cpu": {
-        "seg_pretrain": StepShare(9.0),
-        "warmup_gen": StepShare(0.2),
-        "ramp_steps": StepShare(0.3),
-        "seg_extra_updates": 3,
-        "seg_ema": 0.99,
-        "betas_seg": [0.9, 0.999],
-        "perceptual_depth": 3,
-        "perceptual_scale": 0.5,
-    },
-    "paper": {
-        "seg_pretrain": 0,
-        "warmup_gen": 0,
-        "ramp_steps": 0,
-        "seg_extra_updates": 0,
-        "seg_ema": 0.0,
-        "betas_seg": None,
-        "perceptual_depth": 5,
-        "perceptual_scale": 1.0,
-    },
-}
 
 
 def resolve_preset(preset: str, device: str) -> str:
@@ -465,34 +377,59 @@ def resolve_preset(preset: str, device: str) -> str:
     return "paper" if resolve_device(device).type == "cuda" else "cpu"
 
 
-def apply_preset(
-    options: dict[str, Any],
-    source: str | Path | None = None,
-    fields: Collection[str] | None = None,
-) -> dict[str, Any]:
-    """``options`` over the values of its ``preset`` (if it names one): the one place presets
-    are applied, so the CLI, the Python API, the experiment and config.yaml agree
-    (precedence: defaults < preset < config file < command line). ``auto`` is resolved by the
-    device (:func:`resolve_preset`) and recorded as resolved; ``fields``: the config's fields
-    (``train-seg`` takes a preset's segmenter values only)."""
+def apply_preset(options: dict[str, Any], source: str | Path | None = None,
+                 cls: type | None = None) -> dict[str, Any]:  # fmt: skip
+    """``options`` over the values its ``preset`` (if it names one) gives the fields of ``cls``
+    (default :class:`CGanTrainConfig`, every field a preset sets): the one place presets are
+    applied, so the CLI, the Python API, the experiment and config.yaml agree (precedence:
+    defaults < preset < config file < command line). ``auto`` is resolved by the device
+    (:func:`resolve_preset`) and recorded as resolved; shares of the steps become steps."""
     preset = options.get("preset")
     if preset is None:
         return dict(options)
-    if not isinstance(preset, str) or preset not in CHOICES["preset"]:
-        raise InputError(f"unknown preset {preset!r} (use {', '.join(CHOICES['preset'])})",
-                         source)  # fmt: skip
+    if not isinstance(preset, str) or preset not in PRESET_NAMES:
+        raise InputError(f"unknown preset {preset!r} (use {', '.join(PRESET_NAMES)})", source)
+    cls = CGanTrainConfig if cls is None else cls
     preset = resolve_preset(preset, str(options.get("device", "auto")))
-    values = {**PRESETS[preset], **RECIPES[preset]}
-    values = {k: v for k, v in values.items() if fields is None or k in fields}
-    merged = {**values, **options, "preset": preset}
-    if fields is not None:  # a config is being made: shares of the steps become steps
-        iterations = merged.get("iterations", fields["iterations"].default)
-        merged = {k: v.steps(int(iterations)) if isinstance(v, StepShare) else v
-                  for k, v in merged.items()}  # fmt: skip
-    return merged
+    merged = {**preset_values(cls, preset), **options, "preset": preset}
+    iterations = int(merged.get("iterations", specs(cls)["iterations"][0].default))
+    return {k: v.steps(iterations) if isinstance(v, StepShare) else v for k, v in merged.items()}
+
+
+def preset_recipe(preset: str) -> dict[str, Any]:
+    """The ``cGAN-Seg recipe`` levers ``--preset preset`` sets (shares of the steps as
+    :class:`StepShare`)."""
+    return preset_values(CGanTrainConfig, preset, group=_RECIPE)
+
+
+def preset_sizes(preset: str) -> dict[str, Any]:
+    """The network, crop and batch sizes ``--preset preset`` sets (every preset value but the
+    recipe's)."""
+    recipe = preset_recipe(preset)
+    return {k: v for k, v in preset_values(CGanTrainConfig, preset).items() if k not in recipe}
+
+
+def _with_loss_weights(cls: type) -> type:
+    """Give config class ``cls`` one option ``w_NAME`` per field of
+    :class:`~cganseg.losses.cgan_objective.LossWeights` (Eq. 16-17), with its default: a
+    weight is declared once, there (config files only; they are recorded in config.yaml)."""
+    for f in dataclasses.fields(LossWeights):
+        cls.__annotations__["w_" + f.name] = "float"
+        setattr(cls, "w_" + f.name, option(f.default, cli=False, rule=_WEIGHT,
+                                           help=f"weight of {f.metadata['term']}"))  # fmt: skip
+    return cls
+
+
+def redefault(cls: type, name: str, default: Any) -> Any:
+    """Field ``name`` of config ``cls`` with another default (a subclass's), its spec kept."""
+    parent = cls.__dataclass_fields__[name]
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=parent.metadata)
+    return dataclasses.field(default=default, metadata=parent.metadata)
 
 
 @dataclass
+@_with_loss_weights  # w_adv_g .. w_disc: Eq. 16-17's weights, declared in LossWeights
 class CGanTrainConfig(SegTrainConfig):
     """cGAN-Seg training (``cganseg train``): the segmenter's options plus Gen, D1, D2 and losses.
 
@@ -501,64 +438,101 @@ class CGanTrainConfig(SegTrainConfig):
     probabilities, differentiable) or ``straight-through`` (hard one-hot forward, softmax
     gradient). In our one measurement (DSB2018, 300 CPU steps) argmax gave validation F1@0.5
     0.638 and soft 0.583; see the README.
+
+    The ``cGAN-Seg recipe`` options (issue 17) default to the paper's recipe (every lever off);
+    ``--preset cpu`` sets the best recipe measured at CPU budgets (benchmarks/value.py, recipe
+    ``cgan-all``; README "Measured results"): the segmenter first trains conventionally for about
+    the CPU time of the joint game (a conventional step costs ~1/9 of a joint step with these
+    levers), the cycle and adversarial weights wait 20% of the steps and ramp up over 30%, 3 extra
+    Id_S updates per step, validation on Seg's moving average, Seg's Adam betas 0.9/0.999, and the
+    perceptual loss on 3 VGG blocks at half resolution.
     """
 
     cli_exclude: ClassVar[tuple[str, ...]] = ("extra",)  # cGAN-Seg trains on real pairs only
 
-    lr: float = 2e-4
-    lr_gen: float = 2e-4
-    lr_disc: float = 2e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    gen_width: int = 32
-    style_dim: int = 256
-    n_mapping: int = 8
-    mix_prob: float = 0.9
-    disc_width: int = 64
-    disc_layers: int = 3
-    disc_attention: bool = True
-    perceptual: str = "vgg19"
-    perceptual_weights: str | None = None
-    p_diff: float = 0.6
-    seg_to_gen: str = "argmax"
-    pool_size: int = 0
-    # Eq. 16-17 weights; the paper's values live in LossWeights
-    w_adv_g: float = LossWeights.adv_g
-    w_adv_s: float = LossWeights.adv_s
-    w_rec_g: float = LossWeights.rec_g
-    w_rec_s: float = LossWeights.rec_s
-    w_id_g: float = LossWeights.id_g
-    w_id_s: float = LossWeights.id_s
-    w_disc: float = LossWeights.disc
-    sample_every: int = 100
+    lr: float = redefault(SegTrainConfig, "lr", 2e-4)
+    lr_gen: float = option(2e-4, group=_CGAN, rule=_RATE, help="learning rate of the generator")
+    lr_disc: float = option(2e-4, group=_CGAN, rule=_RATE,
+                            help="learning rate of the discriminators")  # fmt: skip
+    betas: list[float] = option(default_factory=lambda: [0.5, 0.999], group=_CGAN,
+                                parse=_betas_parser("betas"),
+                                help="Adam betas, e.g. 0.5,0.999 (CycleGAN) or 0.9,0.999")
+    gen_width: int = option(32, group=_CGAN, rule=_COUNT, presets={"cpu": 16, "paper": 64},
+                            help="generator base channels")  # fmt: skip
+    style_dim: int = option(256, group=_CGAN, rule=_COUNT, presets={"cpu": 128, "paper": 256},
+                            help="latent/style vector size")  # fmt: skip
+    n_mapping: int = option(8, cli=False, rule=_COUNT, presets={"cpu": 4, "paper": 8})
+    mix_prob: float = option(0.9, cli=False, rule=_SHARE)
+    disc_width: int = option(64, group=_CGAN, rule=_COUNT, presets={"cpu": 32, "paper": 64},
+                             help="discriminator base channels")  # fmt: skip
+    disc_layers: int = option(3, group=_CGAN, rule=_COUNT, help="PatchGAN downsampling layers")
+    disc_attention: bool = option(True, cli=False)
+    perceptual: str = option("vgg19", group=_CGAN, choices=("vgg19", "hed-vgg16", "none"),
+                             help="perceptual-loss network (vgg19: ImageNet VGG19 as in the "
+                             "paper)")  # fmt: skip
+    perceptual_weights: str | None = option(None, group=_CGAN,
+                                            help="weights file of the perceptual network")
+    p_diff: float = option(0.6, group=_CGAN, rule=_SHARE, help="probability of DiffAugment")
+    seg_to_gen: str = option("argmax", group=_CGAN, choices=("soft", "straight-through", "argmax"),
+                             help="how Seg's output reaches D2 and Gen (argmax: the reference "
+                             "code, no gradient)")  # fmt: skip
+    pool_size: int = option(0, group=_CGAN, rule=_STEPS, help="history pool of fakes (0: off)")
+    sample_every: int = option(100, group=_CGAN, rule=_STEPS, resumable=True,
+                               help="also write a sample grid every N steps")  # fmt: skip
     # the reference code's BatchNorm running statistics, half from generated images (Seg sees
     # Gen(mask) in train mode); off: they come from real images only (issue 15)
-    bn_stats_from_generated: bool = False
+    bn_stats_from_generated: bool = option(False, cli=False)
     # also compute, train and log what cannot change any weight: D2 and D2_S under argmax, a
     # cycle of weight 0 (diagnostics; costs time)
-    log_unused_terms: bool = False
-    # --- recipe levers (issue 17); these defaults are the paper's recipe
-    # start Seg from a trained segmenter (a run folder or checkpoint of the same architecture)
-    init_seg: str | None = None
-    # or first train it conventionally for N steps (train-seg's recipe, in RUN/seg_pretrain/;
-    # training/pretrain.py), then start Seg from that
-    seg_pretrain: int = 0
-    # the first N steps train Gen on Id_G and Seg on Id_S alone (the discriminators still learn)
-    warmup_gen: int = 0
-    # then Rec_S, Rec_G, D1_G and D2_S rise linearly from 0 to their Eq. 16 weights over N steps
-    ramp_steps: int = 0
-    # extra Id_S-only updates of Seg per cGAN step, each on a further batch of real crops
-    seg_extra_updates: int = 0
-    # exponential moving average of Seg's weights (decay; 0: off): what validation, best.pt
-    # and the test scores use
-    seg_ema: float = 0.0
-    # Adam betas per network (None: ``betas``)
-    betas_seg: list[float] | None = None
-    betas_gen: list[float] | None = None
-    betas_disc: list[float] | None = None
-    # a cheaper perceptual loss: the first N VGG blocks (5: all, the paper), on images resized
-    # by this factor
-    perceptual_depth: int = 5
-    perceptual_scale: float = 1.0
+    log_unused_terms: bool = option(False, cli=False)
+    init_seg: str | None = option(
+        None, group=_RECIPE, metavar="RUN", path=True, default_text="random weights",
+        help="start the segmenter from a trained one: a run folder or checkpoint of the same "
+        "architecture (e.g. a train-seg run)",
+    )
+    seg_pretrain: int = option(
+        0, group=_RECIPE, metavar="N", rule=_STEPS,
+        presets={"cpu": StepShare(9.0), "paper": 0},
+        help="first train the segmenter conventionally for N steps (train-seg's recipe, kept "
+        "in RUN/seg_pretrain/; training/pretrain.py), then start the joint game from it",
+    )
+    warmup_gen: int = option(0, group=_RECIPE, metavar="N", rule=_STEPS,
+                             presets={"cpu": StepShare(0.2), "paper": 0},
+                             help="first N steps: Gen on Id_G and Seg on Id_S alone (the "
+                             "discriminators still learn)")  # fmt: skip
+    ramp_steps: int = option(0, group=_RECIPE, metavar="N", rule=_STEPS,
+                             presets={"cpu": StepShare(0.3), "paper": 0},
+                             help="then Rec_S, Rec_G, D1_G and D2_S rise from 0 to their Eq. 16 "
+                             "weights over N steps")  # fmt: skip
+    seg_extra_updates: int = option(0, group=_RECIPE, metavar="N", rule=_STEPS,
+                                    presets={"cpu": 3, "paper": 0},
+                                    help="extra Id_S-only segmenter updates per step, each on "
+                                    "another real batch")  # fmt: skip
+    seg_ema: float = option(
+        0.0, group=_RECIPE, metavar="DECAY", rule=Number(0, 0.99999),
+        presets={"cpu": 0.99, "paper": 0.0},
+        help="moving-average decay of the segmenter's weights that validation, best.pt and the "
+        "test scores use (e.g. 0.999; 0: off)",
+    )
+    betas_seg: list[float] | None = option(None, group=_RECIPE, parse=_betas_parser("betas_seg"),
+                                           presets={"cpu": [0.9, 0.999], "paper": None},
+                                           default_text="--betas",
+                                           help="Adam betas of the segmenter")  # fmt: skip
+    betas_gen: list[float] | None = option(None, group=_RECIPE, parse=_betas_parser("betas_gen"),
+                                           default_text="--betas",
+                                           help="Adam betas of the generator")  # fmt: skip
+    betas_disc: list[float] | None = option(None, group=_RECIPE,
+                                            parse=_betas_parser("betas_disc"),
+                                            default_text="--betas",
+                                            help="Adam betas of the discriminators")
+    perceptual_depth: int = option(5, group=_RECIPE, metavar="N", rule=Number(1, 5, integer=True),
+                                   presets={"cpu": 3, "paper": 5},
+                                   help="VGG blocks the perceptual loss uses (5: all, as the "
+                                   "paper)")  # fmt: skip
+    perceptual_scale: float = option(1.0, group=_RECIPE, metavar="FACTOR",
+                                     rule=Number(0.125, 1), presets={"cpu": 0.5, "paper": 1.0},
+                                     help="resize images by this factor before the perceptual "
+                                     "network (cheaper)")  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> CGanTrainConfig:
@@ -567,10 +541,9 @@ class CGanTrainConfig(SegTrainConfig):
         return cast(CGanTrainConfig, super().from_dict(data, source))
 
     def loss_weights(self) -> LossWeights:
-        return LossWeights(
-            self.w_adv_g, self.w_adv_s, self.w_rec_g, self.w_rec_s, self.w_id_g, self.w_id_s,
-            self.w_disc,
-        )
+        """Eq. 16-17's weights from the ``w_`` options, matched by name."""
+        return LossWeights(**{f.name: getattr(self, "w_" + f.name)
+                              for f in dataclasses.fields(LossWeights)})  # fmt: skip
 
     def check(self, source: str | Path | None = None) -> None:
         super().check(source)
@@ -590,277 +563,3 @@ class CGanTrainConfig(SegTrainConfig):
             raise InputError(
                 "option weight_decay is for train-seg; cGAN-Seg training does not use it", source
             )
-
-
-
-# --------------------------------------------------------------------- the command line
-@dataclass(frozen=True)
-class CliOption:
-    """How an option appears on the command line; its type, choices and default come from the
-    dataclass, so the CLI cannot drift from the config."""
-
-    help: str
-    group: str = "training"
-    flag: str | None = None  # default: --the-field-name
-    parse: Callable[[str], dict[str, Any]] | None = None  # text -> config entries
-    metavar: str | None = None
-    default_text: str | None = None  # what the default means, where the value does not say
-
-
-def _parse_crop(text: str) -> dict[str, Any]:
-    return {"crop": parse_size(text)}
-
-
-def _parse_extra(text: str) -> dict[str, Any]:
-    folder, fraction = split_extra(text)
-    return {"extra": folder} if fraction is None else {"extra": folder, "extra_fraction": fraction}
-
-
-def _betas_parser(name: str) -> Callable[[str], dict[str, Any]]:
-    def parse(text: str) -> dict[str, Any]:
-        try:
-            return {name: [float(b) for b in text.split(",")]}
-        except ValueError:
-            flag = "--" + name.replace("_", "-")
-            raise InputError(f"{flag} must look like 0.5,0.999, got {text!r}") from None
-
-    return parse
-
-
-#: the options ``train-seg`` and ``train`` offer, by config field; a field not here is set in a
-#: --config YAML file only (e.g. weight_decay, warmup_fraction, the loss weights)
-CLI: dict[str, CliOption] = {
-    "data": CliOption("data-set folder (DIR/images + DIR/masks, or Cellpose-style)", "run"),
-    "out": CliOption("run folder to create (or to continue with --resume)", "run"),
-    "preset": CliOption(
-        "network and crop sizes for the hardware: cpu (128x128 crops, width 16, batch 4), "
-        "paper (512x512 crops, the backbone's width, batch 4: for GPUs), auto (paper on a CUDA "
-        "GPU, else cpu; the run records which)",
-        "run",
-        default_text="auto",
-    ),
-    "model": CliOption("segmentation backbone", "segmenter"),
-    "width": CliOption("base channels", "segmenter", default_text="the backbone's own"),
-    "n_classes": CliOption(
-        "2: background/cell (paper); 3: +boundary, separates touching cells",
-        "segmenter",
-        flag="--classes",
-    ),
-    "instances": CliOption(
-        "how cells are separated: watershed (3 classes), components (connected components, "
-        "the paper with --classes 2), flows (Cellpose's flows; cganseg.instances)",
-        "segmenter",
-        default_text="flows with 3 classes, components with 2 (train and train-seg alike)",
-    ),
-    "cellprob_threshold": CliOption(
-        "flows: cell-probability logit above which a pixel is in a cell", "segmenter"
-    ),
-    "flow_threshold": CliOption(
-        "flows: largest flow error of a kept cell (0: keep all)", "segmenter"
-    ),
-    "tune_thresholds": CliOption(
-        "flows: keep the two thresholds as given instead of choosing them on the validation "
-        "images after training",
-        "segmenter",
-        flag="--no-tune-thresholds",
-    ),
-    "cell_diameter": CliOption(
-        "rescale every image so its cells are this many pixels across (Cellpose: 30 for "
-        "cells, 17 for nuclei); the training cells' own diameter is measured and kept for "
-        "segment",
-        "segmenter",
-        metavar="PX",
-        default_text="no rescaling",
-    ),
-    "crop": CliOption("training crop, e.g. 256 or 256x320", parse=_parse_crop),
-    "batch_size": CliOption("crops per step (the global batch under torchrun)"),
-    "iterations": CliOption("training steps"),
-    "lr": CliOption("learning rate (of the segmenter)"),
-    "schedule": CliOption("learning-rate schedule after the warm-up"),
-    "p_vanilla": CliOption("probability of conventional augmentation"),
-    "val_every": CliOption("validate and checkpoint every N steps"),
-    "patience": CliOption("early stopping after N validations without improvement (0: off)"),
-    "seed": CliOption("seed of the split, the weights and the data stream"),
-    "device": CliOption("auto (CUDA, else Apple's MPS, else CPU), cpu, cuda, cuda:N or mps"),
-    "amp": CliOption("disable mixed precision on CUDA", flag="--no-amp"),
-    "amp_dtype": CliOption("mixed-precision type on CUDA"),
-    "num_workers": CliOption("data-loading processes", flag="--workers"),
-    "on_divergence": CliOption(
-        "NaN/inf or an exploding loss: stop, or go back to last.pt with the learning rates "
-        "halved (at most --max-rollbacks times)"
-    ),
-    "max_rollbacks": CliOption("rollbacks allowed"),
-    "max_loss": CliOption(
-        "a loss above this also counts as divergence",
-        default_text="10^4 times the first step's loss",
-    ),
-    "channels_last": CliOption(
-        "NHWC memory layout (can help CUDA convolutions with AMP)", "speed"
-    ),
-    "compile": CliOption(
-        "torch.compile the training passes (the first steps compile; needs a C++ compiler on "
-        "CPU)",
-        "speed",
-    ),
-    "fused_adam": CliOption("Adam without its fused kernels", "speed", flag="--no-fused-adam"),
-    "n_train": CliOption(
-        "use only N training pairs (e.g. the paper's 200)", "data", default_text="all"
-    ),
-    "val_fraction": CliOption("share of the pairs held out for validation", "data"),
-    "test_fraction": CliOption("share of the pairs held out for testing", "data"),
-    "split_file": CliOption("JSON split file (train/val/test names)", "data", flag="--split"),
-    "layout": CliOption("data-set layout", "data"),
-    "mask_suffix": CliOption("Cellpose layout: mask file suffix", "data"),
-    "image_suffix": CliOption("Cellpose layout: image file suffix", "data"),
-    "channels": CliOption("'gray' or channel indices like 0,1,2", "data", default_text="all"),
-    "min_size": CliOption("smallest object kept, in pixels", "data"),
-    "extra": CliOption(
-        "extra (e.g. synthetic) pairs mixed into every batch; FRACTION is their share of each "
-        "batch",
-        "data",
-        parse=_parse_extra,
-        metavar="DIR[:FRACTION]",
-        default_text="none; FRACTION: their share of all pairs",
-    ),
-    "gen_width": CliOption("generator base channels", "cGAN-Seg"),
-    "style_dim": CliOption("latent/style vector size", "cGAN-Seg"),
-    "disc_width": CliOption("discriminator base channels", "cGAN-Seg"),
-    "disc_layers": CliOption("PatchGAN downsampling layers", "cGAN-Seg"),
-    "lr_gen": CliOption("learning rate of the generator", "cGAN-Seg"),
-    "lr_disc": CliOption("learning rate of the discriminators", "cGAN-Seg"),
-    "betas": CliOption(
-        "Adam betas, e.g. 0.5,0.999 (CycleGAN) or 0.9,0.999",
-        "cGAN-Seg",
-        parse=_betas_parser("betas"),
-    ),
-    "perceptual": CliOption(
-        "perceptual-loss network (vgg19: ImageNet VGG19 as in the paper)", "cGAN-Seg"
-    ),
-    "perceptual_weights": CliOption("weights file of the perceptual network", "cGAN-Seg"),
-    "p_diff": CliOption("probability of DiffAugment", "cGAN-Seg"),
-    "seg_to_gen": CliOption(
-        "how Seg's output reaches D2 and Gen (argmax: the reference code, no gradient)",
-        "cGAN-Seg",
-    ),
-    "pool_size": CliOption("history pool of fakes (0: off)", "cGAN-Seg"),
-    "sample_every": CliOption("also write a sample grid every N steps", "cGAN-Seg"),
-    "init_seg": CliOption(
-        "start the segmenter from a trained one: a run folder or checkpoint of the same "
-        "architecture (e.g. a train-seg run)",
-        "cGAN-Seg recipe",
-        metavar="RUN",
-        default_text="random weights",
-    ),
-    "seg_pretrain": CliOption(
-        "first train the segmenter conventionally for N steps (train-seg's recipe, kept in "
-        "RUN/seg_pretrain/), then start the joint game from it",
-        "cGAN-Seg recipe",
-        metavar="N",
-    ),
-    "warmup_gen": CliOption(
-        "first N steps: Gen on Id_G and Seg on Id_S alone", "cGAN-Seg recipe", metavar="N"
-    ),
-    "ramp_steps": CliOption(
-        "then the cycle and adversarial weights rise from 0 over N steps",
-        "cGAN-Seg recipe",
-        metavar="N",
-    ),
-    "seg_extra_updates": CliOption(
-        "extra Id_S-only segmenter updates per step, each on another real batch",
-        "cGAN-Seg recipe",
-        metavar="N",
-    ),
-    "seg_ema": CliOption(
-        "moving-average decay of the segmenter's weights that validation and best.pt use "
-        "(e.g. 0.999; 0: off)",
-        "cGAN-Seg recipe",
-        metavar="DECAY",
-    ),
-    "betas_seg": CliOption(
-        "Adam betas of the segmenter", "cGAN-Seg recipe", parse=_betas_parser("betas_seg"),
-        default_text="--betas",
-    ),
-    "betas_gen": CliOption(
-        "Adam betas of the generator", "cGAN-Seg recipe", parse=_betas_parser("betas_gen"),
-        default_text="--betas",
-    ),
-    "betas_disc": CliOption(
-        "Adam betas of the discriminators", "cGAN-Seg recipe",
-        parse=_betas_parser("betas_disc"), default_text="--betas",
-    ),
-    "perceptual_depth": CliOption(
-        "VGG blocks the perceptual loss uses (5: all, as the paper)", "cGAN-Seg recipe",
-        metavar="N",
-    ),
-    "perceptual_scale": CliOption(
-        "resize images by this factor before the perceptual network (cheaper)",
-        "cGAN-Seg recipe",
-        metavar="FACTOR",
-    ),
-}
-_GROUP_TITLES = {"speed": "speed (results change by float rounding at most)"}
-
-
-def _field_type(annotation: str) -> type:
-    base = annotation.split("|")[0].strip()
-    return {"int": int, "float": float}.get(base, str)
-
-
-def _shown(name: str, value: Any, spec: CliOption) -> str:
-    if isinstance(value, StepShare):
-        return str(value)
-    if value is None and spec.default_text is not None:
-        return spec.default_text
-    if isinstance(value, list):
-        return "x".join(map(str, value)) if name == "crop" else ",".join(map(str, value))
-    return "none" if value is None or value == "" else str(value)
-
-
-def _default_text(f: dataclasses.Field, spec: CliOption) -> str:
-    for table in (PRESETS, RECIPES):
-        if f.name in table["cpu"]:  # what --preset (auto by default) sets
-            return "by --preset: " + ", ".join(f"{name} {_shown(f.name, values[f.name], spec)}"
-                                               for name, values in table.items())  # fmt: skip
-    if spec.default_text is not None:
-        return spec.default_text
-    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return _shown(f.name, value, spec)
-
-
-def add_cli_options(parser: Any, cls: type[SegTrainConfig]) -> None:
-    """Add an argparse option for every :data:`CLI` field of ``cls`` (default None: an option
-    not given is not in the result of :func:`cli_options`)."""
-    groups: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        spec = CLI.get(f.name)
-        if spec is None or f.name in cls.cli_exclude:
-            continue
-        if spec.group not in groups:
-            title = _GROUP_TITLES.get(spec.group, spec.group)
-            groups[spec.group] = parser if spec.group == "run" else parser.add_argument_group(title)
-        flag = spec.flag or "--" + f.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": spec.help}
-        if str(f.type) == "bool":
-            kwargs["action"] = "store_false" if f.default else "store_true"
-        else:
-            kwargs["type"] = str if spec.parse else _field_type(str(f.type))
-            if f.name in CHOICES:
-                kwargs["choices"] = CHOICES[f.name]
-            else:
-                kwargs["metavar"] = spec.metavar or flag.lstrip("-").replace("-", "_").upper()
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if not required:
-                kwargs["help"] += f" (default: {_default_text(f, spec)})"
-        groups[spec.group].add_argument(flag, **kwargs)
-
-
-def cli_options(values: dict[str, Any], cls: type[SegTrainConfig]) -> dict[str, Any]:
-    """The config entries the command line gave (parsed argparse ``values``)."""
-    given: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        value = values.get(f.name)
-        if value is None or f.name not in CLI:
-            continue
-        spec = CLI[f.name]
-        given.update(spec.parse(value) if spec.parse else {f.name: value})
-    return given

@@ -24,13 +24,9 @@ from cganseg import checks
 from cganseg.data.folders import Pair, find_pairs
 from cganseg.errors import InputError
 from cganseg.models.registry import SEGMENTERS
-from cganseg.options import (
-    CGanTrainConfig,
-    SegTrainConfig,
-    check_type,
-    read_yaml_mapping,
-    refuse_unknown,
-)
+from cganseg.options import CGanTrainConfig, SegTrainConfig, read_yaml_mapping, refuse_unknown
+from cganseg.optionspec import check_fields, float_fields, option
+from cganseg.training.settings import resolve
 
 SCENARIOS = {
     "A": "cGAN-Seg, N pairs",
@@ -53,12 +49,15 @@ SYNTH_DEFAULTS: dict[str, Any] = {
 class ExperimentConfig:
     """k-fold cross-validation of the paper's scenarios A, B, C (and optional D)."""
 
-    data: str
-    out: str
-    folds: int = 5
-    n_train: int = 200
-    val_fraction: float = 0.1
-    seed: int = 0
+    data: str = option(help="the data set (a folder of pairs)", path=True)
+    out: str = option(help="the experiment's folder", path=True)
+    folds: int = option(5, rule=checks.Number(2, integer=True), help="cross-validation folds")
+    n_train: int = option(200, rule=checks.Number(1, integer=True),
+                          help="N real pairs of scenarios A, B and D")  # fmt: skip
+    val_fraction: float = option(0.1, rule=checks.Number(0, 1, below=True),
+                                 help="share of each fold's training pairs held out for "
+                                 "validation")  # fmt: skip
+    seed: int = option(0, rule=checks.SEED, help="seed of the folds; fold k's runs use seed + k")
     backbones: list[str] = field(default_factory=lambda: ["unet"])
     scenarios: list[str] = field(default_factory=lambda: ["A", "B", "C"])
     layout: str = "auto"
@@ -86,11 +85,12 @@ class ExperimentConfig:
         for key in ("backbones", "scenarios"):
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
-        if isinstance(data.get("val_fraction"), str):  # YAML reads 1e-1 (no dot) as a string
-            try:
-                data["val_fraction"] = float(data["val_fraction"])
-            except ValueError:
-                pass  # refused by check() below, by name
+        for key in float_fields(cls):  # YAML reads 1e-1 (no dot) as a string
+            if isinstance(data.get(key), str):
+                try:
+                    data[key] = float(data[key])
+                except ValueError:
+                    pass  # refused by check() below, by name
         cfg = cls(**data)
         cfg.check(source)
         return cfg
@@ -99,14 +99,7 @@ class ExperimentConfig:
         def bad(message: str) -> InputError:
             return InputError(message, source)
 
-        for f in dataclasses.fields(self):
-            check_type(f.name, str(f.type), getattr(self, f.name), lambda m: bad(f"option {m}"))
-        if not isinstance(self.folds, int) or self.folds < 2:
-            raise bad(f"option folds must be an integer >= 2, got {self.folds!r}")
-        if not isinstance(self.n_train, int) or self.n_train < 1:
-            raise bad(f"option n_train must be a positive integer, got {self.n_train!r}")
-        if not isinstance(self.val_fraction, int | float) or not 0 <= self.val_fraction < 1:
-            raise bad(f"option val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        check_fields(self, source)
         unknown = [s for s in self.scenarios if s not in SCENARIOS]
         if unknown or not self.scenarios:
             raise bad(f"scenarios must be among {', '.join(SCENARIOS)}, got {self.scenarios}")
@@ -125,11 +118,10 @@ class ExperimentConfig:
         odd = sorted(set(self.synthetic) - set(SYNTH_DEFAULTS))
         if odd:
             raise bad(f"unknown synthetic option(s): {', '.join(odd)}")
-        checks.checked(checks.SEED, "option seed", self.seed, source)
         for name, cls in (("cgan", CGanTrainConfig), ("seg", SegTrainConfig)):
             options = getattr(self, name)
             try:  # the runs' own options, checked now (data and out are the experiment's)
-                cls.from_dict({**options, "data": self.data, "out": self.out})
+                resolve(cls, {**options, "data": self.data, "out": self.out})
             except InputError as exc:
                 raise bad(f"{name}: {exc}") from None
 

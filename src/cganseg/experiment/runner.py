@@ -54,6 +54,7 @@ from cganseg.synth.pairs import generate_pairs
 from cganseg.training.cgan_trainer import train_cgan
 from cganseg.training.pretrain import resumable
 from cganseg.training.seg_trainer import train_segmenter
+from cganseg.training.settings import resolve
 
 RESULT = "result.json"
 #: segmenter options that B, C and D take from scenario A unless ``seg`` sets them
@@ -72,7 +73,7 @@ class Job:
 
 
 def _cgan_options(cfg: ExperimentConfig) -> dict[str, Any]:
-    return apply_preset(cfg.cgan)
+    return apply_preset(cfg.cgan, cls=CGanTrainConfig)
 
 
 def _common(cfg: ExperimentConfig, job: Job) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def run_config(cfg: ExperimentConfig, job: Job, fold_dir: Path) -> SegTrainConfi
         "split_file": str(fold_dir / split),
     }
     if job.scenario == "A":
-        return CGanTrainConfig.from_dict({**_cgan_options(cfg), **options}, "cgan options")
+        return resolve(CGanTrainConfig, {**_cgan_options(cfg), **options}, source="cgan options")
     cgan = _cgan_options(cfg)
     shared = {k: v for k, v in cgan.items() if k in SHARED_SEG_OPTIONS}
     # B, C and D make cells as A does, so scenarios differ in training only
@@ -107,7 +108,7 @@ def run_config(cfg: ExperimentConfig, job: Job, fold_dir: Path) -> SegTrainConfi
         synth = cfg.synth()
         options["extra"] = str(fold_dir / f"synthetic_{job.backbone}" / "pairs")
         options["extra_fraction"] = synth["fraction"]
-    return SegTrainConfig.from_dict({**shared, **cfg.seg, **options}, "seg options")
+    return resolve(SegTrainConfig, {**shared, **cfg.seg, **options}, source="seg options")
 
 
 def _claim(cfg: ExperimentConfig, out: Path) -> None:

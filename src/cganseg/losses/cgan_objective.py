@@ -7,27 +7,36 @@ The weights are options (:class:`LossWeights`), recorded with each run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: the options (and `cganseg --help`) read LossWeights
     import torch
 
-GS_TERMS = ("d1_g", "d2_s", "rec_g", "rec_s", "id_g", "id_s")
+#: Eq. 16's terms, each with the :class:`LossWeights` field that weighs it (by name: a new term
+#: is one entry here and one weight below; the run's option ``w_<weight>`` follows by itself)
+GS_WEIGHTS = {"d1_g": "adv_g", "d2_s": "adv_s", "rec_g": "rec_g", "rec_s": "rec_s",
+              "id_g": "id_g", "id_s": "id_s"}  # fmt: skip
+GS_TERMS = tuple(GS_WEIGHTS)
 D_TERMS = ("real_d1", "real_d2", "fake_d1", "fake_d2")
+
+
+def _weight(value: float, term: str) -> float:
+    return field(default=value, metadata={"term": term})
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of Eq. 16 (``adv_g`` .. ``id_s``) and Eq. 17 (``disc``); defaults are the paper's."""
+    """Weights of Eq. 16 (``adv_g`` .. ``id_s``) and Eq. 17 (``disc``); defaults are the paper's.
+    Each is also a run option, ``w_`` + its name (cganseg.options)."""
 
-    adv_g: float = 1.0
-    adv_s: float = 1.0
-    rec_g: float = 100.0
-    rec_s: float = 100.0
-    id_g: float = 50.0
-    id_s: float = 50.0
-    disc: float = 0.5
+    adv_g: float = _weight(1.0, "D1_G, Gen's adversarial term")
+    adv_s: float = _weight(1.0, "D2_S, Seg's adversarial term")
+    rec_g: float = _weight(100.0, "Rec_G, the image cycle")
+    rec_s: float = _weight(100.0, "Rec_S, the mask cycle")
+    id_g: float = _weight(50.0, "Id_G, Gen on paired masks")
+    id_s: float = _weight(50.0, "Id_S, Seg on paired images")
+    disc: float = _weight(0.5, "the discriminators' loss (Eq. 17)")
 
     def ramped(self, factor: float) -> LossWeights:
         """These weights with the synthetic-cycle and adversarial terms of Eq. 16 (Rec_G, Rec_S,
@@ -44,8 +53,7 @@ def generator_segmenter_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> 
     A term the trainer skipped because it cannot change any weight (D2_S under argmax, a cycle
     of weight 0) is absent and adds nothing, so the logged total then leaves it out.
     """
-    weights = dict(zip(GS_TERMS, (w.adv_g, w.adv_s, w.rec_g, w.rec_s, w.id_g, w.id_s), strict=True))
-    return sum(weights[k] * terms[k] for k in GS_TERMS if k in terms)
+    return sum(getattr(w, GS_WEIGHTS[k]) * terms[k] for k in GS_TERMS if k in terms)
 
 
 def discriminator_loss(terms: dict[str, torch.Tensor], w: LossWeights) -> torch.Tensor:

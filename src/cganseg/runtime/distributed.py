@@ -138,6 +138,14 @@ def mean_across(values: torch.Tensor) -> torch.Tensor:
     return values / dist.get_world_size()
 
 
+def mean_terms(sums: dict[str, torch.Tensor], counts: dict[str, int]) -> dict[str, float]:
+    """Loss terms summed over steps, averaged over the steps that computed each (``counts``)
+    and over all processes, with one host sync; a term can be absent in some steps (a cGAN-Seg
+    warm-up)."""
+    means = mean_across(torch.stack([v.float() / counts[k] for k, v in sums.items()]))
+    return dict(zip(sums, means.tolist(), strict=True))
+
+
 def any_across(flag: bool, device: torch.device) -> bool:
     """True on every process when ``flag`` is True on any (e.g. rank 0's early stop)."""
     if not _active():

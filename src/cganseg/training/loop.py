@@ -13,26 +13,18 @@ each process takes its share of every global batch, and rank 0 alone validates, 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from cganseg.checkpoint import (
-    load_checkpoint,
-    restore_state,
-    save_checkpoint,
-    segmenter_payload,
-    state_entries,
-)
+from cganseg.checkpoint import save_checkpoint
 from cganseg.data.augment import ConventionalAugment
 from cganseg.data.dataset import (
     CropDataset,
@@ -41,29 +33,26 @@ from cganseg.data.dataset import (
     SeededSampler,
     ShardSampler,
 )
-from cganseg.data.rescale import median_diameter, to_diameter
-from cganseg.errors import InputError, TrainingDiverged
-from cganseg.evaluation.evaluate import evaluate_pairs, write_report
+from cganseg.errors import TrainingDiverged
 from cganseg.inference.segment import Segmenter
 from cganseg.instances import InstanceMode, mode
-from cganseg.instances.postprocessing import ENTRY as POST_ENTRY
 from cganseg.models.registry import build_segmenter
 from cganseg.options import SegTrainConfig
 from cganseg.runtime import distributed
 from cganseg.runtime.device import resolve_device
 from cganseg.runtime.interrupt import (
     Interrupted,
-    check,
     ignore_stop_signals,
     requested,
 )
+from cganseg.training import run_state
 from cganseg.training.divergence import DivergenceGuard
+from cganseg.training.final import tune_and_test
 from cganseg.training.pace import Pace
 from cganseg.training.passes import TrainingPasses
-from cganseg.training.run_data import DataSplit, load_data_split, load_extra
+from cganseg.training.run_data import DataSplit, load_data_split, load_extra, rescale_cells
 from cganseg.training.run_log import RunLog
 from cganseg.training.stopping import EarlyStopping, Rollbacks
-from cganseg.training.tuning import tune_thresholds
 from cganseg.training.validation import VAL_COLUMNS, validate_segmenter
 
 
@@ -93,7 +82,8 @@ class TrainerBase:
         self.data, self.extra = data, list(extra)
         self.train_diameter: float | None = None  # measured when cells are rescaled
         if cfg.cell_diameter:
-            self._rescale_training_cells(cfg.cell_diameter)
+            self.data, self.extra, self.train_diameter = rescale_cells(
+                self.data, self.extra, cfg.cell_diameter)
         self.in_channels = self.data.train[0].image.shape[0]
         self.passes = TrainingPasses(cfg, self.device)  # AMP, layout, DDP, compile
         self.step = 0
@@ -106,20 +96,8 @@ class TrainerBase:
         self.resuming = resume_state is not None  # build() need not load starting weights
         self.build()
         if resume_state:
-            self._restore(resume_state)
+            run_state.restore(self, resume_state)
         self.train_loader = self.loader()  # built now: a batch size that does not shard is refused
-
-    def _rescale_training_cells(self, target: float) -> None:
-        """Training (and extra) images rescaled so their cells are ``target`` px across; the
-        training set's own diameter is kept for validation, testing and ``segment``."""
-        measured = median_diameter(self.data.train)
-        if measured <= 0:
-            raise InputError("no cell in the training masks to measure a diameter on")
-        self.train_diameter = measured
-        self.data = dataclasses.replace(
-            self.data, train=[to_diameter(s, target, measured) for s in self.data.train]
-        )
-        self.extra = [to_diameter(s, target, measured) for s in self.extra]
 
     @classmethod
     def from_config(cls, cfg: SegTrainConfig, progress: bool = False) -> TrainerBase:
@@ -190,35 +168,8 @@ class TrainerBase:
         return Segmenter(model, None, self.cfg.postprocessing(self.train_diameter), self.device)
 
     # --- the shared loop ------------------------------------------------------------------
-    def _payload(self, full: bool) -> dict[str, Any]:
-        post = self.cfg.postprocessing(self.train_diameter)
-        payload = segmenter_payload(self.segmenter, self.cfg.channels, post)
-        payload.update(kind=self.kind, step=self.step, config=self.cfg.to_dict())
-        payload.update(self.best_extras())
-        if full:
-            payload.update(state_entries(self.state_objects()))
-            payload.update(self.early.state_dict())
-            payload.update(self.rollbacks.state_dict())
-            payload.update(
-                torch_rng=torch.get_rng_state(),
-                split=self.data.split,
-                loss_reference=self.guard.reference,
-                data_hashes=self.data.hashes,
-            )
-        return payload
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        """Take up the training state of a ``last.pt`` payload (resume and rollback)."""
-        self.check_resumable(state)
-        restore_state(self.state_objects(), state, self.run_dir / "last.pt")
-        self.step = state["step"]
-        self.early.load_state_dict(state)
-        self.rollbacks.load_state_dict(state)
-        self.guard.reference = state.get("loss_reference")
-        torch.set_rng_state(state["torch_rng"])
-
     def save_last(self) -> None:
-        save_checkpoint(self.run_dir / "last.pt", self._payload(full=True))
+        run_state.save_last(self)
 
     def batches_per_step(self) -> int:
         """Batches of ``batch_size`` crops that one :meth:`train_step` consumes (they come as one
@@ -266,48 +217,10 @@ class TrainerBase:
     def checkpoint(self, metrics: dict[str, float]) -> bool:
         """Save last.pt (and best.pt when improved); True when early stopping says stop."""
         if self.early.update(metrics.get("val_f1_iou50")):
-            save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
+            save_checkpoint(self.run_dir / "best.pt", run_state.payload(self, full=False))
         self.save_last()
         self.on_checkpoint()
         return self.early.should_stop
-
-    def _roll_back(self, exc: TrainingDiverged) -> bool:
-        """Go back to ``last.pt`` with the learning rates lowered, if the run allows it."""
-        path = self.run_dir / "last.pt"
-        if not self.rollbacks.available:
-            return False
-        distributed.barrier()  # rank 0's last.pt is complete before anyone reads it
-        state = load_checkpoint(path, map_location=self.device)
-        self._restore(state)
-        ratio = self.rollbacks.take()
-        for sched in self.lr_schedulers():
-            sched.base_lrs = [lr * ratio for lr in sched.base_lrs]
-            for group in sched.optimizer.param_groups:
-                group["lr"] *= ratio
-        self.train_loader = self.loader()  # the data stream from the restored step
-        if self.rank.main:
-            tqdm.write(
-                f"{exc.reason}: rolled back to step {self.step}, learning rates x"
-                f"{self.rollbacks.lr_scale:g} (rollback {self.rollbacks.count} of "
-                f"{self.rollbacks.allowed})"
-            )
-        return True
-
-    def _stop_asked(self, log_step: bool) -> bool:
-        """A signal asked to stop; processes agree on it at logging steps (one collective)."""
-        asked = requested() is not None
-        if not self.rank.distributed:
-            return asked
-        return log_step and distributed.any_across(asked, self.device)
-
-    def _mean_terms(
-        self, sums: dict[str, torch.Tensor], counts: dict[str, int]
-    ) -> dict[str, float]:
-        """Loss terms averaged over the steps that computed them (``counts``) and over all
-        processes (one host sync); a term can be absent in some steps (a cGAN-Seg warm-up)."""
-        means = distributed.mean_across(torch.stack([v.float() / counts[k]
-                                                     for k, v in sums.items()]))  # fmt: skip
-        return dict(zip(sums, means.tolist(), strict=True))
 
     def describe(self) -> str:
         """One line on what this run is: device, networks and sizes, data, crops (printed when
@@ -343,7 +256,7 @@ class TrainerBase:
                     stopped_early = self._train(bar)
                     break
                 except TrainingDiverged as exc:
-                    if not self._roll_back(exc):
+                    if not run_state.roll_back(self, exc):
                         raise
                     bar.n = self.step
                     bar.refresh()
@@ -377,7 +290,7 @@ class TrainerBase:
                 if self.progress:
                     pace.tick(self.step)
                 if self.guard.reference is None:  # one host sync, once per run
-                    first = self._mean_terms({"loss": terms["loss"]}, {"loss": 1})
+                    first = distributed.mean_terms({"loss": terms["loss"]}, {"loss": 1})
                     self.guard.reference = first["loss"]
                 for k, v in terms.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
@@ -389,7 +302,7 @@ class TrainerBase:
                 last = self.step == cfg.iterations
                 log_step = self.step % cfg.log_every == 0 or last
                 if log_step:
-                    values = self._mean_terms(sums, counts)
+                    values = distributed.mean_terms(sums, counts)
                     sums, counts = {}, {}
                     self.guard.check_losses(values, self.step)
                     postfix["loss"] = f"{values['loss']:.4f}"
@@ -405,7 +318,7 @@ class TrainerBase:
                 if values and log is not None:
                     log.log(self.step, values, {"lr": self.current_lr()})
                     bar.set_postfix(postfix)
-                if not last and self._stop_asked(log_step):
+                if not last and _stop_asked(self.rank, self.device, log_step):
                     self.guard.check_weights(self.networks(), self.step)
                     if main:
                         self.save_last()
@@ -425,29 +338,13 @@ class TrainerBase:
         return stopped_early
 
     def finish(self) -> dict[str, Any]:
-        """Evaluate best.pt on the test split (if any) and return a summary."""
-        summary: dict[str, Any] = {"step": self.step, "best_val_f1_iou50": self.early.best}
-        tune = self.mode.threshold_grid and self.cfg.tune_thresholds and self.data.val
-        if (self.data.test or tune) and self.rank.main:
-            best = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
-            self.segmenter.load_state_dict(best["model_state"])
-            seg = self.as_segmenter(self.segmenter)
-            if tune:
-                tuned = tune_thresholds(seg, self.data.val, self.cfg.tile_size)
-                post = seg.post.replace(**{k: tuned[k] for k in self.mode.threshold_grid})
-                seg = dataclasses.replace(seg, post=post)
-                save_checkpoint(self.run_dir / "best.pt", {**best, POST_ENTRY: post.entry(),
-                                                           "val_mean_f1": tuned["val_mean_f1"]})
-                summary["postprocessing"] = tuned
-        if self.data.test and self.rank.main:
-            report = evaluate_pairs(self._test_pairs(seg))
-            write_report(report, self.run_dir / "test")
-            summary["test_f1_iou50"] = report["per_image"]["f1"][0]
-        return summary
+        """The end of the run (thresholds tuned, best.pt tested); returns its summary."""
+        return tune_and_test(self)
 
-    def _test_pairs(self, seg: Segmenter) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """(name, truth, prediction) of each test image; a stop asked for ends it between two
-        images (``--resume`` of the finished run tests again)."""
-        for s in self.data.test:
-            yield s.name, s.labels, seg.segment(s.image, tile_size=self.cfg.tile_size)
-            check("stopped while testing best.pt after the last step; --resume tests again")
+
+def _stop_asked(rank: distributed.Rank, device: torch.device, log_step: bool) -> bool:
+    """A signal asked to stop; processes agree on it at logging steps (one collective)."""
+    asked = requested() is not None
+    if not rank.distributed:
+        return asked
+    return log_step and distributed.any_across(asked, device)

@@ -24,8 +24,8 @@ from cganseg.errors import InputError
 from cganseg.options import SEG_PRETRAIN_DIR, CGanTrainConfig, SegTrainConfig
 from cganseg.runtime import distributed
 from cganseg.runtime.atomic import check_writable, write_text
-from cganseg.training.run import RESUMABLE_OVERRIDES, resumed_config, with_absolute_paths
 from cganseg.training.seg_trainer import train_segmenter
+from cganseg.training.settings import resolve, resumable_options, with_absolute_paths
 
 #: options the pre-training takes from train-seg's defaults rather than from the cGAN-Seg run:
 #: the conventional recipe (cGAN-Seg's Adam settings suit the joint game, not this)
@@ -46,7 +46,7 @@ def pretrain_config(cfg: CGanTrainConfig) -> SegTrainConfig:
     values = {k: v for k, v in cfg.to_dict().items() if k in shared}
     values.update(out=str(Path(cfg.out) / SEG_PRETRAIN_DIR), iterations=cfg.seg_pretrain,
                   preset=None)  # fmt: skip (the sizes are cfg's, already resolved)
-    return SegTrainConfig.from_dict(values)
+    return resolve(SegTrainConfig, values)
 
 
 def pretrain_segmenter(cfg: CGanTrainConfig, *, resume: bool, progress: bool,
@@ -62,7 +62,7 @@ def pretrain_segmenter(cfg: CGanTrainConfig, *, resume: bool, progress: bool,
             raise InputError("nothing to resume: no last.pt or config.yaml in the run folder",
                              run)  # fmt: skip
         saved = CGanTrainConfig.load(planned)
-        cfg = resumed_config(CGanTrainConfig, {"config": saved.to_dict()}, run, given)
+        cfg = resolve(CGanTrainConfig, given, saved=saved.to_dict(), run_dir=run)
     else:
         if (run / SEG_PRETRAIN_DIR / "last.pt").exists():  # (before its plan is overwritten)
             raise InputError("already holds a training run; add --resume or choose another --out",
@@ -75,8 +75,8 @@ def pretrain_segmenter(cfg: CGanTrainConfig, *, resume: bool, progress: bool,
     folder = Path(pre.out)
     if not (folder / DONE).is_file():
         again = resume and (folder / "last.pt").is_file()
-        own = {k: v for k, v in given.items() if k in RESUMABLE_OVERRIDES and k != "iterations"
-               and k in SegTrainConfig.__dataclass_fields__}  # fmt: skip
+        own = {k: v for k, v in given.items()
+               if k in resumable_options(SegTrainConfig) and k != "iterations"}  # fmt: skip
         summary = train_segmenter(pre, resume=again, progress=progress, given=own)
         if main:
             write_text(folder / DONE, json.dumps(summary, indent=2, default=float) + "\n")

@@ -8,6 +8,7 @@ folder (``--data NEW_PLACE``), is checked file by file against the data it start
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from cganseg.data.dataset import (
@@ -16,6 +17,7 @@ from cganseg.data.dataset import (
 )
 from cganseg.data.folders import Pair, find_pairs
 from cganseg.data.io import file_sha256
+from cganseg.data.rescale import median_diameter, to_diameter
 from cganseg.data.splits import load_split, make_split
 from cganseg.errors import InputError
 from cganseg.options import SegTrainConfig, parse_channels
@@ -124,3 +126,16 @@ def load_extra(cfg: SegTrainConfig, channels: int, progress: bool) -> list[Sampl
                 cfg.extra,
             )
     return samples
+
+
+def rescale_cells(data: DataSplit, extra: list[Sample], target: float
+                  ) -> tuple[DataSplit, list[Sample], float]:  # fmt: skip
+    """Training (and extra) images rescaled so their cells are ``target`` px across, and the
+    training set's own median diameter, kept for validation, testing and ``segment`` (which
+    see images as they are)."""
+    measured = median_diameter(data.train)
+    if measured <= 0:
+        raise InputError("no cell in the training masks to measure a diameter on")
+    train = [to_diameter(s, target, measured) for s in data.train]
+    return dataclasses.replace(data, train=train), [to_diameter(s, target, measured)
+                                                    for s in extra], measured  # fmt: skip
