@@ -1,0 +1,298 @@
+"""Train, score and package the starting models that cganseg ships (issue 29).
+
+One reproducible recipe per shipped model (``MODELS``): the permissively licensed sets it learns
+from, each cut by a seeded split into training, validation and test images (the test images of
+every set are never trained on), one ``cganseg train-seg`` run with Cellpose-style flows and
+cell-size rescaling (``--cell-diameter``: every training image is rescaled so its cells have
+that diameter, and ``segment`` rescales a user's images the same way, so one model serves
+several magnifications), then:
+
+- **scores** on each set's held-out test images, zero-shot as a user would run it: at the
+  training images' median diameter (``segment``'s default), at ``--diameter auto`` and at the
+  test images' true median diameter (a user who states the cells' size);
+- **the package files**: the best checkpoint's segmenter in half precision (the optimizer and
+  training state dropped) as ``src/cganseg/pretrained/NAME.pt``, and its card
+  ``src/cganseg/pretrained/NAME.json`` (data and licenses, recipe, seed, CPU-hours, scores,
+  SHA-256 of the weights, limits) that :mod:`cganseg.pretrained` reads.
+
+The runs live in ``--work`` (default ``benchmarks/.work/start_models``); an interrupted run is
+resumed (``train-seg --resume``), a finished one is not run again. Scores also go to
+``benchmarks/results/start_models.json``. From the repository root (needs ``../shared/data``)::
+
+    .venv/bin/python benchmarks/start_models.py --models nuclei [--iterations 6000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cganseg.checkpoint import SEGMENTER, load_checkpoint, save_checkpoint
+from cganseg.data.folders import find_pairs
+from cganseg.data.io import read_image, read_labels
+from cganseg.data.rescale import cell_diameter
+from cganseg.data.splits import make_split
+from cganseg.evaluation.evaluate import evaluate_pairs
+from cganseg.inference.segment import load_segmenter, prepare_image
+from cganseg.options import SegTrainConfig
+from cganseg.runtime.atomic import write_text
+from cganseg.training.seg_trainer import train_segmenter
+from cganseg.training.settings import resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+PACKAGE = ROOT / "src" / "cganseg" / "pretrained"
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One training set of a shipped model: its folder in ../shared/data, its license (as its
+    README states it) and how often each of its training images is listed (small sets of an
+    unusual modality are repeated so that every step does not draw only the big sets)."""
+
+    name: str
+    license: str
+    repeat: int = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one shipped model is and how it is trained (the train-seg options given)."""
+
+    title: str
+    sets: tuple[DataSet, ...]
+    cell_diameter: float
+    iterations: int
+    intended_use: str
+    limits: str
+    model: str = "unet"
+    width: int = 16
+    crop: int = 128
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    test_fraction: float = 0.15
+    val_fraction: float = 0.05
+
+
+_CC0 = "CC0 1.0 (Data Science Bowl 2018, BBBC038 of the Broad Bioimage Benchmark Collection)"
+MODELS: dict[str, Recipe] = {
+    "nuclei": Recipe(
+        title="Nuclei in fluorescence, stained tissue (H&E, gray) and brightfield images",
+        sets=(DataSet("dsb2018_fluo_256", _CC0), DataSet("dsb2018_fluo_other", _CC0),
+              DataSet("dsb2018_histo_rgb", _CC0, repeat=2),
+              DataSet("dsb2018_brightfield_gray", _CC0, repeat=6)),  # fmt: skip
+        cell_diameter=17.0,  # Cellpose's nuclei diameter
+        iterations=6000,
+        intended_use="zero-shot segmentation of nuclei in 2-D images (gray or RGB, which it "
+        "averages to gray), and the start for fine-tuning on a few annotated images of your "
+        "own (`train-seg --init nuclei`)",
+        limits="trained on 2-D DSB2018 images only (mostly cultured cells in fluorescence); "
+        "tissue sections, 3-D stacks, very dense or very large nuclei and other modalities "
+        "are outside what it saw: fine-tune on a few of your images. Give the nuclei's "
+        "diameter in pixels (`--diameter`, or `auto`) when it differs from the training "
+        "median stated here",
+    ),
+}
+
+
+def _names(folder: Path) -> list[str]:
+    return [p.name for p in find_pairs(folder)]
+
+
+def prepare(name: str, recipe: Recipe, work: Path) -> tuple[Path, dict[str, dict[str, list]]]:
+    """The training folder of ``name`` (links to the sets' files, named SET__IMAGE) and its
+    split; returns the folder and each set's own split (names without the prefix)."""
+    data = work / name / "data"
+    (data / "images").mkdir(parents=True, exist_ok=True)
+    (data / "masks").mkdir(parents=True, exist_ok=True)
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    per_set = {}
+    for ds in recipe.sets:
+        src = SHARED / ds.name
+        own = make_split(_names(src), val_fraction=recipe.val_fraction,
+                         test_fraction=recipe.test_fraction, seed=recipe.seed)  # fmt: skip
+        per_set[ds.name] = own
+        for part, names in own.items():
+            for stem in names:
+                copies = ds.repeat if part == "train" else 1
+                for k in range(copies):
+                    linked = f"{ds.name}__{stem}" + (f"__copy{k}" if k else "")
+                    for sub in ("images", "masks"):
+                        link = data / sub / f"{linked}.png"
+                        if not link.exists():
+                            link.symlink_to(src / sub / f"{stem}.png")
+                    split[part].append(linked)
+    write_text(data / "split.json", json.dumps(split, indent=1))
+    return data, per_set
+
+
+def train(name: str, recipe: Recipe, data: Path, work: Path) -> dict[str, Any]:
+    """Run (or resume, or skip when finished) the train-seg run of ``name`` in this process;
+    its summary, with the CPU-seconds spent (this process and its data workers, summed over
+    resumed pieces)."""
+    run = work / name / "run"
+    done = run / "start_model_summary.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    given = {"data": str(data), "out": str(run), "split_file": str(data / "split.json"),
+             "channels": "gray", "instances": "flows", "model": recipe.model,
+             "width": recipe.width, "crop": [recipe.crop, recipe.crop],
+             "batch_size": recipe.batch_size, "iterations": recipe.iterations, "lr": recipe.lr,
+             "cell_diameter": recipe.cell_diameter, "seed": recipe.seed, "patience": 0,
+             "val_every": 500}  # fmt: skip
+    resume = (run / "last.pt").is_file()
+    cfg = resolve(SegTrainConfig, given, new_run=not resume)
+    pieces = run / "cpu_seconds.json"
+    earlier = json.loads(pieces.read_text())["cpu_s"] if pieces.is_file() else 0.0
+    before = _cpu_seconds()
+    try:
+        summary = train_segmenter(cfg, resume=resume, progress=True, given=given)
+    finally:  # an interrupted piece counts too
+        spent = earlier + _cpu_seconds() - before
+        write_text(pieces, json.dumps({"cpu_s": spent}))
+    summary["cpu_s"] = spent
+    summary["best_step"] = _best_step(run / "metrics.csv")
+    write_text(done, json.dumps(summary, indent=1, default=float) + "\n")
+    return summary
+
+
+def _best_step(metrics: Path) -> int | None:
+    """The step whose validation F1@0.5 was best (the first of equals, as best.pt keeps)."""
+    with metrics.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("val_f1_iou50")]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: (float(r["val_f1_iou50"]), -int(r["step"])))
+    return int(best["step"])
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the data workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def score(checkpoint: Path, per_set: dict[str, dict[str, list]]) -> dict[str, Any]:
+    """Each set's test images segmented by ``checkpoint`` at three diameters (module doc);
+    pooled and per-image F1@0.5, mean F1 over IoU 0.5:0.95, Dice."""
+    seg = load_segmenter(checkpoint, "cpu")
+    out: dict[str, Any] = {}
+    for set_name, split in per_set.items():
+        folder = SHARED / set_name
+        images = [read_image(folder / "images" / f"{n}.png", seg.channels) for n in split["test"]]
+        truths = [read_labels(folder / "masks" / f"{n}.png") for n in split["test"]]
+        true_d = float(np.median([cell_diameter(t) for t in truths]))
+        rows = {}
+        for label, diameter in (("train_median", None), ("auto", "auto"), ("true", true_d)):
+            pairs = []
+            for stem, image, truth in zip(split["test"], images, truths, strict=True):
+                chw = prepare_image(seg, image, stem, diameter)
+                pairs.append((stem, truth, seg.segment(chw, 512, diameter=diameter)))
+            rep = evaluate_pairs(pairs)
+            rows[label] = {
+                "f1_iou50_pooled": rep["pooled"]["f1"][0],
+                "f1_iou50_per_image": rep["per_image"]["f1"][0],
+                "mean_f1_per_image": float(np.mean(rep["per_image"]["f1"])),
+                "dice": rep["dice"],
+            }
+        out[set_name] = {"n_test": len(split["test"]), "true_median_diameter": true_d, **rows}
+        print(f"{set_name:26s} n={len(split['test']):3d} " + "  ".join(
+            f"{k} {v['f1_iou50_pooled']:.3f}/{v['mean_f1_per_image']:.3f}"
+            for k, v in rows.items()))  # fmt: skip
+    return out
+
+
+def package(name: str, recipe: Recipe, run: Path, scores: dict[str, Any],
+            per_set: dict[str, dict[str, list]]) -> Path:  # fmt: skip
+    """Write the half-precision segmenter of ``run``'s best.pt and its card into the package."""
+    payload = load_checkpoint(run / "best.pt")
+    kept = {k: v for k, v in payload.items() if k.startswith(f"{SEGMENTER}_")
+            or k in ("channels", "postprocessing", "instances", "n_classes")}  # fmt: skip
+    kept[f"{SEGMENTER}_state"] = {k: v.half() if v.is_floating_point() else v
+                                  for k, v in payload[f"{SEGMENTER}_state"].items()}  # fmt: skip
+    PACKAGE.mkdir(parents=True, exist_ok=True)
+    weights = PACKAGE / f"{name}.pt"
+    save_checkpoint(weights, kept)
+    summary = json.loads((run / "start_model_summary.json").read_text())
+    card = {
+        "name": name,
+        "title": recipe.title,
+        "file": weights.name,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "license": "CC0-1.0",
+        "license_why": "the weights are trained only on CC0 data; we waive our rights as the "
+        "data's authors did (crediting DSB2018 / BBBC038 is asked, not required)",
+        "training_data": [{"set": ds.name, "license": ds.license,
+                           "train": len(per_set[ds.name]["train"]),
+                           "val": len(per_set[ds.name]["val"]),
+                           "test": len(per_set[ds.name]["test"]),
+                           "repeated": ds.repeat} for ds in recipe.sets],  # fmt: skip
+        "recipe": {"command": "python benchmarks/start_models.py --models " + name,
+                   "model": recipe.model, "width": recipe.width, "instances": "flows",
+                   "channels": "gray", "cell_diameter": recipe.cell_diameter,
+                   "crop": recipe.crop, "batch_size": recipe.batch_size, "lr": recipe.lr,
+                   "iterations": recipe.iterations, "seed": recipe.seed,
+                   "best_step": summary.get("best_step"),
+                   "best_val_f1_iou50": summary.get("best_val_f1_iou50")},  # fmt: skip
+        "cpu_hours": round(summary["cpu_s"] / 3600, 2),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}",
+        "intended_use": recipe.intended_use,
+        "limits": recipe.limits,
+        "scores": scores,
+        "scores_note": "held-out test images of each set (never trained on), zero-shot; "
+        "train_median: segment's default diameter; auto: --diameter auto; true: the test "
+        "images' median diameter given",
+    }
+    write_text(PACKAGE / f"{name}.json", json.dumps(card, indent=1) + "\n")
+    return weights
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks/.work/start_models")
+    parser.add_argument("--iterations", type=int, help="override the recipe's step count")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/start_models.json")
+    parser.add_argument("--no-package", action="store_true", help="score only, write nothing "
+                        "into src/cganseg/pretrained")  # fmt: skip
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        print(f"error: {SHARED} not found: the training sets live there", file=sys.stderr)
+        return 2
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for name in args.models:
+        recipe = MODELS[name]
+        if args.iterations:
+            recipe = Recipe(**{**recipe.__dict__, "iterations": args.iterations})
+        data, per_set = prepare(name, recipe, args.work)
+        start = time.time()
+        summary = train(name, recipe, data, args.work)
+        run = args.work / name / "run"
+        print(f"{name}: trained ({time.time() - start:.0f} s wall this call), best step "
+              f"{summary.get('best_step')}")  # fmt: skip
+        scores = score(run / "best.pt", per_set)
+        results[name] = {"recipe": recipe.__dict__ | {"sets": [d.__dict__ for d in recipe.sets]},
+                         "scores": scores}  # fmt: skip
+        if not args.no_package:
+            print(f"packaged {package(name, recipe, run, scores, per_set)}")
+    write_text(args.out, json.dumps(results, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
