@@ -27,14 +27,14 @@ FOLDER = Path(__file__).resolve().parent
 
 def cards(folder: Path | None = None) -> dict[str, dict[str, Any]]:
     """The model card of every shipped model, by name (sorted)."""
-    found = {}
-    for card_path in sorted((folder or FOLDER).glob("*.json")):
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"shipped model card unreadable ({exc})", card_path) from None
-        found[card_path.stem] = card
-    return found
+    return {p.stem: _card(p) for p in sorted((folder or FOLDER).glob("*.json"))}
+
+
+def _card(card_path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"shipped model card unreadable ({exc})", card_path) from None
 
 
 def is_shipped(name: str, folder: Path | None = None) -> bool:
@@ -50,7 +50,7 @@ def weights(name: str, folder: Path | None = None) -> Path:
     if not is_shipped(name, folder):
         known = ", ".join(cards(folder)) or "none"
         raise InputError(f"no shipped model {name!r} (shipped: {known})")
-    card = cards(folder)[name]
+    card = _card(folder / f"{name}.json")
     path = folder / card.get("file", f"{name}.pt")
     if not path.is_file():
         raise InputError(f"shipped model {name!r}: its weights file is missing; reinstall "
