@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 
@@ -9,6 +11,8 @@ import pytest
 import torch
 from tests.helpers import TinyFeatures, make_dataset, tiny_cgan_config, tiny_seg_config
 
+from cganseg import pretrained
+from cganseg.checkpoint import load_checkpoint, save_checkpoint, shipped_payload
 from cganseg.training.cgan_trainer import train_cgan
 from cganseg.training.seg_trainer import train_segmenter
 
@@ -56,3 +60,22 @@ def tiny_fid_network(tmp_path, monkeypatch) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(TinyFeatures()).save(str(tmp_path / "tiny.pt"))
     monkeypatch.setenv("CGANSEG_FID_WEIGHTS", str(tmp_path / "tiny.pt"))
+
+
+def _ship(seg_run: Path, folder: Path, name: str = "tinyship") -> Path:
+    """Package ``seg_run``'s best.pt as a shipped model in ``folder``, as the script does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / f"{name}.pt"
+    save_checkpoint(weights, shipped_payload(load_checkpoint(seg_run / "best.pt")))
+    card = {"name": name, "title": "a test model", "file": weights.name,
+            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "license": "CC0-1.0",
+            "training_data": [{"set": "tiny", "train": 4}], "scores": {}}  # fmt: skip
+    (folder / f"{name}.json").write_text(json.dumps(card))
+    return weights
+
+
+@pytest.fixture
+def shipped(seg_run, tmp_path, monkeypatch) -> Path:
+    """seg_run's best.pt shipped as the model ``tinyship`` in a folder of this test's own."""
+    monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "shipped")
+    return _ship(seg_run, tmp_path / "shipped")

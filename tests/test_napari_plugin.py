@@ -55,6 +55,19 @@ def test_segment_widget_adds_the_labels_cganseg_segment_gives(make_napari_viewer
     assert "cells in" in widget.status.value
 
 
+def test_segment_widget_offers_the_shipped_models(make_napari_viewer, qtbot, shipped, seg_run):
+    viewer = make_napari_viewer()
+    image = iio.imread(seg_run.parent / "data" / "images" / "img00.png")
+    layer = viewer.add_image(image, name="cells")
+    widget = _dock(viewer, "Segment cells")
+    assert "tinyship" in widget.source.choices
+    widget.source.value = "tinyship"  # no run folder chosen: the shipped model is the model
+    widget.layer.value = layer
+    _wait(qtbot, widget)
+    assert np.array_equal(viewer.layers["cells cells"].data,
+                          cganseg.segment(image, model="tinyship"))  # fmt: skip
+
+
 def test_segment_widget_refuses_a_folder_that_is_not_a_run(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     layer = viewer.add_image(np.zeros((40, 52), np.uint8), name="img")

@@ -3,7 +3,6 @@ their card's SHA-256, stored in half precision and segmenting as the run they ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,28 +12,10 @@ import pytest
 import torch
 
 from cganseg import pretrained
-from cganseg.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, shipped_payload
+from cganseg.checkpoint import load_checkpoint, resolve_checkpoint
 from cganseg.cli import main
 from cganseg.data.io import read_labels
 from cganseg.inference.segment import load_segmenter
-
-
-def _ship(seg_run: Path, folder: Path, name: str = "tinyship") -> Path:
-    """Package ``seg_run``'s best.pt as a shipped model in ``folder``, as the script does."""
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / f"{name}.pt"
-    save_checkpoint(weights, shipped_payload(load_checkpoint(seg_run / "best.pt")))
-    card = {"name": name, "title": "a test model", "file": weights.name,
-            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "license": "CC0-1.0",
-            "training_data": [{"set": "tiny", "train": 4}], "scores": {}}  # fmt: skip
-    (folder / f"{name}.json").write_text(json.dumps(card))
-    return weights
-
-
-@pytest.fixture
-def shipped(seg_run, tmp_path, monkeypatch) -> Path:
-    monkeypatch.setattr(pretrained, "FOLDER", tmp_path / "shipped")
-    return _ship(seg_run, tmp_path / "shipped")
 
 
 def test_a_shipped_name_resolves_to_its_checked_weights(shipped):

@@ -192,7 +192,9 @@ def resolve_checkpoint(path: str | Path, key: str = SEGMENTER) -> Path:
                 return path / name
         raise InputError("run folder holds no best.pt or last.pt", path)
     if not path.exists():
-        raise InputError("checkpoint not found", path)
+        shipped = ", ".join(pretrained.cards()) or "none"
+        raise InputError("checkpoint not found (not a file, a run folder or a shipped model: "
+                         f"{shipped})", path)  # fmt: skip
     return path
 
 

@@ -20,6 +20,7 @@ from cganseg import checks
 from cganseg import instances as modes
 from cganseg.checks import Number
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
+from cganseg.data.splits import DEFAULT_VAL_FRACTION, MIN_PAIRS_TO_VALIDATE
 from cganseg.errors import InputError
 from cganseg.instances.postprocessing import PostProcessing
 from cganseg.losses.cgan_objective import LossWeights
@@ -62,6 +63,12 @@ class StepShare:
         return f"{self.share:g} x iterations"
 
 
+#: train-seg's defaults when it fine-tunes (``--init``): a learning rate low enough to keep what
+#: the start knows and few steps, as a few images need (benchmarks/fewshot.py measured them;
+#: README "Few annotations"); given options and the config file still win
+FINE_TUNING: dict[str, Any] = {"lr": 3e-4, "iterations": 500}
+
+
 def _parse_crop(text: str) -> dict[str, Any]:
     return {"crop": parse_size(text)}
 
@@ -88,6 +95,8 @@ class SegTrainConfig:
 
     #: options of the dataclass that the command line does not offer (config files only)
     cli_exclude: ClassVar[tuple[str, ...]] = ()
+    #: the defaults a run that starts from a trained segmenter (``init_seg``) takes instead
+    fine_tuning: ClassVar[dict[str, Any]] = FINE_TUNING
 
     data: str = option(help="data-set folder (DIR/images + DIR/masks, or Cellpose-style)",
                        path=True)  # fmt: skip
@@ -158,8 +167,12 @@ class SegTrainConfig:
     log_every: int = option(10, cli=False, rule=_COUNT, resumable=True)
     n_train: int | None = option(None, group=_DATA, rule=_COUNT, default_text="all",
                                  help="use only N training pairs (e.g. the paper's 200)")
-    val_fraction: float = option(0.1, group=_DATA, rule=_FRACTION,
-                                 help="share of the pairs held out for validation")
+    val_fraction: float | None = option(
+        None, group=_DATA, rule=_FRACTION,
+        default_text=f"{DEFAULT_VAL_FRACTION}, none when fewer than {MIN_PAIRS_TO_VALIDATE} pairs",
+        help="share of the pairs held out for validation (without validation the last step is "
+        "kept and the flow thresholds are not tuned)",
+    )
     test_fraction: float = option(0.0, group=_DATA, rule=_FRACTION,
                                   help="share of the pairs held out for testing")
     split_file: str | None = option(None, group=_DATA, flag="--split", path=True,
@@ -207,6 +220,14 @@ class SegTrainConfig:
         "on; FRACTION is their share of each batch",
     )
     extra_fraction: float | None = option(None, cli=False, rule=_SHARE)
+    init_seg: str | None = option(
+        None, group=_SEG, flag="--init", aliases=("--init-seg",), metavar="MODEL",
+        default_text="random weights",
+        help="start the segmenter from a trained one (fine-tuning): a shipped model (cganseg "
+        "models), a run folder or a checkpoint; backbone, width, classes, instance mode, "
+        "channels and cell diameter are then the start's, and train-seg's defaults become "
+        "fine-tuning's (FINE_TUNING)",
+    )
 
     def __post_init__(self) -> None:
         """An instance mode named by none is the default of every trainer (with 3 classes
@@ -227,6 +248,8 @@ class SegTrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> SegTrainConfig:
         refuse_unknown(cls, data, source)
+        if data.get("init_seg"):
+            data = {**cls.fine_tuning, **data}
         data = apply_preset({"preset": "auto", **data}, source, cls)
         crop = data.get("crop")
         if isinstance(crop, int | str) and not isinstance(crop, bool):
@@ -449,6 +472,7 @@ class CGanTrainConfig(SegTrainConfig):
     """
 
     cli_exclude: ClassVar[tuple[str, ...]] = ("extra",)  # cGAN-Seg trains on real pairs only
+    fine_tuning: ClassVar[dict[str, Any]] = {}  # the joint game keeps its own recipe
 
     lr: float = redefault(SegTrainConfig, "lr", 2e-4)
     lr_gen: float = option(2e-4, group=_CGAN, rule=_RATE, help="learning rate of the generator")
@@ -485,11 +509,6 @@ class CGanTrainConfig(SegTrainConfig):
     # also compute, train and log what cannot change any weight: D2 and D2_S under argmax, a
     # cycle of weight 0 (diagnostics; costs time)
     log_unused_terms: bool = option(False, cli=False)
-    init_seg: str | None = option(
-        None, group=_RECIPE, metavar="RUN", path=True, default_text="random weights",
-        help="start the segmenter from a trained one: a run folder or checkpoint of the same "
-        "architecture (e.g. a train-seg run)",
-    )
     seg_pretrain: int = option(
         0, group=_RECIPE, metavar="N", rule=_STEPS,
         presets={"cpu": StepShare(9.0), "paper": 0},

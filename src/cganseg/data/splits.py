@@ -6,6 +6,11 @@ matter), shuffled by the seed, the test set is cut first, then the validation se
 training subset of ``n_train`` pairs is the *first* ``n_train`` of the remaining pool. Hence for one
 seed the test set never depends on ``n_train`` and the 200-pair set is inside the 1000-pair set.
 
+Validation takes ``val_fraction`` of the pairs left after the test part, at least one; by
+default (``val_fraction`` None) 10%, and none when fewer than :data:`MIN_PAIRS_TO_VALIDATE`
+pairs are left: one or two validation images would choose a checkpoint by their noise and
+take a third of a few-image set from training (issue 29). Such a run keeps its last step.
+
 The split is written to every run folder (``split.json``) so a run can be reproduced exactly.
 """
 
@@ -21,24 +26,27 @@ import numpy as np
 from cganseg.errors import InputError
 from cganseg.runtime.atomic import write_text
 
+#: the default validation share, and the fewest pairs (after the test part) it is taken from
+DEFAULT_VAL_FRACTION, MIN_PAIRS_TO_VALIDATE = 0.1, 10
+
 
 def make_split(
     names: Sequence[str],
     *,
-    val_fraction: float = 0.1,
+    val_fraction: float | None = None,
     test_fraction: float = 0.0,
     n_train: int | None = None,
     seed: int = 0,
 ) -> dict[str, list[str]]:
     """Split names into ``train``/``val``/``test`` lists (order: module docstring)."""
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= frac < 1.0:
+        if frac is not None and not 0.0 <= frac < 1.0:
             raise InputError(f"{label} must be in [0, 1), got {frac}")
     order = sorted(names)
     perm = np.random.default_rng(seed).permutation(len(order))
     shuffled = [order[i] for i in perm]
     n_test = math.ceil(test_fraction * len(shuffled)) if test_fraction > 0 else 0
-    n_val = max(1, round(val_fraction * (len(shuffled) - n_test))) if val_fraction > 0 else 0
+    n_val = validation_count(len(shuffled) - n_test, val_fraction)
     test, rest = shuffled[:n_test], shuffled[n_test:]
     val, pool = rest[:n_val], rest[n_val:]
     if n_train is not None:
@@ -53,6 +61,16 @@ def make_split(
     if not pool:
         raise InputError(f"no pairs left for training ({len(order)} in total)")
     return {"train": sorted(pool), "val": sorted(val), "test": sorted(test)}
+
+
+def validation_count(n_pairs: int, val_fraction: float | None = None) -> int:
+    """How many of ``n_pairs`` (the pairs left after the test part) validate (module
+    docstring)."""
+    if val_fraction is None:
+        if n_pairs < MIN_PAIRS_TO_VALIDATE:
+            return 0
+        val_fraction = DEFAULT_VAL_FRACTION
+    return max(1, round(val_fraction * n_pairs)) if val_fraction > 0 else 0
 
 
 def kfold_indices(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

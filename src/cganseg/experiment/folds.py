@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cganseg.data.splits import kfold_indices
+from cganseg.data.splits import kfold_indices, validation_count
 from cganseg.errors import InputError
 
 Split = dict[str, list[str]]
@@ -27,7 +27,7 @@ def fold_splits(
     for i, (train_idx, test_idx) in enumerate(kfold_indices(len(order), k, seed)):
         rest = [order[j] for j in train_idx]
         rest = [rest[j] for j in np.random.default_rng([seed, i]).permutation(len(rest))]
-        n_val = max(1, round(val_fraction * len(rest))) if val_fraction > 0 else 0
+        n_val = validation_count(len(rest), val_fraction)
         val, pool = sorted(rest[:n_val]), rest[n_val:]
         if n_train > len(pool):
             raise InputError(

@@ -1,5 +1,6 @@
-"""napari dock widgets (magicgui): segment an Image layer into a Labels layer with a trained run,
-and generate an image from a Labels layer with a trained cGAN-Seg generator.
+"""napari dock widgets (magicgui): segment an Image layer into a Labels layer with a trained run
+or a shipped starting model (:mod:`cganseg.pretrained`), and generate an image from a Labels
+layer with a trained cGAN-Seg generator.
 
 The work runs in a napari thread worker with a progress bar in the viewer, so the window stays
 responsive; a problem the user can fix (a folder that is not a run, a run without a generator, a
@@ -16,6 +17,7 @@ from typing import Any
 import napari
 import numpy as np
 from magicgui.widgets import (
+    ComboBox,
     Container,
     FileEdit,
     FloatSpinBox,
@@ -27,6 +29,7 @@ from magicgui.widgets import (
 from napari.qt.threading import FunctionWorker, thread_worker
 from napari.utils.notifications import show_error
 
+from cganseg import pretrained
 from cganseg.api import segment
 from cganseg.errors import InputError, one_line
 from cganseg.inference.generate import load_generator
@@ -53,12 +56,19 @@ class _RunWidget(Container):
     def options(self) -> list[Any]:
         return []
 
+    def model(self) -> str | Path | None:
+        """The model the work uses: the chosen run folder (None when none is chosen)."""
+        run = Path(self.run_folder.value)
+        if not run.exists() or str(self.run_folder.value) in ("", "."):
+            return None
+        return run
+
     def start(self) -> FunctionWorker | None:
         """Check the inputs and start the work; returns the running worker (None if refused)."""
-        layer, run = self.layer.value, Path(self.run_folder.value)
+        layer, run = self.layer.value, self.model()
         if layer is None:
             return self._fail(f"choose a layer to {self.action.lower()}")
-        if not run.exists() or str(self.run_folder.value) in ("", "."):
+        if run is None:
             return self._fail("choose a run folder (or best.pt) made by cganseg")
         self.status.value = f"{self.action.lower()}: {layer.name} ..."
         self.button.enabled = False
@@ -70,7 +80,7 @@ class _RunWidget(Container):
         worker.start()
         return worker
 
-    def work(self, data: np.ndarray, run: Path) -> FunctionWorker:
+    def work(self, data: np.ndarray, run: str | Path) -> FunctionWorker:
         raise NotImplementedError
 
     def _done(self, layer: Any, result: np.ndarray) -> None:
@@ -92,13 +102,23 @@ class SegmentWidget(_RunWidget):
 
     action = "Segment"
     layer_type = napari.layers.Image
+    #: the model chooser's entry that means "the run folder below"
+    RUN_FOLDER = "run folder"
 
     def options(self) -> list[Any]:
+        self.source = ComboBox(label="model", value=self.RUN_FOLDER,
+                               choices=[self.RUN_FOLDER, *pretrained.cards()])  # fmt: skip
         self.diameter = FloatSpinBox(label="cell diameter (0: as trained)", min=0, max=10000,
                                      value=0)  # fmt: skip
-        return [self.diameter]
+        return [self.source, self.diameter]
 
-    def work(self, data: np.ndarray, run: Path) -> FunctionWorker:
+    def model(self) -> str | Path | None:
+        """A shipped model by name, or the run folder when the chooser says so."""
+        if self.source.value != self.RUN_FOLDER:
+            return str(self.source.value)
+        return super().model()
+
+    def work(self, data: np.ndarray, run: str | Path) -> FunctionWorker:
         diameter = self.diameter.value or None
 
         # ignore_errors: _failed shows the error; re-raised, it would print a traceback too

@@ -50,13 +50,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from cganseg.augment.diffaugment import apply_policy, sample_policy
-from cganseg.checkpoint import GENERATOR, SEGMENTER, load_into, network_entries
+from cganseg.checkpoint import GENERATOR, network_entries
 from cganseg.data.dataset import pad_to_at_least
 from cganseg.data.targets import one_hot
 from cganseg.errors import InputError
 from cganseg.inference.generate import Generator
 from cganseg.instances import InstanceMode
-from cganseg.instances.postprocessing import PostProcessing
 from cganseg.losses.adversarial import lsgan_loss
 from cganseg.losses.cgan_objective import (
     D_TERMS,
@@ -129,7 +128,7 @@ class CGanTrainer(TrainerBase):
         self.seg = self.new_segmenter()
         start = cfg.init_seg or (self.run_dir / SEG_PRETRAIN_DIR if cfg.seg_pretrain else None)
         if start and not self.resuming:  # (a resumed run has its own weights)
-            self._start_from(str(start))
+            self.start_segmenter(self.seg, str(start))
         # the segmenter that validation, best.pt and the test use: Seg, or its moving average
         self.seg_avg = (
             AveragedModel(self.seg, multi_avg_fn=ema_with_warmup(cfg.seg_ema))
@@ -179,18 +178,6 @@ class CGanTrainer(TrainerBase):
         self.aug_rng = torch.Generator().manual_seed(cfg.seed * 7919 + 2)
         self.pool_img = ImagePool(cfg.pool_size, cfg.seed * 7919 + 3)
         self.pool_mask = ImagePool(cfg.pool_size, cfg.seed * 7919 + 4)
-
-    def _start_from(self, path: str) -> None:
-        """Seg's weights from a trained segmenter (``init_seg``): the same network, and outputs
-        that mean the same (instances mode, cell rescaling)."""
-        payload = load_into(path, SEGMENTER, self.seg)
-        post = PostProcessing.from_checkpoint(payload, self.cfg.n_classes, path)
-        for key in ("instances", "cell_diameter"):
-            stored, ours = getattr(post, key), getattr(self.cfg, key)
-            if stored != ours:
-                raise InputError(f"its segmenter was trained with {key} {stored}, this run has "
-                                 f"{ours}: give the same --{key.replace('_', '-')}",
-                                 path)  # fmt: skip
 
     @property
     def segmenter(self) -> nn.Module:

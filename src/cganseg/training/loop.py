@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from cganseg.checkpoint import save_checkpoint
+from cganseg.checkpoint import SEGMENTER, load_into, save_checkpoint
 from cganseg.data.augment import ConventionalAugment
 from cganseg.data.dataset import (
     CropDataset,
@@ -33,9 +33,10 @@ from cganseg.data.dataset import (
     SeededSampler,
     ShardSampler,
 )
-from cganseg.errors import TrainingDiverged
+from cganseg.errors import InputError, TrainingDiverged
 from cganseg.inference.segment import Segmenter
 from cganseg.instances import InstanceMode, mode
+from cganseg.instances.postprocessing import PostProcessing
 from cganseg.models.registry import build_segmenter
 from cganseg.options import SegTrainConfig
 from cganseg.runtime import distributed
@@ -158,6 +159,19 @@ class TrainerBase:
         net = build_segmenter(cfg.model, self.in_channels, out, cfg.width)
         return distributed.sync_batchnorm(net.to(self.device), self.device)
 
+    def start_segmenter(self, net: nn.Module, start: str) -> None:
+        """``net``'s weights from a trained segmenter (``init_seg``: a shipped model, run folder
+        or checkpoint; fine-tuning), which must be the same network with outputs that mean the
+        same (:func:`cganseg.training.settings.with_start` makes a run's settings so)."""
+        payload = load_into(start, SEGMENTER, net)
+        post = PostProcessing.from_checkpoint(payload, self.cfg.n_classes, start)
+        for key in ("instances", "cell_diameter"):
+            stored, ours = getattr(post, key), getattr(self.cfg, key)
+            if stored != ours:
+                raise InputError(f"its segmenter was trained with {key} {stored}, this run has "
+                                 f"{ours}: give the same --{key.replace('_', '-')}",
+                                 start)  # fmt: skip
+
     def segmentation_loss(self) -> nn.Module:
         """The instance mode's loss (CE + Dice, whose sums cover the global batch when
         distributed, or Cellpose's loss for the flow output)."""
@@ -233,7 +247,9 @@ class TrainerBase:
         return (f"{self.kind} on {self.device}{threads}; {cfg.model} width {cfg.width} "
                 f"({cfg.instances}); parameters: {nets}; images: {len(self.data.train)} train, "
                 f"{len(self.data.val)} validation, {len(self.data.test)} test; crops "
-                f"{cfg.crop[0]}x{cfg.crop[1]}, batch {cfg.batch_size}; preset {cfg.preset}")
+                f"{cfg.crop[0]}x{cfg.crop[1]}, batch {cfg.batch_size}; preset {cfg.preset}"
+                + (f"; starts from {cfg.init_seg}" if cfg.init_seg else "")
+                + ("" if self.data.val else "; no validation images: the last step is kept"))
 
     def run(self) -> dict[str, Any]:
         """Train to ``iterations`` (or an early stop); then :meth:`finish`."""

@@ -29,6 +29,8 @@ class SegTrainer(TrainerBase):
     def build(self) -> None:
         cfg = self.cfg
         self.model = self.new_segmenter()
+        if cfg.init_seg and not self.resuming:  # (a resumed run has its own weights)
+            self.start_segmenter(self.model, cfg.init_seg)
         self.net = self.passes.wrap(self.model)
         self.optimizer = self.passes.adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay

@@ -6,8 +6,11 @@ pre-training, its ``config.yaml``), re-rooted at the folder it is resumed in, an
 command line (and config file) only the options whose spec says ``resumable``. A new run's
 settings are made concrete before anything is written: paths absolute (config.yaml then works
 from anywhere), the backbone's width and the device as resolved, so config.yaml says what was
-used. ``train-seg``, ``train``, the pre-training, ``experiment`` and the value/peers benchmarks
-all come through :func:`resolve`.
+used. A run that starts from a trained segmenter (``init_seg``: a shipped model, run folder or
+checkpoint) takes that network's architecture, channels, instance mode and cell diameter
+(:func:`with_start`); an option given otherwise is refused in one line, since the weights would
+not fit or would mean something else. ``train-seg``, ``train``, the pre-training,
+``experiment`` and the value/peers benchmarks all come through :func:`resolve`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cganseg.checkpoint import SEGMENTER, load_checkpoint, resolve_checkpoint
 from cganseg.errors import InputError
+from cganseg.instances import mode
+from cganseg.instances.postprocessing import PostProcessing
 from cganseg.models.registry import DEFAULT_WIDTHS
 from cganseg.options import SegTrainConfig, read_yaml_mapping
 from cganseg.optionspec import names, spec_of
@@ -52,7 +58,35 @@ def resolve(
         raise InputError("--data DIR is required (option data)", source)
     if saved is not None:
         return _resumed(cls, saved, Path(given["out"]), given)
+    if given.get("init_seg"):
+        given = with_start(given, source)
     return cls.from_dict(given, source)
+
+
+def with_start(given: dict[str, Any], source: str | Path | None = None) -> dict[str, Any]:
+    """``given`` with the settings its start model (``init_seg``) fixes, and ``init_seg`` a
+    shipped model's name or an absolute path; a given setting that differs is refused."""
+    start = str(given["init_seg"])
+    path = resolve_checkpoint(start, SEGMENTER)
+    payload = load_checkpoint(path)
+    net = payload.get(f"{SEGMENTER}_config")
+    if not isinstance(net, dict) or not {"name", "width", "n_classes"} <= set(net):
+        raise InputError("holds no segmenter to start from", path)
+    post = PostProcessing.from_checkpoint(payload, int(net["n_classes"]), path)
+    fixed: dict[str, Any] = {"model": net["name"], "width": net["width"],
+                             "channels": payload.get("channels"), "instances": post.instances,
+                             "cell_diameter": post.cell_diameter}  # fmt: skip
+    if mode(post.instances).output_kind == "classes":  # else the output size says nothing
+        fixed["n_classes"] = net["n_classes"]
+    for key, value in fixed.items():
+        if given.get(key) is not None and given[key] != value:
+            raise InputError(
+                f"option {key} is {given[key]}, but the start model {start} has {value}: leave "
+                "it out (a fine-tuned network keeps its start's)",
+                source,
+            )
+    on_disk = Path(start).exists()  # else a shipped model, kept by name
+    return {**given, **fixed, "init_seg": _absolute(start) if on_disk else start}
 
 
 def resumable_options(cls: type[SegTrainConfig]) -> tuple[str, ...]:

@@ -1,0 +1,107 @@
+"""Fine-tuning from a trained segmenter (issue 29): ``train-seg --init MODEL`` and
+``train --init-seg MODEL`` take the start's architecture and outputs, refuse a mismatch in one
+line, start from its weights and record where they started; few images are not split for
+validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+from tests.helpers import tiny_seg_config
+
+from cganseg.checkpoint import load_checkpoint
+from cganseg.cli import main
+from cganseg.data.splits import MIN_PAIRS_TO_VALIDATE, make_split
+from cganseg.errors import InputError
+from cganseg.options import FINE_TUNING, CGanTrainConfig, SegTrainConfig
+from cganseg.training.seg_trainer import SegTrainer
+from cganseg.training.settings import resolve
+
+#: what the start model fixes; a fine-tuning run's config names none of them
+ARCHITECTURE = ("model", "width", "n_classes", "instances", "cell_diameter", "channels")
+
+
+def _knobs(tiny_dataset, out) -> dict:
+    """A tiny run's options without the architecture (which the start gives)."""
+    cfg = tiny_seg_config(tiny_dataset, out, iterations=2).to_dict()
+    return {k: v for k, v in cfg.items() if k not in ARCHITECTURE and v is not None}
+
+
+def test_a_fine_tuning_run_takes_the_start_models_settings_and_defaults(seg_run, tiny_dataset,
+                                                                        tmp_path):  # fmt: skip
+    cfg = resolve(SegTrainConfig, {"data": str(tiny_dataset), "out": str(tmp_path / "run"),
+                                   "init_seg": str(seg_run), "device": "cpu"})  # fmt: skip
+    start = load_checkpoint(seg_run / "best.pt")
+    assert (cfg.model, cfg.width) == (start["model_config"]["name"], start["model_config"]["width"])
+    assert cfg.instances == start["postprocessing"]["instances"] == "watershed"
+    assert (cfg.lr, cfg.iterations) == (FINE_TUNING["lr"], FINE_TUNING["iterations"])
+    assert cfg.init_seg == str(seg_run.resolve())
+    # given options still win over fine-tuning's defaults; the joint game keeps its own
+    given = {"data": str(tiny_dataset), "out": str(tmp_path / "r2"), "init_seg": str(seg_run),
+             "lr": 1e-2}  # fmt: skip
+    assert resolve(SegTrainConfig, given).lr == 1e-2
+    del given["lr"]
+    assert resolve(CGanTrainConfig, given).lr == CGanTrainConfig(data="d", out="o").lr
+
+
+def test_the_start_weights_are_loaded(seg_run, tiny_dataset, tmp_path):
+    cfg = tiny_seg_config(tiny_dataset, tmp_path / "run", init_seg=str(seg_run),
+                          instances="watershed")  # fmt: skip
+    trainer = SegTrainer.from_config(cfg)
+    start = load_checkpoint(seg_run / "best.pt")["model_state"]
+    ours = trainer.model.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in start.items())
+    fresh = SegTrainer.from_config(tiny_seg_config(tiny_dataset, tmp_path / "r2",
+                                                   instances="watershed"))  # fmt: skip
+    assert not all(torch.equal(fresh.model.state_dict()[k], v) for k, v in start.items())
+
+
+def test_train_seg_init_a_shipped_model_runs_and_records_its_start(shipped, tiny_dataset,
+                                                                   tmp_path, capsys):  # fmt: skip
+    run = tmp_path / "run"
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(_knobs(tiny_dataset, run)))
+    rc = main(["train-seg", "--config", str(tmp_path / "cfg.yaml"), "--init", "tinyship",
+               "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["init_seg"] == "tinyship" and saved["instances"] == "watershed"
+    assert load_checkpoint(run / "best.pt")["model_config"] == load_checkpoint(shipped)[
+        "model_config"]
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--model", "deepsea"), ("--width", "8"),
+                                             ("--instances", "flows")])  # fmt: skip
+def test_a_mismatched_start_is_refused_in_one_line(shipped, tiny_dataset, tmp_path, capsys,
+                                                   flag, value):  # fmt: skip
+    run = tmp_path / "run"
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(_knobs(tiny_dataset, run)))
+    rc = main(["train-seg", "--config", str(tmp_path / "cfg.yaml"), "--init", "tinyship", flag,
+               value, "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert flag[2:] in err[0] and "start model tinyship" in err[0], err
+    assert not run.exists()
+
+
+def test_train_init_seg_keeps_a_shipped_name(shipped, tiny_dataset, tmp_path):
+    cfg = resolve(CGanTrainConfig, {"data": str(tiny_dataset), "out": str(tmp_path / "run"),
+                                    "init_seg": "tinyship"})  # fmt: skip
+    assert cfg.init_seg == "tinyship" and cfg.instances == "watershed" and cfg.seg_pretrain == 0
+
+
+def test_an_unknown_start_is_refused(tiny_dataset, tmp_path):
+    with pytest.raises(InputError, match="shipped model"):
+        resolve(SegTrainConfig, {"data": str(tiny_dataset), "out": str(tmp_path / "run"),
+                                 "init_seg": "no_such_model"})  # fmt: skip
+
+
+def test_few_pairs_are_not_split_for_validation():
+    few = [f"p{i}" for i in range(MIN_PAIRS_TO_VALIDATE - 1)]
+    split = make_split(few, seed=1)
+    assert split["val"] == [] and len(split["train"]) == len(few)
+    many = [f"p{i}" for i in range(30)]
+    assert len(make_split(many, seed=1)["val"]) == 3
+    # a fraction given is a fraction taken, however few the pairs
+    assert len(make_split(few, val_fraction=0.2, seed=1)["val"]) == 2
+    assert make_split(["only"], seed=0) == {"train": ["only"], "val": [], "test": []}
