@@ -15,6 +15,11 @@ several magnifications), then:
   ``src/cganseg/pretrained/NAME.json`` (data and licenses, recipe, seed, CPU-hours, scores,
   SHA-256 of the weights, limits) that :mod:`cganseg.pretrained` reads.
 
+``--leave-out SET`` trains the same recipe without one of its sets, as
+``NAME_without_SET`` (never packaged): the start model of benchmarks/fewshot.py's arms on that
+set, which must not have seen any of its images; it is scored on the left-out set's test images
+only (its honest zero-shot score).
+
 The runs live in ``--work`` (default ``benchmarks/.work/start_models``); an interrupted run is
 resumed (``train-seg --resume``), a finished one is not run again. Scores also go to
 ``benchmarks/results/start_models.json``. From the repository root (needs ``../shared/data``)::
@@ -85,6 +90,9 @@ class Recipe:
     seed: int = 0
     test_fraction: float = 0.15
     val_fraction: float = 0.05
+    license: str = "CC0-1.0"
+    license_why: str = ("the weights are trained only on CC0 data; we waive our rights as the "
+                        "data's authors did (crediting DSB2018 / BBBC038 is asked, not required)")
 
 
 _CC0 = "CC0 1.0 (Data Science Bowl 2018, BBBC038 of the Broad Bioimage Benchmark Collection)"
@@ -105,11 +113,45 @@ MODELS: dict[str, Recipe] = {
         "diameter in pixels (`--diameter`, or `auto`) when it differs from the training "
         "median stated here",
     ),
+    "cells": Recipe(
+        title="Whole adherent cells in phase-contrast images",
+        sets=(DataSet("usiigaci_phase", "MIT (Usiigaci, Tsai et al. 2019; Copyright (c) 2018 "
+                      "Okinawa Institute of Science and Technology Graduate University)"),),
+        cell_diameter=30.0,  # Cellpose's cell diameter
+        iterations=6000,
+        intended_use="zero-shot segmentation of whole cells in 2-D phase-contrast images, and "
+        "the start for fine-tuning on a few annotated images of your own (`train-seg --init "
+        "cells`)",
+        limits="trained on one phase-contrast set (T98G / NIH-3T3 cells, 10x, one microscope, "
+        "31 images): other cell types, modalities and magnifications are outside what it saw; "
+        "fine-tune on a few of your images and give the cells' diameter (`--diameter`, or "
+        "`auto`)",
+        license="MIT",
+        license_why="the weights are trained only on usiigaci_phase, MIT-licensed: they are "
+        "released under the MIT license with its copyright notice (Okinawa Institute of "
+        "Science and Technology Graduate University, 2018), kept in this card",
+    ),
 }
+#: images of one set that show the same field (at other times): always on one side of a split
+SAME_FIELD = {"usiigaci_phase": {"set40": "set23"}}
 
 
 def _names(folder: Path) -> list[str]:
     return [p.name for p in find_pairs(folder)]
+
+
+def set_split(set_name: str, recipe: Recipe) -> dict[str, list[str]]:
+    """One set's own seeded split (names in ../shared/data/SET): its test part is held out of
+    every model of this recipe, and is the test part of benchmarks/fewshot.py."""
+    split = make_split(_names(SHARED / set_name), val_fraction=recipe.val_fraction,
+                       test_fraction=recipe.test_fraction, seed=recipe.seed)  # fmt: skip
+    for name, kept_with in SAME_FIELD.get(set_name, {}).items():
+        part = next(p for p, names in split.items() if kept_with in names)
+        for names in split.values():
+            if name in names:
+                names.remove(name)
+        split[part] = sorted([*split[part], name])
+    return split
 
 
 def prepare(name: str, recipe: Recipe, work: Path) -> tuple[Path, dict[str, dict[str, list]]]:
@@ -122,9 +164,7 @@ def prepare(name: str, recipe: Recipe, work: Path) -> tuple[Path, dict[str, dict
     per_set = {}
     for ds in recipe.sets:
         src = SHARED / ds.name
-        own = make_split(_names(src), val_fraction=recipe.val_fraction,
-                         test_fraction=recipe.test_fraction, seed=recipe.seed)  # fmt: skip
-        per_set[ds.name] = own
+        own = per_set[ds.name] = set_split(ds.name, recipe)
         for part, names in own.items():
             for stem in names:
                 copies = ds.repeat if part == "train" else 1
@@ -228,9 +268,8 @@ def package(name: str, recipe: Recipe, run: Path, scores: dict[str, Any],
         "title": recipe.title,
         "file": weights.name,
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        "license": "CC0-1.0",
-        "license_why": "the weights are trained only on CC0 data; we waive our rights as the "
-        "data's authors did (crediting DSB2018 / BBBC038 is asked, not required)",
+        "license": recipe.license,
+        "license_why": recipe.license_why,
         "training_data": [{"set": ds.name, "license": ds.license,
                            "train": len(per_set[ds.name]["train"]),
                            "val": len(per_set[ds.name]["val"]),
@@ -262,6 +301,8 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks/.work/start_models")
     parser.add_argument("--iterations", type=int, help="override the recipe's step count")
+    parser.add_argument("--leave-out", metavar="SET", help="train without this set of the "
+                        "recipe (NAME_without_SET, not packaged)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/start_models.json")
     parser.add_argument("--no-package", action="store_true", help="score only, write nothing "
                         "into src/cganseg/pretrained")  # fmt: skip
@@ -274,7 +315,18 @@ def main() -> int:
         recipe = MODELS[name]
         if args.iterations:
             recipe = Recipe(**{**recipe.__dict__, "iterations": args.iterations})
+        left_out = None
+        if args.leave_out:
+            left_out = next((d for d in recipe.sets if d.name == args.leave_out), None)
+            if left_out is None:
+                print(f"error: {name} does not train on {args.leave_out}", file=sys.stderr)
+                return 2
+            recipe = Recipe(**{**recipe.__dict__,
+                               "sets": tuple(d for d in recipe.sets if d != left_out)})
+            name = f"{name}_without_{left_out.name}"
         data, per_set = prepare(name, recipe, args.work)
+        if left_out is not None:  # scored on the left-out set alone: its zero-shot score
+            per_set = {left_out.name: set_split(left_out.name, recipe)}
         start = time.time()
         summary = train(name, recipe, data, args.work)
         run = args.work / name / "run"
@@ -283,7 +335,7 @@ def main() -> int:
         scores = score(run / "best.pt", per_set)
         results[name] = {"recipe": recipe.__dict__ | {"sets": [d.__dict__ for d in recipe.sets]},
                          "scores": scores}  # fmt: skip
-        if not args.no_package:
+        if not (args.no_package or left_out):
             print(f"packaged {package(name, recipe, run, scores, per_set)}")
     write_text(args.out, json.dumps(results, indent=1, default=str) + "\n")
     return 0

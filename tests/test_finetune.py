@@ -5,6 +5,11 @@ validation."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -105,3 +110,31 @@ def test_few_pairs_are_not_split_for_validation():
     # a fraction given is a fraction taken, however few the pairs
     assert len(make_split(few, val_fraction=0.2, seed=1)["val"]) == 2
     assert make_split(["only"], seed=0) == {"train": ["only"], "val": [], "test": []}
+
+
+@pytest.mark.slow
+def test_fewshot_benchmark_quick_mode(tmp_path):
+    """benchmarks/fewshot.py --quick: every arm at N 1 and 3 on the demo data, from a tiny start
+    run; the fine-tuned runs record their start, the table and plot are written."""
+    from cganseg.demo import demo_data_dir
+    from cganseg.training.seg_trainer import train_segmenter
+
+    start = tmp_path / "start"
+    train_segmenter(tiny_seg_config(demo_data_dir(), start, iterations=2, instances="flows",
+                                    channels="gray"), progress=False)  # fmt: skip
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fewshot.py"
+    out = tmp_path / "fewshot.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--start", str(start), "--work",
+         str(tmp_path / "work"), "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert set(record["summary"]["demo"]) == {"zero-shot", "scratch", "finetune"}
+    tuned = [r for r in record["runs"] if r["arm"] == "finetune"]
+    assert [r["n"] for r in tuned] == [1, 3] and all(r["train"] for r in tuned)
+    saved = yaml.safe_load((tmp_path / "work/demo/finetune/N3_d0/run/config.yaml").read_text())
+    assert saved["init_seg"] == str(start)
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "AP@0.5/img" in proc.stdout

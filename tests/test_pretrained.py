@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from cganseg import pretrained
-from cganseg.checkpoint import load_checkpoint, resolve_checkpoint
+from cganseg.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, shipped_payload
 from cganseg.cli import main
 from cganseg.data.io import read_labels
+from cganseg.demo import demo_data_dir
+from cganseg.evaluation.evaluate import evaluate_pairs
 from cganseg.inference.segment import load_segmenter
 
 
@@ -76,3 +78,44 @@ def test_models_lists_the_shipped_cards(shipped, capsys):
     assert "tinyship: a test model" in capsys.readouterr().out
     assert main(["models", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tinyship"]["license"] == "CC0-1.0"
+
+
+#: bundled demo images in the nuclei model's held-out test part (benchmarks/start_models.py's
+#: split of dsb2018_fluo_256, seed 0): never trained on, so segmenting them is zero-shot
+UNSEEN_DEMO_IMAGES = ("9586e48a9a4353f1", "245b995878370ef4", "3b75fc03a1d12b29",
+                      "9774c82396327929")  # fmt: skip
+
+
+def test_the_shipped_nuclei_model_finds_the_nuclei_of_images_it_never_saw(tmp_path):
+    """The real shipped file, offline, by the command a user types: `cganseg segment nuclei`
+    (measured when it was packaged: pooled F1@0.5 0.876 on these four images)."""
+    card = pretrained.cards()["nuclei"]
+    assert card["license"] == "CC0-1.0" and resolve_checkpoint("nuclei").stat().st_size < 10e6
+    assert {d["license"][:6] for d in card["training_data"]} == {"CC0 1."}
+    folder = tmp_path / "images"
+    folder.mkdir()
+    demo = demo_data_dir()
+    for name in UNSEEN_DEMO_IMAGES:
+        shutil.copy(demo / "images" / f"{name}.png", folder)
+    assert main(["segment", "nuclei", str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    pairs = [(name, read_labels(demo / "masks" / f"{name}.png"),
+              read_labels(next((tmp_path / "out").glob(f"{name}*.tif"))))
+             for name in UNSEEN_DEMO_IMAGES]  # fmt: skip
+    report = evaluate_pairs(pairs)
+    assert report["pooled"]["f1"][0] > 0.8, report["images"]
+    for row in report["images"]:  # each image: about as many nuclei as there are
+        assert abs(row["n_pred"] - row["n_gt"]) <= max(2, 0.2 * row["n_gt"]), row
+
+
+def test_a_shipped_rescaling_model_segments_at_auto_by_default(seg_run, tmp_path):
+    """Its training median mixes several sets: segment's default is --diameter auto."""
+    payload = load_checkpoint(seg_run / "best.pt")
+    payload["postprocessing"] = {**payload["postprocessing"], "cell_diameter": 12.0,
+                                 "train_diameter": 12.0}  # fmt: skip
+    assert "default_diameter" not in payload
+    save_checkpoint(tmp_path / "ship.pt", shipped_payload(payload))
+    seg = load_segmenter(tmp_path / "ship.pt", "cpu")
+    assert seg.default_diameter == "auto"
+    image = torch.rand(1, 40, 52, generator=torch.Generator().manual_seed(1)).numpy() * 2 - 1
+    assert np.array_equal(seg.segment(image), seg.segment(image, diameter="auto"))
+    assert load_segmenter(seg_run, "cpu").default_diameter is None  # a run of yours: its own

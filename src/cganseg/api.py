@@ -27,7 +27,8 @@ from cganseg.inference.segment import Segmenter, load_segmenter, prepare_image
 
 
 def load(model: str | Path, device: str = "auto") -> Segmenter:
-    """The segmenter of a run folder or checkpoint, loaded once per file version and device."""
+    """The segmenter of a run folder, checkpoint or shipped model, loaded once per file version
+    and device."""
     path = resolve_checkpoint(model)
     return _cached(str(path.resolve()), path.stat().st_mtime_ns, device)
 
@@ -48,9 +49,11 @@ def segment(
     """Instance labels (H, W) int32 (0 background, cells 1..N) of one image.
 
     ``image``: a 2-D, (H, W, C) or (C, H, W) array of any numeric dtype, raw intensities (it is
-    normalised here as in training). ``model``: a run folder, a checkpoint file or a loaded
-    :class:`Segmenter`. ``diameter``: the cells' size in pixels for a model trained with
-    ``--cell-diameter`` (a number, ``"auto"``, or None: the training images'); ``device``:
+    normalised here as in training). ``model``: a run folder, a checkpoint file, a shipped
+    model's name (``"nuclei"``; ``cganseg models`` lists them) or a loaded :class:`Segmenter`.
+    ``diameter``: the cells' size in pixels for a model trained with ``--cell-diameter`` (a
+    number, ``"auto"``, or None: the model's default, the training images' own or, for a
+    shipped model, ``"auto"``); ``device``:
     where a model named by path runs (``auto``: CUDA when there is one).
     """
     seg = model if isinstance(model, Segmenter) else load(model, device)

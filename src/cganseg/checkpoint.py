@@ -10,7 +10,8 @@ Layout (``format`` cganseg.segmenter/1, ``version`` 4):
   (:func:`segmenter_payload`), ``channels``, ``postprocessing`` (instance mode, minimum size,
   thresholds, cell diameters: :class:`~cganseg.instances.postprocessing.PostProcessing`; before
   version 4 these were entries of their own, before version 3 without ``instances``: the mode
-  by the class count), ``kind`` (train-seg or train),
+  by the class count), ``kind`` (train-seg or train), optionally ``default_diameter`` (what
+  ``segment`` uses when given no diameter; a shipped model's is ``auto``),
   ``step``, ``config``; a cGAN-Seg checkpoint also the generator, ``generator_config`` +
   ``generator_state``. ``best.pt`` holds just that; :func:`load_network` reads a network back
   (from a run folder the segmenter of ``best.pt``, the generator of ``last.pt``: :data:`RUN_FILES`).
@@ -68,11 +69,15 @@ def segmenter_payload(
 def shipped_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """What a shipped starting model keeps of a run's checkpoint (:mod:`cganseg.pretrained`):
     the entries of :func:`segmenter_payload`, its weights in half precision (half the bytes;
-    ``load_state_dict`` widens them to the network's float32), nothing of the training state."""
+    ``load_state_dict`` widens them to the network's float32), nothing of the training state;
+    and ``default_diameter`` auto for a rescaling model (measured: auto scored best or within
+    0.003 of best on each DSB set's held-out images, benchmarks/start_models.py)."""
     kept = {k: payload[k] for k in ("format", "version", f"{SEGMENTER}_config", "channels",
                                     POST_ENTRY) if k in payload}  # fmt: skip
     kept[f"{SEGMENTER}_state"] = {k: v.half() if v.is_floating_point() else v
                                   for k, v in payload[f"{SEGMENTER}_state"].items()}  # fmt: skip
+    if payload.get(POST_ENTRY, {}).get("cell_diameter"):
+        kept["default_diameter"] = "auto"  # its training median is of several sets, not yours
     return kept
 
 

@@ -258,9 +258,11 @@ def run_demo(
     segmenter's output for both runs."""
     out = Path(out)
     seg_cfg = demo_seg_config(out, iterations or SEG_ITERATIONS, device, instances)
+    seg_timing = _train(train_segmenter, seg_cfg, progress)
+    # (made now: it starts from the conventional run, whose settings it takes)
     gan_cfg = demo_cgan_config(out, gan_iterations or CGAN_ITERATIONS, device, instances)
     runs = [
-        ("conventional", seg_cfg, _train(train_segmenter, seg_cfg, progress)),
+        ("conventional", seg_cfg, seg_timing),
         ("cGAN-Seg", gan_cfg, _train(train_cgan, gan_cfg, progress)),
     ]
     split = json.loads((out / "train_seg" / "split.json").read_text())

@@ -92,7 +92,8 @@ class SegmentOptions:
     min_size: int | None = option(None, rule=checks.MIN_SIZE, default_text="the model's",
                                   help="smallest object kept")  # fmt: skip
     diameter: float | str | None = option(
-        None, rule=checks.diameter, metavar="PX|auto", default_text="the training images' own",
+        None, rule=checks.diameter, metavar="PX|auto",
+        default_text="the model's: the training images' own, auto for a shipped model",
         help="models trained with --cell-diameter: the cells' diameter in these images, or auto "
         "to measure it from a first pass",
     )

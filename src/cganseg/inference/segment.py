@@ -43,14 +43,18 @@ class Segmenter:
     ``post.cell_diameter`` pixels sees every image rescaled by ``cell_diameter / diameter``, where
     ``diameter`` is the cells' diameter in the images to segment: a number, ``"auto"`` (segment
     once at ``post.train_diameter``, measure the cells found, segment again at their size) or
-    None (``post.train_diameter``, the training images' own). Outputs are resized back, so labels
-    come out at the input's size. ``post.cell_diameter`` None: no rescaling.
+    None (``default_diameter``: the checkpoint's, else ``post.train_diameter``, the training
+    images' own). Outputs are resized back, so labels come out at the input's size.
+    ``post.cell_diameter`` None: no rescaling.
     """
 
     model: torch.nn.Module
     channels: Any
     post: PostProcessing
     device: torch.device
+    #: what a call without a diameter uses: a shipped model's is ``"auto"``, since its training
+    #: median mixes several sets and says nothing of the user's images (issue 29)
+    default_diameter: float | str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", checks.checked(checks.channels, "channels",
@@ -61,6 +65,8 @@ class Segmenter:
         (None or ``"auto"``: the training images' own); InputError when that leaves
         :data:`~cganseg.checks.SCALE_RANGE` (or the diameter is none)."""
         diameter = checks.checked(checks.diameter, "diameter", diameter)
+        if diameter is None:
+            diameter = self.default_diameter
         cell = self.post.cell_diameter
         if diameter is not None and not cell:
             raise InputError("diameter needs a model trained with --cell-diameter (this one sees "
@@ -109,6 +115,8 @@ class Segmenter:
     ) -> np.ndarray:
         """Instance labels (H, W) for a normalised (C, H, W) image whose cells are ``diameter``
         px across (a number, ``"auto"`` or None: see the class docstring)."""
+        if diameter is None:
+            diameter = self.default_diameter
         labels = self.post.to_labels(self.predict(image, tile_size, batch_size, diameter))
         train = self.post.train_diameter
         if diameter == "auto" and self.post.cell_diameter:
@@ -154,8 +162,10 @@ def load_segmenter(
                               f"{checks.NOT_USABLE}: ")  # fmt: skip
     given = {"min_size": min_size, "cellprob_threshold": cellprob, "flow_threshold": flow}
     post = post.replace(**{k: v for k, v in given.items() if v is not None})
+    default = checks.checked(checks.diameter, "default_diameter", payload.get("default_diameter"),
+                             source, f"{checks.NOT_USABLE}: ")  # fmt: skip
     dev = resolve_device(device)
-    return Segmenter(model.to(dev), channels, post, dev)
+    return Segmenter(model.to(dev), channels, post, dev, default)
 
 
 def prepare_image(segmenter: Segmenter, image: np.ndarray, source: str | Path,

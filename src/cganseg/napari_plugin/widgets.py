@@ -108,7 +108,7 @@ class SegmentWidget(_RunWidget):
     def options(self) -> list[Any]:
         self.source = ComboBox(label="model", value=self.RUN_FOLDER,
                                choices=[self.RUN_FOLDER, *pretrained.cards()])  # fmt: skip
-        self.diameter = FloatSpinBox(label="cell diameter (0: as trained)", min=0, max=10000,
+        self.diameter = FloatSpinBox(label="cell diameter (0: the model's)", min=0, max=10000,
                                      value=0)  # fmt: skip
         return [self.source, self.diameter]
 

@@ -1,0 +1,325 @@
+"""The learning curve at few annotations (issue 29): zero-shot, from scratch and fine-tuned.
+
+For each data set and each number N of annotated training images (N in ``--n``, several random
+draws of the N images per N), a user's run is made as the product makes it and scored on the
+same held-out test images:
+
+- **arms**: ``zero-shot`` (the start model as it is, ``segment --diameter auto``; also at the
+  start's training median), ``scratch`` (``train-seg`` from random weights) and ``finetune``
+  (``train-seg --init START`` with the fine-tuning defaults, cganseg.options.FINE_TUNING);
+  ``finetune-lrX`` is the same with learning rate X (the defaults' check). Every trained arm has
+  the start model's network: UNet width 16, Cellpose-style flows, gray input, cells rescaled to
+  17 px (``--cell-diameter 17``), 128 px crops, batch 8;
+- **the start never saw the set it is scored on**: usiigaci_phase and murphy_nih3t3_hoechst
+  start from the shipped ``nuclei`` (which saw neither); dsb2018_fluo_256 from
+  ``nuclei_without_dsb2018_fluo_256`` (the same recipe without that set:
+  ``benchmarks/start_models.py --models nuclei --leave-out dsb2018_fluo_256``);
+- **a draw**: N images (usiigaci: 2x2 tiles of its 1022x1024 images, value.py's tiling) drawn
+  from the set's pool by the draw's seed; the run splits them as ``train-seg`` does for a
+  user (cganseg.data.splits: fewer than 10 images, no validation and the last step is kept;
+  otherwise 10% validate and choose the checkpoint);
+- **to a plateau**: ``scratch`` trains ``--scratch-steps`` steps (default 1500, lr 1e-3, the
+  product's scratch defaults otherwise), ``finetune`` the fine-tuning defaults' 500 steps;
+  each run's training loss curve is kept (metrics.csv) so the plateau can be checked;
+- **test images**: dsb2018_fluo_256 the 15% test part of start_models.py's split (never seen by
+  any start), usiigaci_phase the tiles of 25% of its images, murphy its 6 last-drawn images;
+- **scores** per run: F1@0.5 pooled and per image, mean F1 over IoU 0.5:0.95 per image, and
+  AP@0.5 per image (TP / (TP + FP + FN), StarDist's and the published curves' metric; F1 =
+  2 AP / (1 + AP) per image), with CPU-seconds of training (this process and its data workers).
+
+Prints a table of mean +- sd per set, arm and N, writes ``benchmarks/results/fewshot.json`` and
+``benchmarks/results/fewshot.png`` (F1@0.5 and mean F1 against N per set, the published DSB
+curves beside). Runs live in ``--work`` (default ``benchmarks/.work/fewshot``); a finished run
+is not run again, so an interrupted benchmark goes on where it stopped. From the repository
+root (needs ../shared/data)::
+
+    .venv/bin/python benchmarks/fewshot.py [--sets usiigaci_phase] [--arms scratch finetune]
+        [--n 1 3 10] [--draws 3]
+
+``--quick`` runs a tiny version on the bundled demo data (CI runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from start_models import MODELS, ROOT, SAME_FIELD, SHARED, _cpu_seconds, set_split  # noqa: E402
+from value import _usiigaci_tiles  # noqa: E402
+
+from cganseg.data.folders import find_pairs  # noqa: E402
+from cganseg.data.io import read_image, read_labels  # noqa: E402
+from cganseg.data.splits import make_split  # noqa: E402
+from cganseg.demo import demo_data_dir  # noqa: E402
+from cganseg.evaluation.evaluate import evaluate_pairs  # noqa: E402
+from cganseg.inference.segment import load_segmenter, prepare_image  # noqa: E402
+from cganseg.options import SegTrainConfig  # noqa: E402
+from cganseg.runtime.atomic import write_text  # noqa: E402
+from cganseg.training.seg_trainer import train_segmenter  # noqa: E402
+from cganseg.training.settings import resolve  # noqa: E402
+
+WORK = ROOT / "benchmarks" / ".work"
+#: each set's start model: a shipped name or a checkpoint that never saw the set
+STARTS = {
+    "dsb2018_fluo_256": str(WORK / "start_models" / "nuclei_without_dsb2018_fluo_256" / "run"),
+    "usiigaci_phase": "nuclei",
+    "murphy_nih3t3_hoechst": "nuclei",
+}
+#: the network every trained arm has (the start models'; start_models.py's nuclei recipe)
+NETWORK = {"model": "unet", "width": 16, "instances": "flows", "channels": "gray",
+           "cell_diameter": 17.0}  # fmt: skip
+TRAINING = {"crop": [128, 128], "batch_size": 8, "val_every": 100, "patience": 0,
+            "device": "cpu", "num_workers": 2}  # fmt: skip
+QUICK = {"width": 4, "crop": [32, 32], "batch_size": 2, "num_workers": 0, "val_every": 2,
+         "tile_size": 64, "cell_diameter": None}  # fmt: skip
+#: published AP@0.5 on DSB2018 (StarDist's split) with 1 / 5 / 10 training images
+#: (hotaru1227/cellseg1 figures/data/figure_4_1.json, as issue 29 quotes it)
+PUBLISHED_DSB = {
+    "Cellpose fine-tuned (cyto2)": {1: 0.603, 5: 0.864, 10: 0.873},
+    "Cellpose from scratch": {1: 0.554, 5: 0.818, 10: 0.861},
+    "StarDist": {1: 0.415, 5: 0.802, 10: 0.803},
+    "CellSeg1 (SAM + LoRA)": {1: 0.811, 5: 0.858, 10: 0.873},
+}
+SCORES = ("f1_50_pooled", "f1_50_per_image", "mean_f1_per_image", "ap_50_per_image")
+
+
+# ------------------------------------------------------------------ data
+def set_parts(name: str, work: Path) -> tuple[Path, dict[str, str], list[str], list[str]]:
+    """A set's folder, each pair's group, its test pairs and its training pool (no pair of a
+    test group in the pool)."""
+    if name == "demo":
+        folder = demo_data_dir()
+    elif name == "usiigaci_phase":
+        folder = _usiigaci_tiles(work)
+    else:
+        folder = SHARED / name
+    names = sorted(p.name for p in find_pairs(folder))
+    groups = {n: n.rsplit("_t", 1)[0] if name == "usiigaci_phase" else n for n in names}
+    groups = {n: SAME_FIELD.get(name, {}).get(g, g) for n, g in groups.items()}
+    keys = sorted(set(groups.values()))
+    if name == "dsb2018_fluo_256":  # the start models' own test part of this set
+        test_keys = set(set_split(name, MODELS["nuclei"])["test"])
+    else:
+        share = 6 / len(keys) if name == "murphy_nih3t3_hoechst" else 0.25
+        order = [keys[i] for i in np.random.default_rng(0).permutation(len(keys))]
+        test_keys = set(order[: max(1, round(share * len(keys)))])
+    test = [n for n in names if groups[n] in test_keys]
+    pool = [n for n in names if groups[n] not in test_keys]
+    return folder, groups, test, pool
+
+
+def draw(pool: list[str], n: int, seed: int) -> dict[str, list[str]]:
+    """N annotated images drawn from ``pool``, split as train-seg splits a user's N images."""
+    chosen = [pool[i] for i in np.random.default_rng(1000 + seed).permutation(len(pool))[:n]]
+    return make_split(chosen, seed=seed)
+
+
+# ------------------------------------------------------------------ one run
+def score(checkpoint: str, folder: Path, test: list[str], diameter: float | str | None
+          ) -> dict[str, float]:  # fmt: skip
+    """A model's scores on the test pairs, segmented as ``cganseg segment`` would."""
+    seg = load_segmenter(checkpoint, "cpu")
+    if not seg.post.cell_diameter:  # a model without cell-size rescaling (--quick's)
+        diameter = None
+    pairs = {p.name: p for p in find_pairs(folder)}
+    rows = []
+    for name in test:
+        image = read_image(pairs[name].image, seg.channels)
+        chw = prepare_image(seg, image, name, diameter)
+        rows.append((name, read_labels(pairs[name].mask), seg.segment(chw, 512,
+                                                                      diameter=diameter)))
+    rep = evaluate_pairs(rows)
+    return {"f1_50_pooled": rep["pooled"]["f1"][0],
+            "f1_50_per_image": rep["per_image"]["f1"][0],
+            "mean_f1_per_image": float(np.mean(rep["per_image"]["f1"])),
+            "ap_50_per_image": rep["per_image"]["accuracy"][0]}  # fmt: skip
+
+
+def arm_options(arm: str, start: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The train-seg options of a trained arm (those not given are the product's defaults)."""
+    base = {**NETWORK, **TRAINING, **(QUICK if args.quick else {})}
+    if arm == "scratch":
+        return {**base, "iterations": args.scratch_steps, "lr": 1e-3}
+    options = {**base, "init_seg": start}
+    if arm.startswith("finetune-lr"):
+        options["lr"] = float(arm.removeprefix("finetune-lr"))
+    if args.quick:
+        options["iterations"] = args.scratch_steps
+    return options
+
+
+def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace,
+            parts: tuple) -> dict[str, Any]:  # fmt: skip
+    """Train (unless zero-shot) and score one draw; kept in the run folder's result.json."""
+    folder, _, test, pool = parts
+    start = args.start or STARTS.get(set_name, "nuclei")
+    run = args.work / set_name / arm / f"N{n}_d{seed}"
+    done = run / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    run.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"set": set_name, "arm": arm, "n": n, "draw": seed}
+    if arm == "zero-shot":
+        result["scores"] = score(start, folder, test, "auto")
+        result["scores_train_median"] = score(start, folder, test, None)
+        result["cpu_s"] = 0.0
+    else:
+        split = draw(pool, n, seed)
+        write_text(run / "split.json", json.dumps({**split, "test": []}))
+        given = {**arm_options(arm, start, args), "data": str(folder),
+                 "out": str(run / "run"), "split_file": str(run / "split.json"), "seed": seed}
+        if (run / "run").exists():  # an interrupted run: train it afresh
+            shutil.rmtree(run / "run")
+        cfg = resolve(SegTrainConfig, given)
+        before, wall = _cpu_seconds(), time.time()
+        summary = train_segmenter(cfg, progress=not args.quiet)
+        result.update(cpu_s=_cpu_seconds() - before, wall_s=time.time() - wall,
+                      train=split["train"], val=split["val"], steps=summary["step"],
+                      lr=cfg.lr, iterations=cfg.iterations)  # fmt: skip
+        result["scores"] = score(str(run / "run"), folder, test, None)
+    result["n_test"] = len(test)
+    write_text(done, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+# ------------------------------------------------------------------ report
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sd of each score per set, arm and N."""
+    table: dict[str, Any] = {}
+    for r in results:
+        table.setdefault(r["set"], {}).setdefault(r["arm"], {}).setdefault(str(r["n"]), []
+                                                                           ).append(r)
+    out: dict[str, Any] = {}
+    for set_name, arms in table.items():
+        for arm, by_n in arms.items():
+            for n, rows in by_n.items():
+                cell = {"draws": len(rows),
+                        "cpu_s_median": statistics.median(r["cpu_s"] for r in rows)}
+                for key in SCORES:
+                    values = [r["scores"][key] for r in rows]
+                    cell[key] = {"mean": statistics.fmean(values),
+                                 "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+                out.setdefault(set_name, {}).setdefault(arm, {})[n] = cell
+    return out
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    print(f"{'set':24s} {'arm':16s} {'N':>4s} {'draws':>5s} {'F1@0.5 pooled':>16s} "
+          f"{'mean F1':>14s} {'AP@0.5/img':>14s} {'CPU-s':>7s}")
+    for set_name, arms in summary.items():
+        for arm, by_n in arms.items():
+            for n, c in sorted(by_n.items(), key=lambda kv: int(kv[0])):
+                cells = [f"{c[k]['mean']:.3f} +- {c[k]['sd']:.3f}"
+                         for k in ("f1_50_pooled", "mean_f1_per_image", "ap_50_per_image")]
+                print(f"{set_name:24s} {arm:16s} {n:>4s} {c['draws']:>5d} {cells[0]:>16s} "
+                      f"{cells[1]:>14s} {cells[2]:>14s} {c['cpu_s_median']:>7.0f}")
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """F1@0.5 (pooled) and mean F1 against N, one column per set; the published DSB curves
+    (AP@0.5 turned into F1 = 2AP/(1+AP)) beside ours on the DSB set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(summary)
+    fig, axes = plt.subplots(2, len(sets), figsize=(4.2 * len(sets), 7), squeeze=False)
+    for j, set_name in enumerate(sets):
+        for i, key in enumerate(("f1_50_pooled", "mean_f1_per_image")):
+            ax = axes[i][j]
+            for arm, by_n in summary[set_name].items():
+                ns = sorted(by_n, key=int)
+                x = [max(int(n), 1) for n in ns]
+                y = [by_n[n][key]["mean"] for n in ns]
+                sd = [by_n[n][key]["sd"] for n in ns]
+                if arm == "zero-shot":
+                    ax.axhline(y[0], ls=":", color="k", label="zero-shot (start model)")
+                else:
+                    ax.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=arm)
+            if set_name == "dsb2018_fluo_256" and key == "f1_50_pooled":
+                for label, curve in PUBLISHED_DSB.items():
+                    ax.plot(list(curve), [2 * a / (1 + a) for a in curve.values()], ls="--",
+                            alpha=0.6, label=f"{label} (published)")
+            ax.set_xscale("log")
+            ax.set_xlabel("annotated training images N")
+            ax.set_ylabel("F1@0.5 (pooled)" if i == 0 else "mean F1, IoU 0.5:0.95")
+            ax.set_title(set_name)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", nargs="+", default=list(STARTS))
+    parser.add_argument("--arms", nargs="+", default=["zero-shot", "scratch", "finetune"])
+    parser.add_argument("--n", nargs="+", type=int, default=[1, 3, 10, 30, 100])
+    parser.add_argument("--draws", type=int, default=3, help="draws per N <= 10 (larger N: 2 "
+                        "for N <= 30, else 1)")  # fmt: skip
+    parser.add_argument("--scratch-steps", type=int, default=1500)
+    parser.add_argument("--start", help="start model of every set (default: STARTS)")
+    parser.add_argument("--work", type=Path, default=WORK / "fewshot")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fewshot.json")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing; report the runs finished so far")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a tiny version on the bundled "
+                        "demo data, started from a run folder given by --start")  # fmt: skip
+    args = parser.parse_args()
+    if args.quick:
+        if not args.start:
+            parser.error("--quick needs --start RUN (a tiny run folder to fine-tune)")
+        args.sets, args.n, args.draws = ["demo"], [1, 3], 1
+        args.scratch_steps = min(args.scratch_steps, 4)
+    elif not SHARED.is_dir():
+        print(f"error: {SHARED} not found: the data sets live there", file=sys.stderr)
+        return 2
+    results = []
+    for set_name in args.sets:
+        parts = set_parts(set_name, args.work)
+        if args.quick:  # three test images are enough to see it work
+            parts = (*parts[:2], parts[2][:3], parts[3])
+        for arm in args.arms:
+            for n in args.n:
+                if n > len(parts[3]):
+                    continue
+                draws = 1 if arm == "zero-shot" else (
+                    args.draws if n <= 10 else 2 if n <= 30 else 1)  # fmt: skip
+                for seed in range(draws):
+                    done = args.work / set_name / arm / f"N{n}_d{seed}" / "result.json"
+                    if args.finished_only and not done.is_file():
+                        continue
+                    key = 0 if arm == "zero-shot" else n
+                    r = run_one(set_name, arm, key, seed, args, parts)
+                    results.append(r)
+                    print(f"{set_name} {arm} N={key} draw {seed}: F1@0.5 "
+                          f"{r['scores']['f1_50_pooled']:.3f}, CPU {r['cpu_s']:.0f} s",
+                          flush=True)  # fmt: skip
+                if arm == "zero-shot":
+                    break
+    summary = summarise(results)
+    print_table(summary)
+    record = {"settings": {"network": NETWORK, "training": TRAINING, "starts": STARTS,
+                           "scratch_steps": args.scratch_steps, "quick": args.quick},
+              "published_dsb_ap50": PUBLISHED_DSB, "summary": summary, "runs": results}  # fmt: skip
+    write_text(args.out, json.dumps(record, indent=1) + "\n")
+    if summary:
+        plot(summary, args.out.with_suffix(".png"))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
