@@ -90,6 +90,8 @@ class Recipe:
     seed: int = 0
     test_fraction: float = 0.15
     val_fraction: float = 0.05
+    #: a bundled image like its training images, inside the package (an export's test image)
+    sample: str | None = None
     license: str = "CC0-1.0"
     license_why: str = ("the weights are trained only on CC0 data; we waive our rights as the "
                         "data's authors did (crediting DSB2018 / BBBC038 is asked, not required)")
@@ -104,6 +106,7 @@ MODELS: dict[str, Recipe] = {
               DataSet("dsb2018_brightfield_gray", _CC0, repeat=6)),  # fmt: skip
         cell_diameter=17.0,  # Cellpose's nuclei diameter
         iterations=6000,
+        sample="demo_data/images/245b995878370ef4.png",  # in none of its training images
         intended_use="zero-shot segmentation of nuclei in 2-D images (gray or RGB, which it "
         "averages to gray), and the start for fine-tuning on a few annotated images of your "
         "own (`train-seg --init nuclei`)",
@@ -287,6 +290,7 @@ def package(name: str, recipe: Recipe, run: Path, scores: dict[str, Any],
         f"{torch.__version__}",
         "intended_use": recipe.intended_use,
         "limits": recipe.limits,
+        **({"sample": recipe.sample} if recipe.sample else {}),
         "scores": scores,
         "scores_note": "held-out test images of each set (never trained on), zero-shot; "
         "train_median: segment's default diameter; auto: --diameter auto; true: the test "

@@ -103,6 +103,15 @@ def test_a_flow_run_exports_flows_and_cell_probability(tmp_path_factory, tmp_pat
     assert 0 <= got[:, 2].min() and got[:, 2].max() <= 1
 
 
+def test_a_shipped_model_exports_with_its_license_and_bundled_sample(tmp_path):
+    """`cganseg export nuclei`: no run folder to find a sample in, a license of its own."""
+    package = tmp_path / "nuclei.zip"
+    assert main(["export", "nuclei", "--out", str(package), "--author", "cganseg"]) == 0
+    rdf = _rdf(package)
+    assert rdf["license"] == "CC0-1.0"
+    assert "245b995878370ef4.png" in zipfile.ZipFile(package).read("README.md").decode()
+
+
 def test_export_replaces_its_own_package_and_nothing_else(seg_run, tmp_path, capsys):
     package = tmp_path / "model.zip"
     argv = ["export", str(seg_run), "--out", str(package), "--no-validate"]

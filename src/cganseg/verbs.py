@@ -228,13 +228,14 @@ class ExportOptions:
     out: Path = _out("the package to write, e.g. model.zip")
     format: str = option("bioimageio", choices=("bioimageio",), help="package format")
     sample: Path | None = option(None, default_text="the run's first test image, else "
-                                 "validation image",
+                                 "validation image; a shipped model's bundled sample",
                                  help="test image, like the training images")  # fmt: skip
     name: str | None = option(None, default_text="cganseg MODEL RUN-FOLDER", help="model name")
     authors: list[str] | None = option(None, flag="--author", nargs="append", metavar="NAME",
                                        default_text="your login name",
                                        help="an author of the model; repeat for several")
-    license: str = option("CC-BY-4.0", help="SPDX license of the weights")
+    license: str | None = option(None, default_text="a shipped model's own, else CC-BY-4.0",
+                                 help="SPDX license of the weights")  # fmt: skip
     validate: bool = option(True, flag="--no-validate",
                             help="skip bioimageio.core's model test of the package")
     overwrite: bool = _overwrite("let --out replace a file export did not write")

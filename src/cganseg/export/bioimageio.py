@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cganseg import __version__
+from cganseg import __version__, pretrained
 from cganseg.checkpoint import resolve_checkpoint
 from cganseg.data.folders import find_pairs
 from cganseg.data.io import read_image, write_png
@@ -89,9 +89,17 @@ def _require() -> None:
         raise InputError(f"exporting to bioimage.io needs bioimageio.spec and .core; {INSTALL}")
 
 
+#: the weights' license of an exported run of yours, unless told otherwise
+DEFAULT_LICENSE = "CC-BY-4.0"
+
+
 def default_sample(checkpoint: Path) -> Path:
-    """An image like the training images: the first test (else validation, else training) image
-    of the run, found through its config.yaml and split.json."""
+    """An image like the training images: a shipped model's bundled sample, else the first test
+    (else validation, else training) image of the run, found through its config.yaml and
+    split.json."""
+    card = pretrained.shipped_card(checkpoint)
+    if card is not None and pretrained.sample_image(card) is not None:
+        return pretrained.sample_image(card)
     run = checkpoint.parent
     if not (run / "config.yaml").is_file() or not (run / "split.json").is_file():
         raise InputError("no config.yaml/split.json beside it; give --sample IMAGE", checkpoint)
@@ -199,20 +207,24 @@ def export_bioimageio(
     sample: str | Path | None = None,
     name: str | None = None,
     authors: list[str] | None = None,
-    license: str = "CC-BY-4.0",
+    license: str | None = None,
     validate: bool = True,
 ) -> Path:
     """Write the segmenter of ``run`` (a run folder or checkpoint) as a bioimage.io zip ``out``.
 
     ``sample``: the test image (default: :func:`default_sample`); ``authors``: the model's
-    authors (default: the user's login name); ``validate``: run bioimageio.core's model test on
-    the package and refuse to keep it unless it passes.
+    authors (default: the user's login name); ``license``: the weights' SPDX license (default:
+    a shipped model's own, from its card; else CC-BY-4.0); ``validate``: run bioimageio.core's
+    model test on the package and refuse to keep it unless it passes.
     """
     _require()
     from bioimageio.core import test_model
     from bioimageio.spec import save_bioimageio_package
 
     checkpoint = resolve_checkpoint(run)
+    if license is None:
+        card = pretrained.shipped_card(checkpoint)
+        license = card["license"] if card and card.get("license") else DEFAULT_LICENSE
     seg = load_segmenter(checkpoint, "cpu")
     config = seg.model.config
     net = ProbabilityNet(**config, output=seg.post.mode.output_kind).eval()

@@ -71,6 +71,22 @@ def _sha256(path: Path, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def shipped_card(path: Path, folder: Path | None = None) -> dict[str, Any] | None:
+    """The card of the shipped model whose weights file ``path`` is (None: not a shipped
+    file), so that what is made from it (an exported package) keeps its license and sample."""
+    folder = folder or FOLDER
+    path = Path(path)
+    if path.parent.resolve() != folder.resolve() or not (folder / f"{path.stem}.json").is_file():
+        return None
+    return _card(folder / f"{path.stem}.json")
+
+
+def sample_image(card: dict[str, Any]) -> Path | None:
+    """A bundled image like the model's training images (its card's ``sample``, a path inside
+    the installed package), for an export's test image."""
+    return (FOLDER.parent / card["sample"]) if card.get("sample") else None
+
+
 def describe(name: str, card: dict[str, Any]) -> str:
     """A few lines on a shipped model for ``cganseg models``: what it is, its data and license,
     and its held-out scores."""
