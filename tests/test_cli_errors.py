@@ -94,8 +94,9 @@ def test_train_layout_mismatch(tiny_dataset: Path, tmp_path: Path, capsys) -> No
 
 
 def test_train_n_train_too_large(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
-    rc, err = train(capsys, tiny_dataset, tmp_path / "run", "--n-train", "6")
-    assert_one_error(rc, err, "--n-train 6", "5 pairs left")
+    # six pairs, none held out for validation by default (fewer than 10)
+    rc, err = train(capsys, tiny_dataset, tmp_path / "run", "--n-train", "7")
+    assert_one_error(rc, err, "--n-train 7", "6 pairs left")
     assert not (tmp_path / "run").exists()
 
 
