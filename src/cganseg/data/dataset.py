@@ -23,8 +23,9 @@ from torch.utils.data import Dataset, Sampler
 from tqdm.auto import tqdm
 
 from cganseg.data.augment import ConventionalAugment
+from cganseg.data.corrections import read_mask
 from cganseg.data.folders import Pair
-from cganseg.data.io import Channels, read_image, read_labels
+from cganseg.data.io import Channels, read_image
 from cganseg.data.normalize import normalize_percentile
 from cganseg.errors import InputError
 
@@ -45,7 +46,7 @@ def load_samples(
     samples: list[Sample] = []
     for pair in tqdm(pairs, desc=desc, unit="img", disable=not progress, leave=False):
         image = read_image(pair.image, channels)
-        labels = read_labels(pair.mask)
+        labels = read_mask(pair.mask, image.shape[1:])
         if image.shape[1:] != labels.shape:
             raise InputError(
                 f"image is {image.shape[1]}x{image.shape[2]} but its mask {pair.mask.name} is "

@@ -8,9 +8,16 @@ Two layouts are understood:
   suffix (default ``_masks``) and an optional image suffix (e.g. ``_img``) are configurable.
   Cellpose's own ``*_flows.tif`` outputs are ignored.
 
+A mask may also be a correction saved by another tool (issue 30): a Cellpose GUI
+``NAME_seg.npy`` or an ImageJ ROI set ``NAME_rois.zip`` (:mod:`cganseg.data.corrections`), in
+``masks/`` or beside ``NAME.ext``; napari and Fiji label images are TIFFs like any other. Two
+masks for one image (say a stale ``NAME_masks.tif`` beside the corrected ``NAME_seg.npy``) are
+refused, naming both, rather than one chosen silently.
+
 ``auto`` picks ``folders`` when ``images/`` and ``masks/`` exist, else ``cellpose`` when any file
-carries the mask suffix. An image without a mask (or the reverse) is an error, not a silent skip:
-a forgotten annotation should not shrink a 200-image training set unnoticed.
+carries the mask suffix or is a correction. An image without a mask (or the reverse) is an
+error, not a silent skip: a forgotten annotation should not shrink a 200-image training set
+unnoticed.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from cganseg.data.corrections import correction_stem
 from cganseg.data.io import IMAGE_EXTENSIONS, list_image_files
 from cganseg.errors import InputError
 
@@ -40,13 +48,22 @@ def stem_key(stem: str) -> str:
     return unicodedata.normalize("NFC", stem)
 
 
+def _corrections(folder: Path) -> list[Path]:
+    """The correction files (``NAME_seg.npy``, ``NAME_rois.zip``) directly inside ``folder``."""
+    return sorted(p for p in folder.iterdir()
+                  if correction_stem(p) is not None and not p.name.startswith("."))  # fmt: skip
+
+
 def _by_stem(files: list[Path], strip: str = "") -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in files:
-        stem = stem_key(f.stem[: len(f.stem) - len(strip)] if strip else f.stem)
+        own = correction_stem(f)
+        stem = stem_key(own if own is not None else
+                        f.stem[: len(f.stem) - len(strip)] if strip else f.stem)  # fmt: skip
         if stem in out:
             raise InputError(
-                f"two files share the name {stem!r}: {out[stem].name} and {f.name}", f.parent
+                f"two files share the name {stem!r}: {out[stem].name} and {f.name}; keep one",
+                f.parent
             )
         out[stem] = f
     return out
@@ -74,7 +91,9 @@ def find_pairs(
     if layout == "auto":
         if (root / "images").is_dir() and (root / "masks").is_dir():
             layout = "folders"
-        elif any(p.stem.endswith(mask_suffix) for p in list_image_files(root)):
+        elif any(p.stem.endswith(mask_suffix) for p in list_image_files(root)) or _corrections(
+            root
+        ):
             layout = "cellpose"
         else:
             raise InputError(
@@ -83,16 +102,16 @@ def find_pairs(
                 root,
             )
     if layout == "folders":
-        pairs = _pair_up(
-            _by_stem(list_image_files(root / "images")), _by_stem(list_image_files(root / "masks"))
-        )
+        masks = list_image_files(root / "masks") + _corrections(root / "masks")
+        pairs = _pair_up(_by_stem(list_image_files(root / "images")), _by_stem(masks))
     else:
         files = [p for p in list_image_files(root) if not p.stem.endswith("_flows")]
         masks = [p for p in files if p.stem.endswith(mask_suffix)]
         images = [
             p for p in files if not p.stem.endswith(mask_suffix) and p.stem.endswith(image_suffix)
         ]
-        pairs = _pair_up(_by_stem(images, image_suffix), _by_stem(masks, mask_suffix))
+        pairs = _pair_up(_by_stem(images, image_suffix),
+                         _by_stem(masks + _corrections(root), mask_suffix))  # fmt: skip
     if not pairs:
         raise InputError("no image/mask pairs found", root)
     return pairs

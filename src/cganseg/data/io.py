@@ -382,7 +382,12 @@ def read_labels(path: str | Path) -> np.ndarray:
     all (an intensity image given as ground truth would otherwise be scored, wrongly).
     """
     path = Path(path)
-    arr = _read_mask_array(path)
+    return checked_labels(_read_mask_array(path), path)
+
+
+def checked_labels(arr: np.ndarray, path: Path) -> np.ndarray:
+    """A mask array as :func:`read_labels` returns it, checked the same way, whichever file
+    format it came from (``path`` names the file in errors)."""
     arr = np.squeeze(arr) if arr.ndim > 2 else arr
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and (arr[..., :3] == arr[..., :1]).all():
         arr = arr[..., 0]  # a gray mask saved as RGB(A)

@@ -15,6 +15,8 @@ layout:
   back; ROIs hold no holes, and a cell in several pieces keeps its largest piece;
 - OME-TIFF: the labels with ``PhysicalSizeX/Y`` and their units from the input (see
   :func:`cganseg.data.io.read_pixel_size`), written by ``tifffile``.
+
+The first two are also read back, as a user's corrections (:mod:`cganseg.data.corrections`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from scipy import ndimage
 from skimage.measure import find_contours
 from skimage.segmentation import find_boundaries
 
+from cganseg.data.corrections import EMPTY_ZIP, ROIS_ZIP, SEG_NPY
 from cganseg.data.io import PixelSize, usable_pixel_size, write_labels
 from cganseg.data.rescale import cell_diameter
 from cganseg.runtime.atomic import atomic_path
@@ -104,12 +107,8 @@ def write_imagej_rois(path: str | Path, labels: np.ndarray) -> int:
         if rois:
             roifile.roiwrite(tmp, rois)
         else:
-            tmp.write_bytes(_EMPTY_ZIP)
+            tmp.write_bytes(EMPTY_ZIP)
     return len(rois)
-
-
-#: a zip archive without entries: what an image without cells gives Fiji's ROI Manager
-_EMPTY_ZIP = b"PK\x05\x06" + b"\x00" * 18
 
 
 def write_ome_tiff(path: str | Path, labels: np.ndarray, pixel_size: PixelSize | None) -> None:
@@ -138,7 +137,8 @@ def write_ome_tiff(path: str | Path, labels: np.ndarray, pixel_size: PixelSize |
 
 class LabelFormat(NamedTuple):
     """A ``--save-format``: the file it writes beside the input's name (NAME + ``suffix``) and
-    its writer ``write(path, labels, source image, pixel size)``."""
+    its writer ``write(path, labels, source image, pixel size)`` (a format users correct labels
+    in is also read back: :mod:`cganseg.data.corrections`)."""
 
     suffix: str
     write: Callable[[Path, np.ndarray, Path, PixelSize | None], object]
@@ -147,9 +147,9 @@ class LabelFormat(NamedTuple):
 #: ``--save-format`` choices; a new format is its writer above and one entry here
 SAVE_FORMATS: dict[str, LabelFormat] = {
     "tif": LabelFormat(".tif", lambda path, labels, source, size: write_labels(path, labels)),
-    "seg.npy": LabelFormat("_seg.npy", lambda path, labels, source, size:
+    "seg.npy": LabelFormat(SEG_NPY, lambda path, labels, source, size:
                            write_cellpose_seg(path, labels, source)),
-    "rois": LabelFormat("_rois.zip", lambda path, labels, source, size:
+    "rois": LabelFormat(ROIS_ZIP, lambda path, labels, source, size:
                         write_imagej_rois(path, labels)),
     "ome-tiff": LabelFormat(".ome.tif", lambda path, labels, source, size:
                             write_ome_tiff(path, labels, size)),
