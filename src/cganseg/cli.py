@@ -33,6 +33,7 @@ from cganseg.verbs import (
     GenerateOptions,
     ModelsOptions,
     SegmentOptions,
+    SuggestOptions,
     SynthMasksOptions,
     TrainOptions,
     TrainSegOptions,
@@ -129,6 +130,31 @@ def _segment(args: SegmentOptions, inputs: list[Path]) -> int:
         how = f" ({rank.world} processes)" if rank.distributed else ""
         kinds = ", ".join(args.save_format)
         print(f"wrote the labels of {len(inputs)} image(s) ({kinds}) to {args.out}{how}")
+    return 0
+
+
+def _cmd_suggest(args: SuggestOptions) -> int:
+    from cganseg.data.folders import collect_inputs
+    from cganseg.evaluation.suggest import rank, write_suggestions
+    from cganseg.inference.segment import load_segmenter
+    from cganseg.runtime.outputs import open_output
+
+    inputs = collect_inputs(args.input, args.mask_suffix)
+    if any(p.parent.resolve() == args.out.resolve() for p in inputs):
+        raise InputError("output folder is the input folder; choose another to keep your "
+                         "images", args.out)  # fmt: skip
+    seg = load_segmenter(args.model, args.device)
+    if args.diameter is not None and not seg.post.cell_diameter:
+        raise InputError("--diameter needs a model trained with --cell-diameter", args.model)
+    with open_output(args.out, "suggest", overwrite=args.overwrite):
+        ranked = rank(seg, inputs, tile_size=args.tile_size, batch_size=args.batch_size,
+                      diameter=args.diameter, progress=not args.quiet)  # fmt: skip
+        written = write_suggestions(ranked, args.out, args.n, args.format)
+    print(f"ranked {len(ranked)} image(s); the {len(written)} most worth correcting are in "
+          f"{args.out} (ranking.csv lists all):")
+    for s in ranked[: len(written)]:
+        print(f"  {s.path.name}: score {s.score:.3f}, {s.n_cells} cells, mean cell confidence "
+              f"{s.mean_confidence:.2f}")
     return 0
 
 
@@ -418,6 +444,8 @@ COMMANDS: tuple[Command, ...] = (
             FetchWeightsOptions, _cmd_fetch_weights),
     Command("models", "list the shipped starting models and their cards", ModelsOptions,
             _cmd_models),
+    Command("suggest", "which unannotated images to correct next, written ready to correct",
+            SuggestOptions, _cmd_suggest, _out_folder),
 )  # fmt: skip
 BY_NAME = {command.name: command for command in COMMANDS}
 

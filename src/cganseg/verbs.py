@@ -302,6 +302,33 @@ class FetchWeightsOptions:
 
 
 @dataclass
+class SuggestOptions:
+    """Rank images you have not annotated by how unsure the model is of them (its cells change
+    when the image is mirrored or turned), and write the top N with their predicted labels, ready
+    to correct in the Cellpose GUI (NAME_seg.npy) or Fiji (NAME_rois.zip), plus a confidence map
+    per image (confidence/NAME.tif) and ranking.csv. Corrected, --out trains as it is:
+    `cganseg train-seg --init MODEL --data OUT`."""
+
+    model: Path = option(positional=True, help="run folder, checkpoint or shipped model name")
+    input: Path = option(positional=True, help="an image, or a folder of images")
+    out: Path = option(help="new folder for the suggested images and their labels")
+    n: int = option(10, rule=checks.Number(1, integer=True), help="how many images to suggest")
+    format: str = option("seg.npy", choices=("seg.npy", "rois"),
+                         help="labels for the Cellpose GUI (seg.npy) or Fiji (rois)")
+    diameter: float | str | None = option(
+        None, rule=checks.diameter, metavar="PX|auto",
+        default_text="the model's: the training images' own, auto for a shipped model",
+        help="models trained with --cell-diameter: the cells' diameter in these images",
+    )
+    tile_size: int = option(512, rule=checks.TILE_SIZE, help="tile size of large images")
+    batch_size: int = option(4, rule=checks.BATCH_SIZE, help="tiles per forward pass")
+    mask_suffix: str = _mask_suffix("skip files whose name ends so (masks in the folder)")
+    device: str = _device()
+    overwrite: bool = _overwrite("let --out be a folder an earlier suggest wrote")
+    quiet: bool = _quiet()
+
+
+@dataclass
 class ModelsOptions:
     """List the starting models shipped inside cganseg (cganseg.pretrained) with their cards:
     what each segments, its training data and license, held-out scores and limits. Name one

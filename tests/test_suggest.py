@@ -1,0 +1,65 @@
+"""`cganseg suggest` (issue 30, item 2): images ranked by how much the model's cells change when
+the image is mirrored or turned, the top N written ready to correct and to train on."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import tifffile
+
+from cganseg.cli import main
+from cganseg.data.corrections import read_mask
+from cganseg.data.folders import find_pairs
+from cganseg.evaluation.suggest import agreement, rank
+from cganseg.inference.segment import load_segmenter
+
+
+def test_agreement_is_one_for_the_same_cells_and_drops_for_a_lost_one():
+    plain = np.zeros((20, 20), np.int32)
+    plain[2:8, 2:8], plain[12:18, 12:18] = 1, 2
+    f1, confidence = agreement(plain, plain.copy())
+    assert f1 == 1.0 and np.all(confidence == 1.0)
+    view = plain.copy()
+    view[view == 2] = 0  # the view loses a cell and finds a new one
+    view[12:16, 2:6] = 7
+    f1, confidence = agreement(plain, view)
+    assert f1 < 1.0
+    assert np.all(confidence[2:8, 2:8] == 1.0) and np.all(confidence[12:18, 12:18] == 0.0)
+    assert np.all(confidence[12:16, 2:6] == 0.0)  # only the view finds it: unsure there
+    assert agreement(np.zeros((4, 4), np.int32), np.zeros((4, 4), np.int32))[0] == 1.0
+
+
+def test_suggest_writes_the_most_uncertain_images_ready_to_correct(seg_run, tiny_dataset,
+                                                                   tmp_path, capsys):  # fmt: skip
+    out = tmp_path / "todo"
+    rc = main(["suggest", str(seg_run), str(tiny_dataset / "images"), "--out", str(out),
+               "--n", "2", "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    with (out / "ranking.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 and [r["written"] for r in rows] == ["1", "1", "0", "0", "0", "0"]
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    # the same ranking from Python
+    ranked = rank(load_segmenter(seg_run, "cpu"), sorted((tiny_dataset / "images").iterdir()),
+                  progress=False)  # fmt: skip
+    assert [s.path.name for s in ranked] == [r["image"] for r in rows]
+    top = [r["image"] for r in rows[:2]]
+    pairs = find_pairs(out)  # a training folder as it is: images + their _seg.npy
+    assert sorted(p.image.name for p in pairs) == sorted(top)
+    by_name = {s.path.name: s for s in ranked}
+    for pair in pairs:
+        suggestion = by_name[pair.image.name]
+        labels = read_mask(pair.mask, suggestion.labels.shape)
+        assert np.array_equal(labels, suggestion.labels)
+        confidence = tifffile.imread(out / "confidence" / f"{pair.name}.tif")
+        assert confidence.shape == labels.shape and confidence.dtype == np.float32
+        assert 0.0 <= confidence.min() and confidence.max() <= 1.0
+
+
+def test_suggest_refuses_its_input_folder_as_output(seg_run, tiny_dataset, capsys):
+    folder = tiny_dataset / "images"
+    assert main(["suggest", str(seg_run), str(folder), "--out", str(folder), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "output folder is the input folder" in err[0]
