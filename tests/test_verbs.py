@@ -31,6 +31,7 @@ MINIMAL = {
     "demo-data": ["--out", "o"],
     "fetch-weights": ["hed-vgg16"],
     "models": [],
+    "curve": ["data", "--out", "o"],
     "suggest": ["run", "in", "--out", "o"],
 }
 
@@ -41,7 +42,7 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
-def test_all_fourteen_verbs_are_declared_once():
+def test_all_fifteen_verbs_are_declared_once():
     assert [c.name for c in COMMANDS] == list(MINIMAL)
     assert set(_subparsers()) == set(MINIMAL)
 

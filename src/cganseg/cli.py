@@ -23,6 +23,7 @@ from cganseg import __version__, optionspec
 from cganseg.errors import InputError, TrainingDiverged, one_line
 from cganseg.options import CGanTrainConfig, SegTrainConfig
 from cganseg.verbs import (
+    CurveOptions,
     DemoDataOptions,
     DemoOptions,
     EvaluateOptions,
@@ -130,6 +131,28 @@ def _segment(args: SegmentOptions, inputs: list[Path]) -> int:
         how = f" ({rank.world} processes)" if rank.distributed else ""
         kinds = ", ".join(args.save_format)
         print(f"wrote the labels of {len(inputs)} image(s) ({kinds}) to {args.out}{how}")
+    return 0
+
+
+def _cmd_curve(args: CurveOptions) -> int:
+    from cganseg.experiment.curve import in_words, run_curve
+    from cganseg.options import read_yaml_mapping
+    from cganseg.runtime.outputs import open_output
+
+    if not all(0 < f <= 1 for f in args.fractions):
+        raise InputError(f"--fractions must lie in (0, 1], got {args.fractions}")
+    options = read_yaml_mapping(args.config) if args.config else {}
+    owned = sorted(set(options) & {"data", "out", "split_file", "seed"})
+    if owned:
+        raise InputError(f"{', '.join(owned)} is set by curve for each run", args.config)
+    options.update({k: v for k, v in (("init_seg", args.init), ("iterations", args.iterations))
+                    if v is not None})  # fmt: skip
+    with open_output(args.out, "curve", [args.data]):
+        summary = run_curve(args.data, args.out, options, fractions=args.fractions,
+                            draws=args.draws, test_fraction=args.test_fraction, seed=args.seed,
+                            progress=not args.quiet)  # fmt: skip
+    print(in_words(summary))
+    print(f"curve: {args.out / 'curve.png'}")
     return 0
 
 
@@ -444,6 +467,8 @@ COMMANDS: tuple[Command, ...] = (
             FetchWeightsOptions, _cmd_fetch_weights),
     Command("models", "list the shipped starting models and their cards", ModelsOptions,
             _cmd_models),
+    Command("curve", "do I need more annotations? the learning curve of your annotated data",
+            CurveOptions, _cmd_curve, _out_folder),
     Command("suggest", "which unannotated images to correct next, written ready to correct",
             SuggestOptions, _cmd_suggest, _out_folder),
 )  # fmt: skip

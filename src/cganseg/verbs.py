@@ -329,6 +329,34 @@ class SuggestOptions:
 
 
 @dataclass
+class CurveOptions:
+    """Do I need more annotations? Trains train-seg on nested parts of your annotated pairs
+    (1/8, 1/4, 1/2, all by default; two draws of the parts), scores each on the same held-out
+    pairs, fits a saturating curve and says what doubling the annotations is expected to gain,
+    with its uncertainty (OUT/answer.txt, curve.png, curve.json). The CPU budget is stated
+    before the first step; running it again goes on where it stopped."""
+
+    data: Path = option(positional=True, help="your annotated folder (as for train-seg)")
+    out: Path = option(help="folder for the runs, the curve and the answer")
+    init: str | None = option(None, metavar="MODEL", default_text="random weights",
+                              help="start every run from this model (as train-seg --init)")
+    iterations: int | None = option(None, rule=checks.Number(1, integer=True),
+                                    default_text="train-seg's (fine-tuning's with --init)",
+                                    help="training steps of each run")  # fmt: skip
+    fractions: list[float] = option(default_factory=lambda: [0.125, 0.25, 0.5, 1.0], nargs="+",
+                                    help="parts of the training pairs, each run on one")
+    draws: int = option(2, rule=checks.Number(1, integer=True),
+                        help="random draws of each part smaller than all")
+    test_fraction: float = option(0.25, rule=checks.Number(0, 1, above=True, below=True),
+                                  help="share of the pairs held out to score every run")
+    seed: int = option(0, rule=checks.SEED, help="seed of the held-out pairs and the draws")
+    config: Path | None = option(None, default_text="none",
+                                 help="YAML of train-seg options for every run (keys as in "
+                                 "config.yaml)")  # fmt: skip
+    quiet: bool = _quiet()
+
+
+@dataclass
 class ModelsOptions:
     """List the starting models shipped inside cganseg (cganseg.pretrained) with their cards:
     what each segments, its training data and license, held-out scores and limits. Name one

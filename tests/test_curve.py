@@ -1,0 +1,74 @@
+"""`cganseg curve` (issue 30, item 4): nested subsets trained and scored on the same held-out
+pairs, a saturating fit, the expected gain from doubling in plain words; resumable."""
+
+from __future__ import annotations
+
+import json
+from itertools import pairwise
+
+import numpy as np
+import pytest
+import yaml
+from tests.helpers import make_dataset, tiny_seg_config
+
+from cganseg.cli import main
+from cganseg.experiment.curve import analyse, doubling_gain, fit, plan
+
+
+def test_the_plan_nests_the_subsets_and_holds_out_the_same_pairs():
+    names = [f"p{i:02d}" for i in range(40)]
+    test, runs = plan(names, [0.125, 0.25, 0.5, 1.0], draws=2, test_fraction=0.25, seed=1)
+    assert len(test) == 10 and not set(test) & {n for r in runs for n in r["pairs"]}
+    assert [len(r["pairs"]) for r in runs] == [4, 8, 15, 30, 4, 8, 15]  # all once: one draw
+    for draw in (0, 1):
+        mine = [set(r["pairs"]) for r in runs if r["draw"] == draw]
+        assert all(a < b for a, b in pairwise(mine))  # each inside the next
+    assert runs[0]["pairs"] != runs[4]["pairs"]
+    with pytest.raises(Exception, match="too few"):
+        plan(["a", "b", "c"], [0.5, 1.0], 1, 0.25, 0)
+
+
+def test_the_fit_recovers_a_saturating_curve_and_its_next_doubling():
+    a, b, r = 0.9, 0.5, 0.6
+    points = {n: [a - b * r ** np.log2(n)] for n in (2, 4, 8, 16)}
+    params = fit(points)
+    assert params is not None and np.allclose(params, (a, b, r), atol=1e-3)
+    assert doubling_gain(params, 16) == pytest.approx(b * r**4 * (1 - r), abs=1e-4)
+    assert fit({2: [0.5], 4: [0.6]}) is None  # two sizes do not make a curve
+
+
+def test_analyse_states_the_gain_with_an_interval():
+    rng = np.random.default_rng(0)
+    results = []
+    for n, p_hit in ((2, 0.5), (4, 0.65), (8, 0.75), (16, 0.8)):
+        for draw in range(2):
+            tp = rng.binomial(20, p_hit, size=12)
+            results.append({"pairs": list(range(n)), "draw": draw,
+                            "counts": [[int(t), 20 - int(t), 20 - int(t)] for t in tp]})
+    summary = analyse(results)
+    f = summary["fit"]
+    low, high = f["gain_interval_90"]
+    assert low <= f["expected_gain_doubling"] <= high and f["resamples"] > 100
+    assert summary["last_doubling"]["from"] == 8 and summary["sizes"]["16"]["runs"] == 2
+
+
+@pytest.mark.slow
+def test_curve_runs_states_its_budget_and_resumes(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n=12)
+    run_options = {k: v for k, v in tiny_seg_config(data, tmp_path / "x", iterations=2).to_dict()
+                   .items() if k not in ("data", "out", "split_file", "seed")}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run_options))
+    command = ["curve", str(data), "--out", str(tmp_path / "curve"), "--config",
+               str(tmp_path / "run.yaml"), "--fractions", "0.25", "0.5", "1", "--draws", "1",
+               "--quiet"]  # fmt: skip
+    assert main(command) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "CPU-minutes" in out and "With all 9 annotated pairs" in out
+    saved = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert sorted(saved["sizes"], key=int) == ["2", "4", "9"] and len(saved["test"]) == 3
+    assert (tmp_path / "curve" / "curve.png").stat().st_size > 0
+    # again: every run is finished, nothing is trained, the same answer
+    assert main(command) == 0
+    again = capsys.readouterr().out
+    assert "CPU-minutes" not in again
+    assert json.loads((tmp_path / "curve" / "curve.json").read_text())["sizes"] == saved["sizes"]
