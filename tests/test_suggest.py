@@ -4,9 +4,15 @@ the image is mirrored or turned, the top N written ready to correct and to train
 from __future__ import annotations
 
 import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
+import yaml
 
 from cganseg.cli import main
 from cganseg.data.corrections import read_mask
@@ -63,3 +69,28 @@ def test_suggest_refuses_its_input_folder_as_output(seg_run, tiny_dataset, capsy
     assert main(["suggest", str(seg_run), str(folder), "--out", str(folder), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "output folder is the input folder" in err[0]
+
+
+@pytest.mark.slow
+def test_annotation_loop_benchmark_quick_mode(tmp_path):
+    """benchmarks/annotation_loop.py --quick: both arms, two rounds, each round fine-tuned from
+    the one before on the grown set."""
+    from tests.helpers import tiny_seg_config
+
+    from cganseg.demo import demo_data_dir
+    from cganseg.training.seg_trainer import train_segmenter
+
+    start = tmp_path / "start"
+    train_segmenter(tiny_seg_config(demo_data_dir(), start, iterations=2, instances="flows",
+                                    channels="gray"), progress=False)  # fmt: skip
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "annotation_loop.py"
+    out = tmp_path / "loop.json"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--start", str(start),
+                           "--work", str(tmp_path / "work"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["arm"], r["round"], len(r["annotated"])) for r in rows] == [
+        ("suggest", 0, 3), ("suggest", 1, 6), ("random", 0, 3), ("random", 1, 6)]
+    round1 = tmp_path / "work/loop/demo/seed0/suggest/round1/run/config.yaml"
+    assert yaml.safe_load(round1.read_text())["init_seg"].endswith("round0/run")
