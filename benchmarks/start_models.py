@@ -112,9 +112,9 @@ MODELS: dict[str, Recipe] = {
         "own (`train-seg --init nuclei`)",
         limits="trained on 2-D DSB2018 images only (mostly cultured cells in fluorescence); "
         "tissue sections, 3-D stacks, very dense or very large nuclei and other modalities "
-        "are outside what it saw: fine-tune on a few of your images. Give the nuclei's "
-        "diameter in pixels (`--diameter`, or `auto`) when it differs from the training "
-        "median stated here",
+        "are outside what it saw: fine-tune on a few of your images. segment measures the "
+        "nuclei's size itself (`--diameter auto`, its default); give `--diameter PX` when you "
+        "know it",
     ),
     "cells": Recipe(
         title="Whole adherent cells in phase-contrast images",
@@ -127,8 +127,8 @@ MODELS: dict[str, Recipe] = {
         "cells`)",
         limits="trained on one phase-contrast set (T98G / NIH-3T3 cells, 10x, one microscope, "
         "31 images): other cell types, modalities and magnifications are outside what it saw; "
-        "fine-tune on a few of your images and give the cells' diameter (`--diameter`, or "
-        "`auto`)",
+        "fine-tune on a few of your images; give `--diameter PX` when you know the cells' "
+        "size (else `auto`, the default)",
         license="MIT",
         license_why="the weights are trained only on usiigaci_phase, MIT-licensed: they are "
         "released under the MIT license with its copyright notice (Okinawa Institute of "
