@@ -298,10 +298,10 @@ def main() -> int:
                 draws = 1 if arm == "zero-shot" else (
                     args.draws if n <= 10 else 2 if n <= 30 else 1)  # fmt: skip
                 for seed in range(draws):
-                    done = args.work / set_name / arm / f"N{n}_d{seed}" / "result.json"
+                    key = 0 if arm == "zero-shot" else n  # zero-shot trains on none
+                    done = args.work / set_name / arm / f"N{key}_d{seed}" / "result.json"
                     if args.finished_only and not done.is_file():
                         continue
-                    key = 0 if arm == "zero-shot" else n
                     r = run_one(set_name, arm, key, seed, args, parts)
                     results.append(r)
                     print(f"{set_name} {arm} N={key} draw {seed}: F1@0.5 "
