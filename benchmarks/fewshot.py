@@ -7,9 +7,10 @@ same held-out test images:
 - **arms**: ``zero-shot`` (the start model as it is, ``segment --diameter auto``; also at the
   start's training median), ``scratch`` (``train-seg`` from random weights) and ``finetune``
   (``train-seg --init START`` with the fine-tuning defaults, cganseg.options.FINE_TUNING);
-  ``finetune-lrX`` is the same with learning rate X (the defaults' check). Every trained arm has
-  the start model's network: UNet width 16, Cellpose-style flows, gray input, cells rescaled to
-  17 px (``--cell-diameter 17``), 128 px crops, batch 8;
+  ``finetune-lrX-stepsN`` is the same with learning rate X and/or N steps (the defaults' check,
+  e.g. ``finetune-lr0.001-steps1500``: scratch's budget, so only the start differs). Every
+  trained arm has the start model's network: UNet width 16, Cellpose-style flows, gray input,
+  cells rescaled to 17 px (``--cell-diameter 17``), 128 px crops, batch 8;
 - **the start never saw the set it is scored on**: usiigaci_phase and murphy_nih3t3_hoechst
   start from the shipped ``nuclei`` (which saw neither); dsb2018_fluo_256 from
   ``nuclei_without_dsb2018_fluo_256`` (the same recipe without that set:
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -150,8 +152,15 @@ def arm_options(arm: str, start: str, args: argparse.Namespace) -> dict[str, Any
     if arm == "scratch":
         return {**base, "iterations": args.scratch_steps, "lr": 1e-3}
     options = {**base, "init_seg": start}
-    if arm.startswith("finetune-lr"):
-        options["lr"] = float(arm.removeprefix("finetune-lr"))
+    variant = re.fullmatch(r"finetune(-lr(?P<lr>[0-9.]+(e-?[0-9]+)?))?(-steps(?P<steps>[0-9]+))?",
+                           arm)  # fmt: skip
+    if variant is None:
+        raise SystemExit(f"error: unknown arm {arm!r} (zero-shot, scratch, finetune"
+                         "[-lrX][-stepsN])")  # fmt: skip
+    if variant["lr"]:
+        options["lr"] = float(variant["lr"])
+    if variant["steps"]:
+        options["iterations"] = int(variant["steps"])
     if args.quick:
         options["iterations"] = args.scratch_steps
     return options
