@@ -56,12 +56,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from start_models import MODELS, ROOT, SAME_FIELD, SHARED, _cpu_seconds, set_split  # noqa: E402
-from value import _usiigaci_tiles  # noqa: E402
+from value import data_set  # noqa: E402
 
 from cganseg.data.folders import find_pairs  # noqa: E402
 from cganseg.data.io import read_image, read_labels  # noqa: E402
 from cganseg.data.splits import make_split  # noqa: E402
-from cganseg.demo import demo_data_dir  # noqa: E402
 from cganseg.evaluation.evaluate import evaluate_pairs  # noqa: E402
 from cganseg.inference.segment import load_segmenter, prepare_image  # noqa: E402
 from cganseg.options import SegTrainConfig  # noqa: E402
@@ -98,14 +97,8 @@ SCORES = ("f1_50_pooled", "f1_50_per_image", "mean_f1_per_image", "ap_50_per_ima
 def set_parts(name: str, work: Path) -> tuple[Path, dict[str, str], list[str], list[str]]:
     """A set's folder, each pair's group, its test pairs and its training pool (no pair of a
     test group in the pool)."""
-    if name == "demo":
-        folder = demo_data_dir()
-    elif name == "usiigaci_phase":
-        folder = _usiigaci_tiles(work)
-    else:
-        folder = SHARED / name
-    names = sorted(p.name for p in find_pairs(folder))
-    groups = {n: n.rsplit("_t", 1)[0] if name == "usiigaci_phase" else n for n in names}
+    folder, groups = data_set(name, work)
+    names = sorted(groups)
     groups = {n: SAME_FIELD.get(name, {}).get(g, g) for n, g in groups.items()}
     keys = sorted(set(groups.values()))
     if name == "dsb2018_fluo_256":  # the start models' own test part of this set

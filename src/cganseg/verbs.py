@@ -44,6 +44,23 @@ def _out(what: str) -> Any:
     return option(help=what, legacy_positional=True)
 
 
+def _diameter(help_tail: str = "") -> Any:
+    """``--diameter`` of the commands that segment with a model (rescaling models only)."""
+    return option(
+        None, rule=checks.diameter, metavar="PX|auto",
+        default_text="the model's: the training images' own, auto for a shipped model",
+        help="models trained with --cell-diameter: the cells' diameter in these images" + help_tail,
+    )  # fmt: skip
+
+
+def _tile_size(help: str) -> Any:
+    return option(512, rule=checks.TILE_SIZE, help=help)
+
+
+def _batch_size() -> Any:
+    return option(4, rule=checks.BATCH_SIZE, help="tiles per forward pass")
+
+
 @dataclass
 class _TrainingSwitches:
     config: Path | None = option(None, help="YAML file of options (keys as in config.yaml)",
@@ -86,17 +103,11 @@ class SegmentOptions:
         "input's pixel size)",
     )
     device: str = _device()
-    tile_size: int = option(512, rule=checks.TILE_SIZE,
-                            help="larger images go through in overlapping tiles of this size")
-    batch_size: int = option(4, rule=checks.BATCH_SIZE, help="tiles per forward pass")
+    tile_size: int = _tile_size("larger images go through in overlapping tiles of this size")
+    batch_size: int = _batch_size()
     min_size: int | None = option(None, rule=checks.MIN_SIZE, default_text="the model's",
                                   help="smallest object kept")  # fmt: skip
-    diameter: float | str | None = option(
-        None, rule=checks.diameter, metavar="PX|auto",
-        default_text="the model's: the training images' own, auto for a shipped model",
-        help="models trained with --cell-diameter: the cells' diameter in these images, or auto "
-        "to measure it from a first pass",
-    )
+    diameter: float | str | None = _diameter(", or auto to measure it from a first pass")
     cellprob_threshold: float | None = option(
         None, rule=checks.CELLPROB_THRESHOLD, default_text="the model's",
         help="flow models: cell-probability logit threshold",
@@ -315,13 +326,9 @@ class SuggestOptions:
     n: int = option(10, rule=checks.Number(1, integer=True), help="how many images to suggest")
     format: str = option("seg.npy", choices=("seg.npy", "rois"),
                          help="labels for the Cellpose GUI (seg.npy) or Fiji (rois)")
-    diameter: float | str | None = option(
-        None, rule=checks.diameter, metavar="PX|auto",
-        default_text="the model's: the training images' own, auto for a shipped model",
-        help="models trained with --cell-diameter: the cells' diameter in these images",
-    )
-    tile_size: int = option(512, rule=checks.TILE_SIZE, help="tile size of large images")
-    batch_size: int = option(4, rule=checks.BATCH_SIZE, help="tiles per forward pass")
+    diameter: float | str | None = _diameter()
+    tile_size: int = _tile_size("tile size of large images")
+    batch_size: int = _batch_size()
     mask_suffix: str = _mask_suffix("skip files whose name ends so (masks in the folder)")
     device: str = _device()
     overwrite: bool = _overwrite("let --out be a folder an earlier suggest wrote")
