@@ -122,6 +122,7 @@ MODELS: dict[str, Recipe] = {
                       "Okinawa Institute of Science and Technology Graduate University)"),),
         cell_diameter=30.0,  # Cellpose's cell diameter
         iterations=6000,
+        sample="pretrained/samples/usiigaci_set03.png",  # a crop of set03, in its test part
         intended_use="zero-shot segmentation of whole cells in 2-D phase-contrast images, and "
         "the start for fine-tuning on a few annotated images of your own (`train-seg --init "
         "cells`)",

@@ -92,7 +92,7 @@ def seconds_per_step(cfg: SegTrainConfig, steps: int = 3) -> float:
     return float(np.median(times))
 
 
-def _counts(run: Path, data_pairs: dict[str, Any], test: list[str]) -> list[list[int]]:
+def held_out_counts(run: Path, data_pairs: dict[str, Any], test: list[str]) -> list[list[int]]:
     """Per test image: TP, FP, FN at IoU 0.5 of the run's best model (as segment runs it)."""
     seg = load_segmenter(run, "cpu")
     rows = []
@@ -262,7 +262,8 @@ def run_curve(data: str | Path, out: str | Path, options: dict[str, Any], *,
             resume = (Path(cfg.out) / "last.pt").is_file()
             train_segmenter(cfg, resume=resume, progress=False,
                             given={"iterations": cfg.iterations})  # fmt: skip
-            write_text(done, json.dumps({**run, "counts": _counts(Path(cfg.out), pairs, test)}))
+            counts = held_out_counts(Path(cfg.out), pairs, test)
+            write_text(done, json.dumps({**run, "counts": counts}))
         results.append(json.loads(done.read_text()))
     summary = {**analyse(results, seed), "test": test, "data": str(data)}
     write_text(out / "curve.json", json.dumps({**summary, "runs": results}, indent=1) + "\n")
