@@ -127,9 +127,9 @@ MODELS: dict[str, Recipe] = {
         "the start for fine-tuning on a few annotated images of your own (`train-seg --init "
         "cells`)",
         limits="trained on one phase-contrast set (T98G / NIH-3T3 cells, 10x, one microscope, "
-        "31 images): other cell types, modalities and magnifications are outside what it saw; "
-        "fine-tune on a few of your images; give `--diameter PX` when you know the cells' "
-        "size (else `auto`, the default)",
+        "28 training images): other cell types, modalities and magnifications are outside what "
+        "it saw; fine-tune on a few of your images; give `--diameter PX` when you know the "
+        "cells' size (else `auto`, the default)",
         license="MIT",
         license_why="the weights are trained only on usiigaci_phase, MIT-licensed: they are "
         "released under the MIT license with its copyright notice (Okinawa Institute of "

@@ -64,6 +64,24 @@ def test_suggest_writes_the_most_uncertain_images_ready_to_correct(seg_run, tiny
         assert 0.0 <= confidence.min() and confidence.max() <= 1.0
 
 
+def test_corrected_suggestions_grow_the_training_set_of_the_next_round(seg_run, tiny_dataset,
+                                                                       tmp_path, capsys):
+    """Round 2 of the loop (issue 30, item 3): fine-tune the user's own run on the old pairs
+    plus the corrected suggestions (--extra: trained in every batch, never validated on)."""
+    todo = tmp_path / "todo"
+    assert main(["suggest", str(seg_run), str(tiny_dataset / "images"), "--out", str(todo),
+                 "--n", "2", "--quiet"]) == 0  # fmt: skip
+    run = tmp_path / "round2"
+    rc = main(["train-seg", "--init", str(seg_run), "--data", str(tiny_dataset), "--extra",
+               str(todo), "--out", str(run), "--iterations", "2", "--crop", "32",
+               "--batch-size", "2", "--workers", "0", "--quiet"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["init_seg"] == str(seg_run) and config["extra"] == str(todo)
+    assert config["lr"] == 3e-4  # fine-tuning's default, not train-seg's 1e-3
+    assert (run / "best.pt").is_file()
+
+
 def test_suggest_refuses_its_input_folder_as_output(seg_run, tiny_dataset, capsys):
     folder = tiny_dataset / "images"
     assert main(["suggest", str(seg_run), str(folder), "--out", str(folder), "--quiet"]) == 2
