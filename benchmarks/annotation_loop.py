@@ -3,10 +3,10 @@ worth correcting better than chance?
 
 The ground truth plays the annotator. For each set and seed: 3 images drawn at random are
 annotated and a model is fine-tuned on them from the set's start model (as benchmarks/fewshot.py
-chooses it: one that never saw the set); then, for ``--rounds`` rounds, 3 more images are chosen
-from an unannotated candidate pool (``--pool`` images drawn once per seed) either by ``suggest``
-(:func:`cganseg.evaluation.suggest.rank` with the current model) or at random, annotated, and
-the model is fine-tuned again from the previous round's model on all the annotated images
+chooses it: one that never saw the set; this first model is shared by both arms); then, for
+``--rounds`` rounds, 3 more images are chosen from an unannotated candidate pool (``--pool``
+images drawn once per seed) either by ``suggest`` (:func:`cganseg.evaluation.suggest.rank`
+with the current model) or at random, annotated, and the model is fine-tuned again from the previous round's model on all the annotated images
 (``train-seg --init RUN``, fine-tuning's defaults). After every round both arms are scored on
 the same held-out test images (fewshot.py's test part): F1@0.5 pooled and mean F1 over IoU
 0.5:0.95 per image.
@@ -85,10 +85,12 @@ def run_seed(set_name: str, seed: int, args: argparse.Namespace) -> list[dict[st
     for arm in ARMS:
         annotated, candidates, previous = list(first), list(candidates0), start
         for round_ in range(args.rounds + 1):
-            run = args.work / "loop" / set_name / f"seed{seed}" / arm / f"round{round_}"
+            # round 0 (the first 3 images) is the same model for both arms: trained once
+            run = (args.work / "loop" / set_name / f"seed{seed}" / (arm if round_ else "both")
+                   / f"round{round_}")  # fmt: skip
             done = run / "result.json"
             if done.is_file():
-                result = json.loads(done.read_text())
+                result = {**json.loads(done.read_text()), "arm": arm}
             else:
                 if round_ > 0:
                     picked = choose(arm, Path(previous), folder, candidates, seed, round_)
