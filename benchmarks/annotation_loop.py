@@ -6,10 +6,10 @@ annotated and a model is fine-tuned on them from the set's start model (as bench
 chooses it: one that never saw the set; this first model is shared by both arms); then, for
 ``--rounds`` rounds, 3 more images are chosen from an unannotated candidate pool (``--pool``
 images drawn once per seed) either by ``suggest`` (:func:`cganseg.evaluation.suggest.rank`
-with the current model) or at random, annotated, and the model is fine-tuned again from the previous round's model on all the annotated images
-(``train-seg --init RUN``, fine-tuning's defaults). After every round both arms are scored on
-the same held-out test images (fewshot.py's test part): F1@0.5 pooled and mean F1 over IoU
-0.5:0.95 per image.
+with the current model) or at random, annotated, and the model is fine-tuned again from the
+previous round's model on all the annotated images (``train-seg --init RUN``, fine-tuning's
+defaults). After every round both arms are scored on the same held-out test images
+(fewshot.py's test part): F1@0.5 pooled and mean F1 over IoU 0.5:0.95 per image.
 
 Writes ``benchmarks/results/annotation_loop.json`` (every round of every run) and prints the mean
 +- sd per round and arm. Each round is kept in ``--work`` and not run again. From the repository

@@ -99,4 +99,7 @@ def describe(name: str, card: dict[str, Any]) -> str:
         f1 = row.get("auto", {}).get("f1_iou50_pooled", float("nan"))
         lines.append(f"  held-out {set_name}: F1@0.5 {f1:.3f} (--diameter auto), "
                      f"n={row.get('n_test')}")  # fmt: skip
+    sample = sample_image(card)
+    if sample is not None and sample.is_file():  # an image to try it on at once
+        lines.append(f"  sample image: {sample}")
     return "\n".join(lines)
