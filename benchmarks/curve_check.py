@@ -12,8 +12,9 @@ For each set: the runs of sizes ``--fit`` (all their draws) go through curve's o
 bootstrap (:func:`cganseg.experiment.curve.analyse`), which predicts the gain from the largest
 fitted size to twice it; the real gain is the mean pooled F1@0.5 of the finished runs at the
 check size (``--check``, which must be twice the largest fitted size) minus the mean at the
-largest fitted size. Per-image counts are computed once per run (``counts.json`` beside its
-``result.json``). Train the runs first, e.g.::
+largest fitted size. The runs and their per-test-image counts at IoU 0.5 are read from
+fewshot's record (``--record``, default benchmarks/results/fewshot.json). Train the runs first,
+e.g.::
 
     .venv/bin/python benchmarks/fewshot.py --sets usiigaci_phase --arms finetune --n 1 3 10 20
     .venv/bin/python benchmarks/curve_check.py --sets usiigaci_phase
@@ -30,26 +31,25 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fewshot import WORK, set_parts  # noqa: E402
 from start_models import ROOT  # noqa: E402
 
-from cganseg.data.folders import find_pairs  # noqa: E402
-from cganseg.experiment.curve import analyse, held_out_counts  # noqa: E402
+from cganseg.experiment.curve import analyse  # noqa: E402
 from cganseg.runtime.atomic import write_text  # noqa: E402
 
 
-def finished_runs(set_name: str, arm: str, n: int, work: Path) -> list[dict[str, Any]]:
-    """fewshot's finished runs of one size, each with its pairs and per-test-image counts."""
-    folder, _, test, _ = set_parts(set_name, work)
-    pairs = {p.name: p for p in find_pairs(folder)}
+def finished_runs(record: dict[str, Any], set_name: str, arm: str, n: int
+                  ) -> list[dict[str, Any]]:  # fmt: skip
+    """fewshot's recorded runs of one set, arm and size, as ``curve`` keeps its own: the pairs
+    and per-test-image TP, FP, FN at IoU 0.5."""
     runs = []
-    for done in sorted((work / set_name / arm).glob(f"N{n}_d*/result.json")):
-        result = json.loads(done.read_text())
-        cached = done.with_name("counts.json")
-        if not cached.is_file():
-            write_text(cached, json.dumps(held_out_counts(done.parent / "run", pairs, test)))
-        runs.append({"pairs": result["train"] + result["val"], "draw": result["draw"],
-                     "counts": json.loads(cached.read_text())})  # fmt: skip
+    for r in record["runs"]:
+        if (r["set"], r["arm"], int(r["n"])) != (set_name, arm, n):
+            continue
+        if "counts_50" not in r["scores"]:
+            raise LookupError(f"{set_name} {arm} N={n} draw {r['draw']} was recorded without "
+                              "per-image counts: run it again with fewshot.py")
+        runs.append({"pairs": r["train"] + r["val"], "draw": r["draw"],
+                     "counts": r["scores"]["counts_50"]})  # fmt: skip
     return runs
 
 
@@ -58,13 +58,13 @@ def summary_sd(runs: list[dict[str, Any]]) -> float:
     return next(iter(analyse(runs)["sizes"].values()))["sd"]
 
 
-def check(set_name: str, args: argparse.Namespace) -> dict[str, Any]:
-    fitted = [r for n in args.fit for r in finished_runs(set_name, args.arm, n, args.work)]
-    real = finished_runs(set_name, args.arm, args.check, args.work)
+def check(record: dict[str, Any], set_name: str, args: argparse.Namespace) -> dict[str, Any]:
+    fitted = [r for n in args.fit for r in finished_runs(record, set_name, args.arm, n)]
+    real = finished_runs(record, set_name, args.arm, args.check)
     largest = max(args.fit)
     if not real or not any(len(r["pairs"]) == largest for r in fitted):
-        raise SystemExit(f"error: {set_name}: no finished {args.arm} runs of N={largest} and "
-                         f"N={args.check}; run benchmarks/fewshot.py first")  # fmt: skip
+        raise LookupError(f"{set_name}: no finished {args.arm} runs of N={largest} and "
+                          f"N={args.check}; run benchmarks/fewshot.py first")  # fmt: skip
     summary = analyse(fitted)
     means = {int(n): v["mean"] for n, v in analyse(fitted + real)["sizes"].items()}
     gain = means[args.check] - means[largest]
@@ -84,12 +84,20 @@ def main() -> int:
     parser.add_argument("--arm", default="finetune")
     parser.add_argument("--fit", nargs="+", type=int, default=[1, 3, 10])
     parser.add_argument("--check", type=int, default=20)
-    parser.add_argument("--work", type=Path, default=WORK / "fewshot")
+    parser.add_argument("--record", type=Path, default=ROOT / "benchmarks/results/fewshot.json")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/curve_check.json")
     args = parser.parse_args()
     if args.check != 2 * max(args.fit):
         parser.error("--check must be twice the largest --fit size (curve predicts a doubling)")
-    rows = [check(s, args) for s in args.sets]
+    if not args.record.is_file():
+        print(f"error: {args.record} not found: run benchmarks/fewshot.py first", file=sys.stderr)
+        return 2
+    record = json.loads(args.record.read_text())
+    try:
+        rows = [check(record, s, args) for s in args.sets]
+    except LookupError as err:
+        print(f"error: {args.record}: {err}", file=sys.stderr)
+        return 2
     for r in rows:
         low, high = r["interval_90"] or (float("nan"), float("nan"))
         print(f"{r['set']} {r['arm']}: N {max(r['fit_sizes'])} -> {r['check_size']}: predicted "

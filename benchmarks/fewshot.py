@@ -31,8 +31,10 @@ same held-out test images:
 Prints a table of mean +- sd per set, arm and N, writes ``benchmarks/results/fewshot.json`` and
 ``benchmarks/results/fewshot.png`` (F1@0.5 and mean F1 against N per set, the published DSB
 curves beside). Runs live in ``--work`` (default ``benchmarks/.work/fewshot``); a finished run
-is not run again, so an interrupted benchmark goes on where it stopped. From the repository
-root (needs ../shared/data)::
+is not run again, so an interrupted benchmark goes on where it stopped. ``--out`` is the
+record of every run: the runs it already holds are kept (and not run again, even where the
+ignored work folder is gone), so invocations for different sets or arms add up in one file and
+one plot. From the repository root (needs ../shared/data)::
 
     .venv/bin/python benchmarks/fewshot.py [--sets usiigaci_phase] [--arms scratch finetune]
         [--n 1 3 10] [--draws 3]
@@ -120,8 +122,10 @@ def draw(pool: list[str], n: int, seed: int) -> dict[str, list[str]]:
 
 # ------------------------------------------------------------------ one run
 def score(checkpoint: str, folder: Path, test: list[str], diameter: float | str | None
-          ) -> dict[str, float]:  # fmt: skip
-    """A model's scores on the test pairs, segmented as ``cganseg segment`` would."""
+          ) -> dict[str, Any]:  # fmt: skip
+    """A model's scores on the test pairs, segmented as ``cganseg segment`` would, and per test
+    image its TP, FP and FN at IoU 0.5 (``counts_50``: what benchmarks/curve_check.py feeds
+    ``cganseg curve``'s bootstrap)."""
     seg = load_segmenter(checkpoint, "cpu")
     if not seg.post.cell_diameter:  # a model without cell-size rescaling (--quick's)
         diameter = None
@@ -136,7 +140,9 @@ def score(checkpoint: str, folder: Path, test: list[str], diameter: float | str 
     return {"f1_50_pooled": rep["pooled"]["f1"][0],
             "f1_50_per_image": rep["per_image"]["f1"][0],
             "mean_f1_per_image": float(np.mean(rep["per_image"]["f1"])),
-            "ap_50_per_image": rep["per_image"]["accuracy"][0]}  # fmt: skip
+            "ap_50_per_image": rep["per_image"]["accuracy"][0],
+            "counts_50": [[r["tp_iou50"], r["n_pred"] - r["tp_iou50"], r["n_gt"] - r["tp_iou50"]]
+                          for r in rep["images"]]}  # fmt: skip
 
 
 def arm_options(arm: str, start: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -194,6 +200,20 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
 
 
 # ------------------------------------------------------------------ report
+RunKey = tuple[str, str, int, int]
+
+
+def _key(run: dict[str, Any]) -> RunKey:
+    return run["set"], run["arm"], int(run["n"]), int(run["draw"])
+
+
+def recorded_runs(path: Path) -> dict[RunKey, dict[str, Any]]:
+    """The runs an earlier invocation wrote into ``--out``, by set, arm, N and draw."""
+    if not path.is_file():
+        return {}
+    return {_key(r): r for r in json.loads(path.read_text())["runs"]}
+
+
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sd of each score per set, arm and N."""
     table: dict[str, Any] = {}
@@ -288,7 +308,8 @@ def main() -> int:
     elif not SHARED.is_dir():
         print(f"error: {SHARED} not found: the data sets live there", file=sys.stderr)
         return 2
-    results = []
+    recorded = recorded_runs(args.out)  # they count as finished
+    results: dict[RunKey, dict[str, Any]] = dict(recorded)
     for set_name in args.sets:
         parts = set_parts(set_name, args.work)
         if args.quick:  # three test images are enough to see it work
@@ -302,20 +323,23 @@ def main() -> int:
                 for seed in range(draws):
                     key = 0 if arm == "zero-shot" else n  # zero-shot trains on none
                     done = args.work / set_name / arm / f"N{key}_d{seed}" / "result.json"
-                    if args.finished_only and not done.is_file():
-                        continue
-                    r = run_one(set_name, arm, key, seed, args, parts)
-                    results.append(r)
+                    if done.is_file() or (set_name, arm, key, seed) not in recorded:
+                        if args.finished_only and not done.is_file():
+                            continue
+                        r = run_one(set_name, arm, key, seed, args, parts)
+                        results[_key(r)] = r
+                    r = results[(set_name, arm, key, seed)]
                     print(f"{set_name} {arm} N={key} draw {seed}: F1@0.5 "
                           f"{r['scores']['f1_50_pooled']:.3f}, CPU {r['cpu_s']:.0f} s",
                           flush=True)  # fmt: skip
                 if arm == "zero-shot":
                     break
-    summary = summarise(results)
+    runs = [results[k] for k in sorted(results)]
+    summary = summarise(runs)
     print_table(summary)
     record = {"settings": {"network": NETWORK, "training": TRAINING, "starts": STARTS,
                            "scratch_steps": args.scratch_steps, "quick": args.quick},
-              "published_dsb_ap50": PUBLISHED_DSB, "summary": summary, "runs": results}  # fmt: skip
+              "published_dsb_ap50": PUBLISHED_DSB, "summary": summary, "runs": runs}  # fmt: skip
     write_text(args.out, json.dumps(record, indent=1) + "\n")
     if summary:
         plot(summary, args.out.with_suffix(".png"))

@@ -72,3 +72,44 @@ def test_curve_runs_states_its_budget_and_resumes(tmp_path, capsys):
     again = capsys.readouterr().out
     assert "CPU-minutes" not in again
     assert json.loads((tmp_path / "curve" / "curve.json").read_text())["sizes"] == saved["sizes"]
+
+
+def _fewshot_record(sizes: tuple[int, ...], with_counts: bool = True) -> dict:
+    """A benchmarks/fewshot.py record of finetune runs whose per-image hit rate saturates."""
+    rng = np.random.default_rng(1)
+    runs = []
+    for n in sizes:
+        p_hit = 0.9 - 0.5 * 0.6 ** np.log2(n)
+        for draw in range(3):
+            tp = rng.binomial(20, p_hit, size=12)
+            scores = {"f1_50_pooled": 0.0}
+            if with_counts:
+                scores["counts_50"] = [[int(t), 20 - int(t), 20 - int(t)] for t in tp]
+            runs.append({"set": "s", "arm": "finetune", "n": n, "draw": draw, "scores": scores,
+                         "train": [f"p{i}" for i in range(n)], "val": []})  # fmt: skip
+    return {"runs": runs}
+
+
+def test_curve_check_sets_curves_prediction_against_the_real_doubling(tmp_path):
+    """benchmarks/curve_check.py on a fewshot record: curve's fit on N 1/3/10 predicts the gain
+    to N 20 with an interval, the real gain is the mean difference; a run recorded without
+    per-image counts is one clear error (exit 2)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "curve_check.py"
+    record, out = tmp_path / "fewshot.json", tmp_path / "check.json"
+    record.write_text(json.dumps(_fewshot_record((1, 3, 10, 20))))
+    cmd = [sys.executable, str(script), "--sets", "s", "--record", str(record), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert row["runs_fitted"] == 9 and row["runs_checked"] == 3
+    low, high = row["interval_90"]
+    assert low <= row["predicted_gain"] <= high and 0 < row["real_gain"] < 0.2
+    assert ("within" if row["within_interval"] else "OUTSIDE") in proc.stdout
+    record.write_text(json.dumps(_fewshot_record((1, 3, 10, 20), with_counts=False)))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "without per-image counts" in proc.stderr
+    assert proc.stderr.count("\n") == 1  # one line, no traceback

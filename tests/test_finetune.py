@@ -124,6 +124,11 @@ def test_fewshot_benchmark_quick_mode(tmp_path):
                                     channels="gray"), progress=False)  # fmt: skip
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "fewshot.py"
     out = tmp_path / "fewshot.json"
+    # a run an earlier invocation recorded (another set) is kept beside this invocation's
+    earlier = {"set": "elsewhere", "arm": "scratch", "n": 3, "draw": 0, "cpu_s": 9.0,
+               "scores": dict.fromkeys(("f1_50_pooled", "f1_50_per_image", "mean_f1_per_image",
+                                        "ap_50_per_image"), 0.5)}  # fmt: skip
+    out.write_text(json.dumps({"runs": [earlier]}))
     proc = subprocess.run(
         [sys.executable, str(script), "--quick", "--start", str(start), "--work",
          str(tmp_path / "work"), "--out", str(out), "--quiet"],
@@ -132,6 +137,8 @@ def test_fewshot_benchmark_quick_mode(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads(out.read_text())
     assert set(record["summary"]["demo"]) == {"zero-shot", "scratch", "finetune"}
+    assert earlier in record["runs"]
+    assert record["summary"]["elsewhere"]["scratch"]["3"]["draws"] == 1
     tuned = [r for r in record["runs"] if r["arm"] == "finetune"]
     assert [r["n"] for r in tuned] == [1, 3] and all(r["train"] for r in tuned)
     saved = yaml.safe_load((tmp_path / "work/demo/finetune/N3_d0/run/config.yaml").read_text())

@@ -54,7 +54,7 @@ def evaluate_pairs(
     each mapping tp, fp, fn, precision, recall, f1, accuracy, panoptic_quality and
     mean_matched_iou to a list aligned with ``thresholds``; ``dice`` (mean per-image Dice),
     ``dice_pooled`` (Dice of summed pixel counts), ``n_images`` and ``images`` (one row per
-    image: name, n_gt, n_pred, f1_iou50, dice). Edge cases follow
+    image: name, n_gt, n_pred, f1_iou50, tp_iou50, dice). Edge cases follow
     :func:`cganseg.evaluation.matching.scores_from_counts`.
     """
     thresholds = [float(t) for t in thresholds]
@@ -87,6 +87,7 @@ def evaluate_pairs(
                 "n_gt": int(full["tp"][0] + full["fn"][0]),
                 "n_pred": int(full["tp"][0] + full["fp"][0]),
                 "f1_iou50": float(f1_50),
+                "tp_iou50": int(full["tp"][i50]),
                 "dice": dc.dice,
             }
         )
