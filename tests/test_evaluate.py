@@ -84,8 +84,8 @@ def test_per_image_and_pooled_differ_as_hand_computed():
     assert report["dice"] == pytest.approx(0.5)
     assert report["dice_pooled"] == pytest.approx(0.4)
     assert report["images"] == [
-        {"name": "a", "n_gt": 1, "n_pred": 1, "f1_iou50": 1.0, "dice": 1.0},
-        {"name": "b", "n_gt": 3, "n_pred": 0, "f1_iou50": 0.0, "dice": 0.0},
+        {"name": "a", "n_gt": 1, "n_pred": 1, "f1_iou50": 1.0, "tp_iou50": 1, "dice": 1.0},
+        {"name": "b", "n_gt": 3, "n_pred": 0, "f1_iou50": 0.0, "tp_iou50": 0, "dice": 0.0},
     ]
 
 
