@@ -22,7 +22,9 @@ only (its honest zero-shot score).
 
 The runs live in ``--work`` (default ``benchmarks/.work/start_models``); an interrupted run is
 resumed (``train-seg --resume``), a finished one is not run again. Scores also go to
-``benchmarks/results/start_models.json``. From the repository root (needs ``../shared/data``)::
+``benchmarks/results/start_models.json``. ``--rescore`` trains nothing: it scores the shipped
+files again and updates their cards' scores (after a change to how ``segment`` works). From the
+repository root (needs ``../shared/data``)::
 
     .venv/bin/python benchmarks/start_models.py --models nuclei [--iterations 6000]
 """
@@ -241,7 +243,8 @@ def score(checkpoint: Path, per_set: dict[str, dict[str, list]]) -> dict[str, An
         truths = [read_labels(folder / "masks" / f"{n}.png") for n in split["test"]]
         true_d = float(np.median([cell_diameter(t) for t in truths]))
         rows = {}
-        for label, diameter in (("train_median", None), ("auto", "auto"), ("true", true_d)):
+        for label, diameter in (("train_median", seg.post.train_diameter), ("auto", "auto"),
+                                ("true", true_d)):  # fmt: skip
             pairs = []
             for stem, image, truth in zip(split["test"], images, truths, strict=True):
                 chw = prepare_image(seg, image, stem, diameter)
@@ -301,6 +304,17 @@ def package(name: str, recipe: Recipe, run: Path, scores: dict[str, Any],
     return weights
 
 
+def rescore(name: str, recipe: Recipe) -> dict[str, Any]:
+    """The shipped ``NAME.pt`` scored again on its sets' test images; its card's scores
+    replaced (the weights, their checksum and the rest of the card stay)."""
+    scores = score(PACKAGE / f"{name}.pt", {ds.name: set_split(ds.name, recipe)
+                                            for ds in recipe.sets})  # fmt: skip
+    card_path = PACKAGE / f"{name}.json"
+    card = json.loads(card_path.read_text())
+    write_text(card_path, json.dumps({**card, "scores": scores}, indent=1) + "\n")
+    return scores
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -311,6 +325,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/start_models.json")
     parser.add_argument("--no-package", action="store_true", help="score only, write nothing "
                         "into src/cganseg/pretrained")  # fmt: skip
+    parser.add_argument("--rescore", action="store_true", help="train nothing: score the "
+                        "shipped NAME.pt again and update its card's scores (after a change "
+                        "to how segment works)")  # fmt: skip
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"error: {SHARED} not found: the training sets live there", file=sys.stderr)
@@ -329,6 +346,9 @@ def main() -> int:
             recipe = Recipe(**{**recipe.__dict__,
                                "sets": tuple(d for d in recipe.sets if d != left_out)})
             name = f"{name}_without_{left_out.name}"
+        if args.rescore:
+            results.setdefault(name, {})["scores"] = rescore(name, recipe)
+            continue
         data, per_set = prepare(name, recipe, args.work)
         if left_out is not None:  # scored on the left-out set alone: its zero-shot score
             per_set = {left_out.name: set_split(left_out.name, recipe)}

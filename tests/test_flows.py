@@ -16,7 +16,7 @@ from tests.helpers import make_dataset, tiny_cgan_config, tiny_seg_config
 from cganseg.checkpoint import load_checkpoint
 from cganseg.cli import main
 from cganseg.data.augment import ConventionalAugment
-from cganseg.data.dataset import CropDataset, Sample
+from cganseg.data.dataset import CropDataset, Sample, make_image_targets
 from cganseg.data.flows import labels_to_flows
 from cganseg.data.io import read_labels
 from cganseg.errors import InputError
@@ -166,6 +166,83 @@ def test_crop_targets_are_the_flows_of_the_augmented_crop():
         cell = target[2] > 0
         norms = torch.hypot(target[0], target[1])
         assert torch.all(norms[~cell] == 0) and torch.all((norms[cell] - 1).abs() < 1e-3)
+
+
+DISCS = [(12, 12, 6), (14, 32, 7), (28, 20, 5), (28, 36, 4)]
+
+
+def _discs() -> np.ndarray:
+    """Separate discs centred on pixels (one nearest-to-mean pixel each, so a flip moves the
+    diffusion's centre with the cell), well inside a 40x48 image."""
+    labels = np.zeros((40, 48), np.int32)
+    for i, (y, x, r) in enumerate(DISCS, 1):
+        labels[disk((y, x), r, shape=labels.shape)] = i
+    return labels
+
+
+@pytest.mark.parametrize("ops", [("hflip",), ("vflip",), ("hflip", "vflip")])
+def test_flipped_whole_image_flows_are_the_flows_of_the_flipped_mask(ops):
+    """Moving flows (issue 32): a flip flips the field and negates its vector's component along
+    the flipped axis, which is what Cellpose's masks_to_flows gives for the flipped mask."""
+    labels = _discs()
+    augment = ConventionalAugment(p_vanilla=1.0, p_op=1.0, ops=ops)
+    steps = augment.draw(np.random.default_rng(0), labels.shape)
+    moved_image, moved_mask = augment.apply(torch.zeros(1, *labels.shape),
+                                            torch.from_numpy(labels), steps)  # fmt: skip
+    moved = augment.move_field(torch.from_numpy(labels_to_flows(labels)), steps, (0, 1))
+    own = torch.from_numpy(labels_to_flows(moved_mask.numpy()))
+    differ = {tuple(p) for p in np.argwhere((moved - own).abs().amax(0).numpy() > 1e-5)}
+    # everywhere but at a centre, where the gradient is 0/0 and its sign rounding noise
+    centres = {(39 - y if "vflip" in ops else y, 47 - x if "hflip" in ops else x)
+               for y, x, _ in DISCS}  # fmt: skip
+    assert differ <= centres and torch.equal(moved[2], own[2])
+
+
+def test_moved_targets_equal_the_crops_own_away_from_cut_cells():
+    """A crop of whole-image flows equals the flows of the crop's mask on every cell the crop
+    does not cut (exactly, without augmentation); with the paper's augmentation (zoom, flips)
+    the cell indicator is exactly the augmented mask and the image is the one the per-crop path
+    gives for the same seed."""
+    labels = _discs()
+    sample = Sample("a", np.random.default_rng(1).random((1, *labels.shape), np.float32), labels)
+    targets = functools.partial(MODES["flows"].targets, n_classes=3)
+    made = make_image_targets([sample], (24, 24), targets, progress=False)
+    assert made[0].shape == (3, 40, 48)
+    plain = CropDataset([sample], (24, 24), targets, None, made, (0, 1))
+    compared = 0
+    for seed in range(12):
+        image, moved = plain[(0, seed)]
+        rng = np.random.default_rng(seed)
+        y, x = int(rng.integers(0, 17)), int(rng.integers(0, 25))
+        crop = labels[y : y + 24, x : x + 24]
+        assert torch.equal(image, torch.from_numpy(sample.image[:, y : y + 24, x : x + 24]))
+        whole = [i for i in np.unique(crop[crop > 0]) if (crop == i).sum() == (labels == i).sum()]
+        inside = np.isin(crop, whole)
+        own = labels_to_flows(crop)
+        assert np.array_equal(moved.numpy()[:, inside], own[:, inside])
+        compared += int(inside.sum())
+    assert compared > 500  # crops with whole cells were drawn
+    aug = ConventionalAugment(p_vanilla=1.0, p_op=1.0, ops=("crop", "hflip", "vflip", "noise"))
+    augmented = CropDataset([sample], (24, 24), targets, aug, made, (0, 1))
+    per_crop = CropDataset([sample], (24, 24), targets, aug)
+    for seed in range(6):
+        (image, moved), (image_slow, slow) = augmented[(0, seed)], per_crop[(0, seed)]
+        assert torch.equal(image, image_slow) and torch.equal(moved[2], slow[2])
+        norms = torch.hypot(moved[0], moved[1])
+        assert torch.all(norms[moved[2] == 0] == 0)
+        assert torch.all((norms[moved[2] > 0] - 1).abs() < 1e-3)
+
+
+def test_a_flow_run_makes_its_targets_once_per_image(tmp_path):
+    """The trainer's data stream carries the whole-image flows (no masks_to_flows per crop)."""
+    from cganseg.training.seg_trainer import SegTrainer
+
+    cfg = tiny_seg_config(make_dataset(tmp_path / "data"), tmp_path / "run", instances="flows",
+                          iterations=1)  # fmt: skip
+    trainer = SegTrainer.from_config(cfg)
+    dataset = trainer.train_loader.dataset
+    assert len(dataset.image_targets) == len(trainer.data.train)
+    assert dataset.image_targets[0].shape[0] == 3 and dataset.vector == (0, 1)
 
 
 def test_config_resolves_instances_and_refuses_what_cannot_work(tmp_path):

@@ -140,3 +140,22 @@ def test_a_shipped_rescaling_model_segments_at_auto_by_default(seg_run, tmp_path
     image = torch.rand(1, 40, 52, generator=torch.Generator().manual_seed(1)).numpy() * 2 - 1
     assert np.array_equal(seg.segment(image), seg.segment(image, diameter="auto"))
     assert load_segmenter(seg_run, "cpu").default_diameter is None  # a run of yours: its own
+
+
+def test_auto_finds_nuclei_six_times_larger_than_the_training_ones():
+    """``--diameter auto`` picks the scale at which the network is surest of its cells before it
+    measures them: the nuclei of an unseen demo image enlarged 6x (~80 px, beside the 17-19 px
+    the shipped model trained at) are found whole (measured 0.901; the single pass at the
+    training diameter it replaced cut many into fragments: 0.711, 129 cells for 99)."""
+    from cganseg.data.io import read_image
+    from cganseg.data.rescale import resize_image, resize_labels
+    from cganseg.inference.segment import prepare_image
+
+    seg = load_segmenter("nuclei", "cpu")
+    demo, name = demo_data_dir(), UNSEEN_DEMO_IMAGES[0]
+    image = read_image(demo / "images" / f"{name}.png", seg.channels).astype(np.float32)
+    big = resize_image(image, (6 * image.shape[1], 6 * image.shape[2]))
+    truth = resize_labels(read_labels(demo / "masks" / f"{name}.png"), big.shape[1:])
+    found = seg.segment(prepare_image(seg, big, name), diameter="auto")
+    report = evaluate_pairs([(name, truth, found)])
+    assert report["pooled"]["f1"][0] > 0.85, report["images"]

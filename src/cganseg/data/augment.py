@@ -142,6 +142,28 @@ class ConventionalAugment:
             image, mask = _APPLY[step.op](image, mask, **step.params)
         return image, mask
 
+    def move_field(self, field: Tensor, steps: list[AugmentStep],
+                   vector: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
+        """Move a (K, H, W) field of targets made on the whole image (flows) as :meth:`apply`
+        moves the mask: the crop's window resized back by the mask's nearest-neighbour lookup,
+        flips flipped; the ``vector`` channels (y, x) of a vector field change sign with their
+        axis' flip. Photometric steps leave it as it is. The crop's zoom keeps each vector's
+        direction (one scale for both sides, as Cellpose's rescaling of its flows)."""
+        for step in steps:
+            if step.op == "crop":
+                p = step.params
+                rows = _nearest_indices(p["top"], p["height"], field.shape[-2], field.device)
+                cols = _nearest_indices(p["left"], p["width"], field.shape[-1], field.device)
+                field = field[:, rows[:, None], cols[None, :]]
+            elif step.op in ("hflip", "vflip"):
+                axis = -1 if step.op == "hflip" else -2
+                field = field.flip(axis)
+                if vector is not None:
+                    sign = torch.ones(field.shape[0], 1, 1, dtype=field.dtype)
+                    sign[vector[1] if step.op == "hflip" else vector[0]] = -1
+                    field = field * sign
+        return field
+
     def __call__(self, image: Tensor, mask: Tensor, rng: Generator) -> tuple[Tensor, Tensor]:
         """Augment one (C, H, W) float image and its (H, W) instance mask: :meth:`draw`, then
         :meth:`apply`."""

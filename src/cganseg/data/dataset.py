@@ -74,10 +74,27 @@ def pad_to_at_least(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]
     )
 
 
+def make_image_targets(samples: Sequence[Sample], crop: tuple[int, int],
+                       targets: Callable[[np.ndarray], torch.Tensor], progress: bool = True
+                       ) -> list[np.ndarray]:  # fmt: skip
+    """``targets`` of each sample's whole mask (padded as its crops are), made once per run in
+    the main process: what :class:`CropDataset` moves with each crop instead of making them per
+    crop (flows; issue 32: Cellpose's masks_to_flows per crop, and its numba compile in every
+    loader worker, were a large share of a CPU step)."""
+    return [targets(pad_to_at_least(s.image, s.labels, crop)[1]).numpy()
+            for s in tqdm(samples, desc="training targets", unit="img", disable=not progress,
+                          leave=False)]  # fmt: skip
+
+
 class CropDataset(Dataset):
     """Random crops of loaded samples with conventional augmentation and their training
-    targets: ``targets(labels)`` of the augmented crop's mask (an instance mode's classes or
-    flows, :meth:`cganseg.instances.base.InstanceMode.targets`), so they fit the augmented mask."""
+    targets: ``targets(labels)`` of the augmented crop's mask (an instance mode's classes,
+    :meth:`cganseg.instances.base.InstanceMode.targets`), so they fit the augmented mask; or,
+    where ``image_targets`` are given (:func:`make_image_targets`: flows), the same crop of the
+    whole image's targets moved by the same augmentation (``vector``: the (y, x) channels of
+    their vector field). Moved flows differ from flows of the crop only for cells the crop cuts
+    (they point to the cell's centre outside it, as in Cellpose's training) and by the zoom's
+    nearest-neighbour resampling."""
 
     def __init__(
         self,
@@ -85,11 +102,15 @@ class CropDataset(Dataset):
         crop: tuple[int, int],
         targets: Callable[[np.ndarray], torch.Tensor],
         augment: ConventionalAugment | None = None,
+        image_targets: Sequence[np.ndarray] | None = None,
+        vector: tuple[int, int] | None = None,
     ) -> None:
         self.samples = list(samples)
         self.crop = crop
         self.targets = targets
         self.augment = augment
+        self.image_targets = image_targets
+        self.vector = vector
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -104,9 +125,17 @@ class CropDataset(Dataset):
         x = int(rng.integers(0, labels.shape[1] - cw + 1))
         img = torch.from_numpy(np.ascontiguousarray(image[:, y : y + ch, x : x + cw]))
         mask = torch.from_numpy(labels[y : y + ch, x : x + cw].astype(np.int64))
-        if self.augment is not None:
-            img, mask = self.augment(img, mask, rng)
-        return img, self.targets(mask.numpy())
+        if self.image_targets is None:
+            if self.augment is not None:
+                img, mask = self.augment(img, mask, rng)
+            return img, self.targets(mask.numpy())
+        field = torch.from_numpy(np.ascontiguousarray(
+            self.image_targets[index][:, y : y + ch, x : x + cw]))  # fmt: skip
+        if self.augment is not None:  # the same draw as augment(img, mask, rng) takes
+            steps = self.augment.draw(rng, (ch, cw))
+            img, _ = self.augment.apply(img, mask, steps)
+            field = self.augment.move_field(field, steps, self.vector)
+        return img, field
 
 
 class SeededSampler(Sampler):

@@ -42,6 +42,11 @@ class InstanceMode(ABC):
     #: post-processing thresholds tuned on the validation images, each with its grid (the
     #: default first, so that a tie keeps it); empty: nothing to tune
     threshold_grid: ClassVar[Mapping[str, tuple[float, ...]]] = {}
+    #: targets made once per training image and moved with each crop and its augmentation
+    #: (flows: a whole cell decides them, and computing them per crop was a large share of a CPU
+    #: step), given as the (y, x) channels of their vector field, which flips negate; None: the
+    #: targets are made per crop from the augmented mask
+    image_target_vector: ClassVar[tuple[int, int] | None] = None
 
     def check_classes(self, n_classes: int) -> str | None:
         """Why this mode cannot work with ``n_classes`` classes, or None."""
@@ -62,6 +67,11 @@ class InstanceMode(ABC):
     def blend(self, raw: torch.Tensor) -> torch.Tensor:
         """What overlapping tiles of a prediction blend: class probabilities by default."""
         return raw.softmax(dim=1)
+
+    def cell_probability(self, output: np.ndarray) -> np.ndarray:
+        """Per pixel (H, W), the probability of lying in a cell, from a blended output (K, H, W):
+        one minus the background's by default."""
+        return 1.0 - output[0]
 
     def output_names(self, n_classes: int) -> list[str]:
         """The names of the exported output's channels."""

@@ -111,6 +111,7 @@ class Flows(InstanceMode):
         "cellprob_threshold": (CELLPROB_THRESHOLD, -1.0, 1.0, -2.0),
         "flow_threshold": (FLOW_THRESHOLD, 0.2, 0.6, 0.0),
     }
+    image_target_vector = (0, 1)  # dy, dx: made once per image, as Cellpose's training does
 
     def output_channels(self, n_classes: int) -> int:
         return FLOW_CHANNELS
@@ -123,6 +124,9 @@ class Flows(InstanceMode):
 
     def blend(self, raw: torch.Tensor) -> torch.Tensor:
         return raw  # flows and logits blend linearly across tiles as they are
+
+    def cell_probability(self, output: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-output[2]))  # the cell logit's sigmoid
 
     def output_names(self, n_classes: int) -> list[str]:
         return ["flow_y", "flow_x", "cell_probability"]

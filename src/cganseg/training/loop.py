@@ -32,6 +32,7 @@ from cganseg.data.dataset import (
     Sample,
     SeededSampler,
     ShardSampler,
+    make_image_targets,
 )
 from cganseg.errors import InputError, TrainingDiverged
 from cganseg.inference.segment import Segmenter
@@ -196,7 +197,10 @@ class TrainerBase:
         samples = self.data.train + self.extra
         self.mode.prepare()  # once here, not in every loader worker
         targets = functools.partial(self.mode.targets, n_classes=cfg.n_classes)
-        dataset = CropDataset(samples, tuple(cfg.crop), targets, aug)
+        vector = self.mode.image_target_vector
+        made = None if vector is None else make_image_targets(
+            samples, tuple(cfg.crop), targets, self.progress)  # fmt: skip
+        dataset = CropDataset(samples, tuple(cfg.crop), targets, aug, made, vector)
         batch = cfg.batch_size * self.batches_per_step()
         if self.extra:
             n_real = len(self.data.train)
