@@ -78,26 +78,32 @@ def test_training_images_are_rescaled_and_the_diameters_stored(tmp_path):
 
 
 class _Recording(Segmenter):
-    """A Segmenter that records the diameters it predicts for."""
+    """A Segmenter that records the diameters it predicts for; one cell, 16 px across, of which
+    the network is surest at diameter 20."""
 
     def predict(self, image, tile_size=512, batch_size=4, diameter=None):
         self.calls.append(diameter)
+        sure = 0.9 if isinstance(diameter, float) and round(diameter) == 20 else 0.6
         out = np.zeros((3, *image.shape[1:]), np.float32)
         out[0] = 1.0
-        out[1][_discs([8], image.shape[1]) > 0] = 2.0  # one cell, 16 px across
+        cell = _discs([8], image.shape[1]) > 0
+        out[0][cell], out[1][cell] = 1.0 - sure, sure  # interior wins: one cell
         return out
 
 
 @pytest.mark.parametrize(("diameter", "calls"), [(None, [None]), (30.0, [None]),
-                                                 ("auto", [None, 16.0])])  # fmt: skip
-def test_auto_diameter_measures_a_first_pass_then_segments_at_that_size(diameter, calls):
+                                                 ("auto", [5, 7, 10, 14, 20, 28, 40, 57, 80,
+                                                           20, 16])])  # fmt: skip
+def test_auto_diameter_tries_each_scale_then_measures_the_surest(diameter, calls):
+    """``auto``: the ladder of 0.5x..8x the training diameter (10 px) on the central region,
+    the surest (20) segmented, its cell measured (16 px) and segmented again at that size."""
     model = build_segmenter("unet", 1, 3, 4)
     post = PostProcessing("watershed", 15, cell_diameter=30.0, train_diameter=10.0)
     seg = _Recording(model, None, post, torch.device("cpu"))
     object.__setattr__(seg, "calls", [])
     labels = seg.segment(np.zeros((1, 96, 96), np.float32), diameter=diameter)
     assert labels.shape == (96, 96) and labels.max() == 1
-    expected = [diameter if c is None else c for c in calls]  # the call's own, then measured
+    expected = [diameter if c is None else c for c in calls]  # the call's own, or auto's
     assert [c if not isinstance(c, float) else round(c) for c in seg.calls] == expected
 
 
