@@ -125,17 +125,14 @@ class CropDataset(Dataset):
         x = int(rng.integers(0, labels.shape[1] - cw + 1))
         img = torch.from_numpy(np.ascontiguousarray(image[:, y : y + ch, x : x + cw]))
         mask = torch.from_numpy(labels[y : y + ch, x : x + cw].astype(np.int64))
+        steps = [] if self.augment is None else self.augment.draw(rng, (ch, cw))
+        if steps:
+            img, mask = self.augment.apply(img, mask, steps)
         if self.image_targets is None:
-            if self.augment is not None:
-                img, mask = self.augment(img, mask, rng)
             return img, self.targets(mask.numpy())
         field = torch.from_numpy(np.ascontiguousarray(
             self.image_targets[index][:, y : y + ch, x : x + cw]))  # fmt: skip
-        if self.augment is not None:  # the same draw as augment(img, mask, rng) takes
-            steps = self.augment.draw(rng, (ch, cw))
-            img, _ = self.augment.apply(img, mask, steps)
-            field = self.augment.move_field(field, steps, self.vector)
-        return img, field
+        return img, self.augment.move_field(field, steps, self.vector) if steps else field
 
 
 class SeededSampler(Sampler):

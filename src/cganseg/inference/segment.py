@@ -156,8 +156,9 @@ class Segmenter:
             prob = self.post.mode.cell_probability(
                 self.predict(region, tile_size, batch_size, train * step))  # fmt: skip
             cells = prob > 0.5
-            if cells.any() and float(prob[cells].mean()) > surest:
-                best, surest = train * step, float(prob[cells].mean())
+            sure = float(prob[cells].mean()) if cells.any() else -1.0
+            if sure > surest:
+                best, surest = train * step, sure
         return best
 
     def _bounded(self, found: float) -> float:
