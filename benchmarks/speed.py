@@ -90,7 +90,8 @@ def _median_step(trainer, steps: int, warmup: int, with_loading: bool) -> float:
 
 
 def _configs(
-    preset: str, backbone: str, variant: str, device: str, tmp: str, quick: bool
+    preset: str, backbone: str, variant: str, device: str, tmp: str, quick: bool,
+    perceptual: str = "hed-vgg16", perceptual_weights: str | None = None,
 ) -> dict[str, Any]:
     options = {
         **preset_sizes(preset),
@@ -115,7 +116,8 @@ def _configs(
         options["crop"] = [256, 256]
     seg_keys = set(SegTrainConfig.__dataclass_fields__)
     return {
-        "cgan": CGanTrainConfig(**options, perceptual="hed-vgg16" if not quick else "none"),
+        "cgan": CGanTrainConfig(**options, perceptual="none" if quick else perceptual,
+                                perceptual_weights=perceptual_weights),
         "seg": SegTrainConfig(**{k: v for k, v in options.items() if k in seg_keys}),
     }
 
@@ -129,6 +131,8 @@ def measure(
     steps: int,
     warmup: int,
     quick: bool,
+    perceptual: str = "hed-vgg16",
+    perceptual_weights: str | None = None,
 ) -> dict[str, Any]:
     """One measurement, in this process (called in a fresh subprocess by :func:`main`)."""
     from cganseg.inference.tiling import predict_outputs
@@ -141,7 +145,8 @@ def measure(
         "kind": kind, "preset": preset, "backbone": backbone, "variant": variant
     }
     with tempfile.TemporaryDirectory() as tmp:
-        cfgs = _configs(preset, backbone, variant, device, tmp, quick)
+        cfgs = _configs(preset, backbone, variant, device, tmp, quick, perceptual,
+                        perceptual_weights)
         if kind == "train":
             cfg = cfgs["cgan"]
             trainer = CGanTrainer.from_config(cfg)
@@ -206,6 +211,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny networks and crops, 1 step")
+    parser.add_argument("--perceptual", choices=("hed-vgg16", "vgg19"), default="hed-vgg16",
+                        help="the cGAN step's perceptual network")
+    parser.add_argument("--perceptual-weights", help="its weights file (any weights time the "
+                        "same: gpu_check.py passes random VGG19 weights where none are cached)")
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/...)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,6 +233,8 @@ def main() -> int:
             "steps": steps,
             "warmup": warmup,
             "quick": args.quick,
+            "perceptual": args.perceptual,
+            "perceptual_weights": args.perceptual_weights,
         }
         for p in args.presets
         for b in args.backbones
