@@ -20,7 +20,6 @@ from itertools import islice
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
-from tqdm.auto import tqdm
 
 from cganseg.data.augment import ConventionalAugment
 from cganseg.data.corrections import read_mask
@@ -28,6 +27,7 @@ from cganseg.data.folders import Pair
 from cganseg.data.io import Channels, read_image
 from cganseg.data.normalize import normalize_percentile
 from cganseg.errors import InputError
+from cganseg.runtime.progress import progress_bar
 
 
 @dataclass
@@ -44,7 +44,7 @@ def load_samples(
 ) -> list[Sample]:
     """Read, check and normalise pairs; all images must share one channel count."""
     samples: list[Sample] = []
-    for pair in tqdm(pairs, desc=desc, unit="img", disable=not progress, leave=False):
+    for pair in progress_bar(pairs, desc=desc, unit="img", disable=not progress, leave=False):
         image = read_image(pair.image, channels)
         labels = read_mask(pair.mask, image.shape[1:])
         if image.shape[1:] != labels.shape:
@@ -82,8 +82,8 @@ def make_image_targets(samples: Sequence[Sample], crop: tuple[int, int],
     crop (flows; issue 32: Cellpose's masks_to_flows per crop, and its numba compile in every
     loader worker, were a large share of a CPU step)."""
     return [targets(pad_to_at_least(s.image, s.labels, crop)[1]).numpy()
-            for s in tqdm(samples, desc="training targets", unit="img", disable=not progress,
-                          leave=False)]  # fmt: skip
+            for s in progress_bar(samples, desc="training targets", unit="img",
+                                  disable=not progress, leave=False)]  # fmt: skip
 
 
 class CropDataset(Dataset):

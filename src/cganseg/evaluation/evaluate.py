@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from cganseg.data.folders import mask_files, stem_key
 from cganseg.data.io import list_image_files, read_labels
@@ -33,6 +32,7 @@ from cganseg.evaluation.matching import (
 )
 from cganseg.reports.plots import plot_f1_vs_iou
 from cganseg.runtime.atomic import staged_files, write_text
+from cganseg.runtime.progress import progress_bar
 
 METRIC_KEYS = ("tp", "fp", "fn", *SCORE_KEYS)
 F1_AT = 0.5
@@ -228,7 +228,7 @@ def evaluate_folders(
     :func:`write_report` and returns the report dict of :func:`evaluate_pairs`.
     """
     pairs = pair_files(gt, pred, mask_suffix)
-    bar = tqdm(
+    bar = progress_bar(
         _read_pairs(pairs), total=len(pairs), desc="evaluate", unit="img", disable=not progress
     )
     report = evaluate_pairs(bar, thresholds)
@@ -262,7 +262,8 @@ def evaluate_easy_hard(
             rows.append([name, group, h.touching_pairs, round(h.cell_fraction, 4)])
             yield name, gt_labels, pred_labels
 
-    bar = tqdm(classified(), total=len(pairs), desc="evaluate", unit="img", disable=not progress)
+    bar = progress_bar(classified(),
+                       total=len(pairs), desc="evaluate", unit="img", disable=not progress)
     result: dict[str, Any] = {"hardness": rows, "all": evaluate_pairs(bar, thresholds)}
     write_report(result["all"], out_dir)
     for group in ("easy", "hard"):

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from cganseg.data.folders import collect_inputs
 from cganseg.data.io import read_image
@@ -33,6 +32,7 @@ from cganseg.errors import InputError
 from cganseg.models.fid_inception import load_fid_features
 from cganseg.runtime.atomic import write_text
 from cganseg.runtime.device import resolve_device
+from cganseg.runtime.progress import progress_bar
 
 #: below this many images per set FID is strongly biased upwards (and noisy); we warn
 FEW_IMAGES = 2048
@@ -113,7 +113,7 @@ def folder_features(
     progress: bool = True,
 ) -> torch.Tensor:
     """:func:`image_features` of image files, read one by one."""
-    bar = tqdm(files, desc=desc, unit="img", disable=not progress)
+    bar = progress_bar(files, desc=desc, unit="img", disable=not progress)
     return image_features(
         ((p, read_image(p)) for p in bar), extractor, normalize, batch_size, device
     )

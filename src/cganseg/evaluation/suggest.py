@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from tqdm.auto import tqdm
 
 from cganseg.data.io import read_image
 from cganseg.data.label_formats import SAVE_FORMATS
@@ -41,6 +40,7 @@ from cganseg.evaluation.matching import THRESHOLDS, match_counts, overlap, score
 from cganseg.inference.segment import Segmenter, prepare_image
 from cganseg.runtime.atomic import atomic_path, write_text
 from cganseg.runtime.interrupt import check
+from cganseg.runtime.progress import progress_bar
 
 #: the formats a suggestion's labels are written in (the ones corrections are read back from)
 CORRECTION_FORMATS = ("seg.npy", "rois")
@@ -112,7 +112,7 @@ def rank(
     """Every image of ``paths`` scored, most worth correcting first (ties by name)."""
     segmenter.factor(diameter)  # a diameter far from the model's: refused before any image
     found = []
-    for path in tqdm(paths, desc="suggest", unit="img", disable=not progress):
+    for path in progress_bar(paths, desc="suggest", unit="img", disable=not progress):
         image = prepare_image(segmenter, read_image(path, segmenter.channels), path, diameter)
         plain = segmenter.segment(image, tile_size, batch_size, diameter)
         f1s, maps = [], []

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import curve_fit
-from tqdm.auto import tqdm
 
 from cganseg.data.folders import find_pairs
 from cganseg.data.io import read_image, read_labels
@@ -38,6 +37,7 @@ from cganseg.evaluation.matching import match_counts
 from cganseg.inference.segment import load_segmenter, prepare_image
 from cganseg.options import SegTrainConfig
 from cganseg.runtime.atomic import write_text
+from cganseg.runtime.progress import progress_bar
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
 from cganseg.training.settings import resolve
 
@@ -255,7 +255,7 @@ def run_curve(data: str | Path, out: str | Path, options: dict[str, Any], *,
               f"{len(test)} held out; {steps} steps at {per_step:.2f} CPU-s each here: about "
               f"{steps * per_step / 60:.0f} CPU-minutes (plus scoring)", flush=True)
     results = []
-    for cfg, run in tqdm(list(zip(configs, runs, strict=True)), desc="curve", unit="run",
+    for cfg, run in progress_bar(list(zip(configs, runs, strict=True)), desc="curve", unit="run",
                          disable=not progress):  # fmt: skip
         done = _run_dir(out, run) / "result.json"
         if not done.is_file():

@@ -49,6 +49,7 @@ from cganseg.runtime.device import resolve_device
 from cganseg.runtime.interrupt import check
 from cganseg.runtime.lock import folder_lock
 from cganseg.runtime.outputs import foreign_entries
+from cganseg.runtime.progress import progress_bar
 from cganseg.synth.make_masks import write_synthetic_masks
 from cganseg.synth.pairs import generate_pairs
 from cganseg.training.cgan_trainer import train_cgan
@@ -182,7 +183,7 @@ def _fid(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dic
     gen = load_generator(run, cfg.device)
     fakes = [
         gen.generate(s.labels, seed=cfg.seed + i)
-        for i, s in enumerate(tqdm(samples, desc="generate test", disable=not progress))
+        for i, s in enumerate(progress_bar(samples, desc="generate test", disable=not progress))
     ]
     real = image_features(((s.name, s.image) for s in samples), extractor, device=device)
     fake = image_features(
@@ -279,7 +280,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, folds, jobs: list[Job], progre
         for key, split in fold.items():
             save_split(out / f"fold_{i + 1}" / f"split_{key}.json", split)
     results = []
-    bar = tqdm(jobs, desc="experiment", unit="run", disable=not progress, position=0)
+    bar = progress_bar(jobs, desc="experiment", unit="run", disable=not progress, position=0)
     for job in bar:
         fold_dir = out / f"fold_{job.fold + 1}"
         done = fold_dir / f"{job.scenario}_{job.backbone}" / RESULT

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cganseg import checks
 from cganseg.checkpoint import SEGMENTER, load_network, resolve_checkpoint
@@ -30,6 +29,7 @@ from cganseg.models.registry import segmenter_from_config
 from cganseg.reports.overlays import save_overlay
 from cganseg.runtime.device import resolve_device
 from cganseg.runtime.interrupt import check
+from cganseg.runtime.progress import progress_bar
 
 #: the diameters ``"auto"`` tries, as multiples of the training images' (steps of sqrt 2)
 AUTO_LADDER = tuple(2.0 ** (k / 2) for k in range(-2, 7))
@@ -268,7 +268,7 @@ def segment_files(
     segmenter.factor(diameter)  # a diameter far from the model's: refused before any image
     written = []
     mine = list(inputs)[shard[0] :: shard[1]]
-    for path in tqdm(mine, desc="segmenting", unit="img", disable=not progress):
+    for path in progress_bar(mine, desc="segmenting", unit="img", disable=not progress):
         image = prepare_image(segmenter, read_image(path, segmenter.channels), path, diameter)
         labels = segmenter.segment(image, tile_size, batch_size, diameter)
         size = read_pixel_size(path) if "ome-tiff" in formats else None

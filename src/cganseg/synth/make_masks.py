@@ -11,7 +11,6 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cganseg import checks
 from cganseg.data.folders import mask_files, stem_key
@@ -19,6 +18,7 @@ from cganseg.data.io import read_labels, write_labels
 from cganseg.errors import InputError
 from cganseg.runtime.interrupt import check
 from cganseg.runtime.outputs import inside
+from cganseg.runtime.progress import progress_bar
 from cganseg.synth.manifest import claim_folder
 from cganseg.synth.masks import MaskSpec, cell_shapes, synthetic_mask
 
@@ -82,7 +82,7 @@ def write_synthetic_masks(
     claim_folder(out, MANIFEST, settings)
     paths = [out / f"synth_{i:05d}.tif" for i in range(n)]
     todo = [(i, p) for i, p in enumerate(paths) if not p.exists()]
-    for i, path in tqdm(todo, desc="synth-masks", unit="mask", disable=not progress):
+    for i, path in progress_bar(todo, desc="synth-masks", unit="mask", disable=not progress):
         rng = np.random.default_rng([seed, i])
         write_labels(path, synthetic_mask(shapes, spec, rng, min_area))
         check("stopped; the masks written are complete, the same command finishes the rest")

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cganseg.checkpoint import GENERATOR, resolve_checkpoint
 from cganseg.data.folders import mask_files
@@ -24,6 +23,7 @@ from cganseg.inference.generate import load_generator
 from cganseg.inference.tiling import check_memory
 from cganseg.runtime.interrupt import check
 from cganseg.runtime.outputs import inside
+from cganseg.runtime.progress import progress_bar
 from cganseg.synth.manifest import claim_folder
 
 MANIFEST = "generate.json"
@@ -82,7 +82,8 @@ def generate_pairs(
         "cellpose_names": cellpose_names,
         "image_format": image_format,
     }
-    for f in tqdm(files, desc="checking masks", unit="mask", disable=not progress, leave=False):
+    for f in progress_bar(files,
+                          desc="checking masks", unit="mask", disable=not progress, leave=False):
         read_labels(f)  # a bad mask is named now, before anything is written
     claim_folder(out, MANIFEST, settings)
     jobs = [
@@ -92,7 +93,7 @@ def generate_pairs(
     ]
     todo = [job for job in jobs if not all(p.exists() for p in job[3])]
     labels, current = None, None
-    for i, k, f, (image_path, mask_path) in tqdm(
+    for i, k, f, (image_path, mask_path) in progress_bar(
         todo, desc="generate", unit="img", disable=not progress
     ):
         if current != f:

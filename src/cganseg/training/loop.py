@@ -47,6 +47,7 @@ from cganseg.runtime.interrupt import (
     ignore_stop_signals,
     requested,
 )
+from cganseg.runtime.progress import progress_bar
 from cganseg.training import run_state
 from cganseg.training.divergence import DivergenceGuard
 from cganseg.training.final import tune_and_test
@@ -262,7 +263,7 @@ class TrainerBase:
             self.save_last()  # a state to roll back to before the first validation
         if self.progress:
             tqdm.write(self.describe())
-        bar = tqdm(
+        bar = progress_bar(
             total=self.cfg.iterations,
             initial=self.step,
             desc=self.kind,
@@ -337,7 +338,7 @@ class TrainerBase:
                         postfix["val F1@0.5"] = f"{values['val_f1_iou50']:.3f}"
                 if values and log is not None:
                     log.log(self.step, values, {"lr": self.current_lr()})
-                    bar.set_postfix(postfix)
+                    bar.set_postfix(postfix, refresh=False)  # drawn with the next step
                 if not last and _stop_asked(self.rank, self.device, log_step):
                     self.guard.check_weights(self.networks(), self.step)
                     if main:
