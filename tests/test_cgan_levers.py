@@ -214,3 +214,27 @@ def test_seg_pretrain_stopped_before_the_joint_game_resumes_with_the_runs_option
 def test_seg_pretrain_and_init_seg_exclude_each_other():
     with pytest.raises(InputError, match="both start the segmenter"):
         CGanTrainConfig.from_dict({"data": "d", "out": "o", "init_seg": "x", "seg_pretrain": 2})
+
+
+def test_train_checks_the_perceptual_weights_before_the_pre_training(tmp_path, monkeypatch,
+                                                                     capsys):  # fmt: skip
+    """Issue 33: VGG19 asked for, offline and not cached: one line, exit 2, before any step of
+    the conventional pre-training (it used to die on the download after hours of it)."""
+    import urllib.error
+
+    monkeypatch.delenv("CGANSEG_VGG19_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    data = make_dataset(tmp_path / "data", n=6, size=(40, 40))
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "cpu",
+                 "--iterations", "2", "--seg-pretrain", "3", "--perceptual", "vgg19",
+                 "--device", "cpu", "--workers", "0", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "VGG19 ImageNet weights are missing" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / SEG_PRETRAIN_DIR).exists()

@@ -12,9 +12,9 @@ from cganseg.errors import InputError
 from cganseg.options import CGanTrainConfig, SegTrainConfig, StepShare
 from cganseg.optionspec import preset_values
 
-#: the sizes --preset cpu gives (the recipe's shares of the steps aside)
+#: the sizes --preset cpu gives (the recipe's shares of the steps and the steps, given below, aside)
 CPU_SIZES = {k: v for k, v in preset_values(CGanTrainConfig, "cpu").items()
-             if not isinstance(v, StepShare)}  # fmt: skip
+             if not isinstance(v, StepShare) and k != "iterations"}  # fmt: skip
 
 
 def test_the_cpu_preset_gives_the_same_run_from_the_cli_and_the_api(tmp_path):
@@ -97,7 +97,11 @@ def test_train_gets_the_measured_recipe_on_the_cpu_preset_and_the_papers_on_pape
     # a segmenter given to start from replaces the preset's pre-training; given options win
     given = CGanTrainConfig.from_dict({"preset": "cpu", "data": "d", "out": "o",
                                        "init_seg": "seg", "ramp_steps": 7})  # fmt: skip
-    assert (given.seg_pretrain, given.ramp_steps, given.warmup_gen) == (0, 7, 400)
+    assert (given.seg_pretrain, given.ramp_steps, given.warmup_gen) == (0, 7, 60)
+    # issue 33: a bare `train` on a CPU is 300 joint steps after 2700 conventional ones, not a
+    # day; train-seg keeps its 2000
+    bare = CGanTrainConfig.from_dict({"preset": "cpu", "data": "d", "out": "o"})
+    assert (bare.iterations, bare.seg_pretrain) == (300, 2700) and paper.iterations == 2000
     assert SegTrainConfig.from_dict({"preset": "cpu", "data": "d", "out": "o"}).iterations == 2000
     with pytest.raises(SystemExit):
         main(["train", "--help"])

@@ -17,6 +17,7 @@ from cganseg.errors import InputError
 from cganseg.losses.perceptual import (
     PERCEPTUAL_KINDS,
     PerceptualLoss,
+    available_perceptual,
     build_perceptual,
     default_layers,
     relu_indices,
@@ -430,3 +431,26 @@ def test_multi_equals_separate_losses(vgg19_file: Path) -> None:
     together = loss.multi([a, b], y)
     assert torch.allclose(together[0], loss(a, y), rtol=1e-5)
     assert torch.allclose(together[1], loss(b, y), rtol=1e-5)
+
+
+def test_offline_default_falls_back_to_the_cached_hed_in_one_line(hed_file: Path) -> None:
+    """Issue 33: no VGG19 anywhere and no network, HED in the cganseg cache: the default run
+    takes HED and says so; VGG19 asked for by name (or with a weights file) stays an error."""
+    cache_dir().mkdir(parents=True)
+    (cache_dir() / HED_FILENAME).symlink_to(hed_file)
+    kind, note = available_perceptual("vgg19")
+    assert kind == "hed-vgg16" and note is not None and "\n" not in note
+    assert "--perceptual hed-vgg16" in note and "VGG19" in note
+    with pytest.raises(InputError, match="VGG19 ImageNet weights are missing"):
+        available_perceptual("vgg19", chosen=True)
+    assert available_perceptual("hed-vgg16") == ("hed-vgg16", None)
+    assert available_perceptual("none") == ("none", None)
+
+
+def test_offline_default_without_hed_is_the_vgg19_error() -> None:
+    with pytest.raises(InputError, match="VGG19 ImageNet weights are missing"):
+        available_perceptual("vgg19")
+
+
+def test_available_vgg19_is_kept(vgg19_file: Path) -> None:
+    assert available_perceptual("vgg19", vgg19_file) == ("vgg19", None)

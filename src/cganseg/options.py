@@ -427,9 +427,10 @@ def preset_recipe(preset: str) -> dict[str, Any]:
 
 def preset_sizes(preset: str) -> dict[str, Any]:
     """The network, crop and batch sizes ``--preset preset`` sets (every preset value but the
-    recipe's)."""
+    recipe's and ``train``'s steps)."""
     recipe = preset_recipe(preset)
-    return {k: v for k, v in preset_values(CGanTrainConfig, preset).items() if k not in recipe}
+    return {k: v for k, v in preset_values(CGanTrainConfig, preset).items()
+            if k not in recipe and k != "iterations"}  # fmt: skip
 
 
 def _with_loss_weights(cls: type) -> type:
@@ -474,6 +475,11 @@ class CGanTrainConfig(SegTrainConfig):
     cli_exclude: ClassVar[tuple[str, ...]] = ("extra",)  # cGAN-Seg trains on real pairs only
     fine_tuning: ClassVar[dict[str, Any]] = {}  # the joint game keeps its own recipe
 
+    # a bare `train` on a CPU: 300 joint steps after 9 x 300 conventional ones, ~30 CPU-minutes
+    # (benchmarks/value.py's best recipe ran 157 + 1443 in 15); 2000 joint steps were a day
+    iterations: int = option(2000, group=_TRAIN, rule=_COUNT, resumable=True,
+                             presets={"cpu": 300, "paper": 2000},
+                             help="cGAN-Seg steps (default: by --preset: cpu 300, paper 2000)")
     lr: float = redefault(SegTrainConfig, "lr", 2e-4)
     lr_gen: float = option(2e-4, group=_CGAN, rule=_RATE, help="learning rate of the generator")
     lr_disc: float = option(2e-4, group=_CGAN, rule=_RATE,

@@ -173,3 +173,33 @@ def build_perceptual(
     if kind == "none":
         return None
     return PerceptualLoss(kind, weights, default_layers(kind, depth), scale)
+
+
+def available_perceptual(kind: str, weights: str | Path | None = None,
+                         chosen: bool = False) -> tuple[str, str | None]:  # fmt: skip
+    """The perceptual network a new run will use, its weights loaded now, before any step
+    (issue 33: a CPU run used to pre-train for hours, then die on VGG19's missing download).
+
+    Returns ``(kind, None)`` when ``kind``'s weights load. When they do not, and ``kind`` is
+    the default ``vgg19`` that the user did not choose (``chosen``) nor gave weights for,
+    returns ``("hed-vgg16", note)`` if HED's VGG16 weights load (``make install`` fetches them
+    into the cganseg cache), the note saying so in one line; otherwise the weights' InputError.
+    """
+    if kind == "none":
+        return kind, None
+    try:
+        PerceptualLoss(kind, weights, default_layers(kind, 1))
+        return kind, None
+    except InputError as missing:
+        if kind != "vgg19" or chosen or weights is not None:
+            raise
+        try:
+            PerceptualLoss("hed-vgg16", None, default_layers("hed-vgg16", 1))
+        except InputError:
+            raise missing from None
+        reason = str(missing).split(";")[0]
+        return "hed-vgg16", (
+            f"{reason}: using the HED VGG16 weights of the cganseg cache instead "
+            "(--perceptual hed-vgg16); give --perceptual vgg19 --perceptual-weights FILE for "
+            "the paper's ImageNet VGG19"
+        )

@@ -40,6 +40,7 @@ generators of DiffAugment and of the style/noise draws, and the history pools.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -48,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
+from tqdm.auto import tqdm
 
 from cganseg.augment.diffaugment import apply_policy, sample_policy
 from cganseg.checkpoint import GENERATOR, network_entries
@@ -64,7 +66,7 @@ from cganseg.losses.cgan_objective import (
     generator_segmenter_loss,
 )
 from cganseg.losses.image_loss import ImageLoss
-from cganseg.losses.perceptual import build_perceptual
+from cganseg.losses.perceptual import available_perceptual, build_perceptual
 from cganseg.models.discriminator import PatchDiscriminator
 from cganseg.models.generator import StyleUNet
 from cganseg.options import SEG_PRETRAIN_DIR, CGanTrainConfig
@@ -387,7 +389,17 @@ def train_cgan(
     run = Path(cfg.out)
     started = (run / "last.pt").is_file()  # the joint game has begun: its checkpoint rules
     pretraining = (run / SEG_PRETRAIN_DIR).is_dir() if resume else cfg.seg_pretrain > 0
+    if not resume:  # every weight checked before any step, pre-training included
+        kind, note = available_perceptual(cfg.perceptual, cfg.perceptual_weights,
+                                          chosen="perceptual" in (given or {}))  # fmt: skip
+        if note:
+            cfg = dataclasses.replace(cfg, perceptual=kind)
+            tqdm.write(note)
     if pretraining and not started:
+        if progress and not resume:
+            tqdm.write(f"train: {cfg.seg_pretrain} steps of conventional pre-training "
+                       f"(train-seg's recipe, in {run / SEG_PRETRAIN_DIR}), then "
+                       f"{cfg.iterations} cGAN-Seg steps")  # fmt: skip
         cfg = pretrain_segmenter(cfg, resume=resume, progress=progress, given=given or {})
         resume = False
     return run_training(CGanTrainer, cfg, resume=resume, progress=progress, given=given)
