@@ -109,6 +109,9 @@ def test_a_shipped_model_exports_with_its_license_and_bundled_sample(tmp_path):
     assert main(["export", "nuclei", "--out", str(package), "--author", "cganseg"]) == 0
     rdf = _rdf(package)
     assert rdf["license"] == "CC0-1.0"
+    # issue 33: the rdf itself says the cell size the network expects (not only the README)
+    assert "expects cells 17.0 px across" in rdf["description"]
+    assert rdf["config"]["cganseg"]["cell_diameter"] == 17.0
     assert "245b995878370ef4.png" in zipfile.ZipFile(package).read("README.md").decode()
 
 

@@ -159,3 +159,26 @@ def test_auto_finds_nuclei_six_times_larger_than_the_training_ones():
     found = seg.segment(prepare_image(seg, big, name), diameter="auto")
     report = evaluate_pairs([(name, truth, found)])
     assert report["pooled"]["f1"][0] > 0.85, report["images"]
+
+
+def test_segment_says_when_the_cells_found_differ_from_the_size_it_assumed():
+    """Issue 33: nuclei enlarged 2.5x segmented at their original size (a fixed --diameter):
+    one warning naming the measured size and --diameter auto; at their own size, none."""
+    import warnings
+
+    from cganseg.api import segment
+    from cganseg.data.io import read_image
+    from cganseg.data.rescale import cell_diameter, resize_image
+
+    demo, name = demo_data_dir(), UNSEEN_DEMO_IMAGES[0]
+    image = read_image(demo / "images" / f"{name}.png", "gray").astype(np.float32)[0]
+    own = cell_diameter(read_labels(demo / "masks" / f"{name}.png"))
+    big = resize_image(image[None], (int(2.5 * image.shape[0]), int(2.5 * image.shape[1])))[0]
+    with pytest.warns(UserWarning, match=r"--diameter auto \(or --diameter \d+\)") as caught:
+        segment(big, "nuclei", diameter=own, device="cpu")
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        segment(image, "nuclei", diameter=own, device="cpu")
+        segment(big, "nuclei", diameter=2.5 * own, device="cpu")
+        segment(big, "nuclei", device="cpu")  # the shipped default: auto, which measures

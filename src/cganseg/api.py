@@ -23,7 +23,13 @@ import numpy as np
 from cganseg import checks
 from cganseg.checkpoint import resolve_checkpoint
 from cganseg.data.io import image_to_chw
-from cganseg.inference.segment import Segmenter, load_segmenter, prepare_image
+from cganseg.data.rescale import cell_diameter
+from cganseg.inference.segment import (
+    Segmenter,
+    load_segmenter,
+    prepare_image,
+    warn_if_sizes_differ,
+)
 
 
 def load(model: str | Path, device: str = "auto") -> Segmenter:
@@ -61,4 +67,8 @@ def segment(
     seg.factor(diameter)  # refused in words before any work
     chw = prepare_image(seg, image_to_chw(image, seg.channels), "the image", diameter)
     tile_size = checks.checked(checks.TILE_SIZE, "tile_size", tile_size)
-    return seg.segment(chw, tile_size, diameter=diameter)
+    labels = seg.segment(chw, tile_size, diameter=diameter)
+    assumed = seg.fixed_diameter(diameter)
+    if assumed and labels.any():
+        warn_if_sizes_differ(assumed, [cell_diameter(labels)])
+    return labels

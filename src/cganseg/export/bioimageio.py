@@ -320,10 +320,15 @@ def _describe(files: Path, seg: Segmenter, name: str, authors: list[str], licens
         import_from="cganseg.models.exported",
         kwargs={**config, "output": mode.output_kind},
     )
+    post = seg.post
+    scale = (f"; expects cells {post.cell_diameter:.1f} px across: rescale images by "
+             f"{post.cell_diameter:.1f} / (your cells' diameter in px) first (training cells: "
+             f"{post.train_diameter or 0:.1f} px; config.cganseg holds both)"
+             if post.cell_diameter else "")  # fmt: skip
     return spec.ModelDescr(
         name=name,
         description=(f"{config['name']} cell segmenter trained with cganseg (cGAN-Seg, Zargari et "
-                     f"al. 2024); outputs {mode.output_summary}"),
+                     f"al. 2024); outputs {mode.output_summary}{scale}"),
         authors=[spec.Author(name=a) for a in authors],
         packaged_by=[spec.Author(name=f"cganseg {__version__}")],
         cite=[spec.CiteEntry(text=PAPER, doi=spec.Doi(PAPER_DOI))],
