@@ -56,8 +56,8 @@ def test_the_model_is_loaded_once(run):
 def test_shapes_that_cannot_be_meant_are_refused(run):
     with pytest.raises(InputError, match=r"image\[None\]"):
         normalize_percentile(_raw())  # (H, W) would broadcast to (H, H, W)
-    with pytest.raises(InputError, match="channel"):
-        cganseg.segment(np.stack([_raw()] * 3, axis=-1), model=run, device="cpu")
+    with pytest.raises(InputError, match="channel"):  # three different channels, one expected
+        cganseg.segment(np.stack([_raw(s) for s in range(3)], axis=-1), model=run, device="cpu")
     with pytest.raises(InputError, match="z-stacks"):
         cganseg.segment(np.zeros((3, 5, 64, 64)), model=run, device="cpu")
     with pytest.raises(InputError, match="--cell-diameter"):
@@ -68,3 +68,29 @@ def test_the_package_loads_the_api_only_when_asked():
     assert callable(cganseg.segment) and callable(cganseg.load)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = cganseg.nothing
+
+
+def test_a_grey_image_saved_as_rgb_is_read_as_grey(run, tmp_path):
+    """Issue 33: three equal channels (grey saved as RGB) segment as the grey image, with one
+    note; channels that differ are still refused, with a hint, in one line."""
+    from cganseg.data.dataset import load_samples
+    from cganseg.data.folders import find_pairs
+    from cganseg.data.io import GREY_AS_RGB
+
+    raw = _raw()
+    expected = cganseg.segment(raw, model=run, device="cpu")
+    rgb = np.repeat(raw[..., None], 3, axis=-1)
+    with pytest.warns(UserWarning, match="read as one channel"):
+        np.testing.assert_array_equal(cganseg.segment(rgb, model=run, device="cpu"), expected)
+    rgb[..., 1] //= 2
+    with pytest.raises(InputError, match="3 channel.*expects 1; its channels differ"):
+        cganseg.segment(rgb, model=run, device="cpu")
+    # training data stored so: one channel, like the grey images beside it
+    data = make_dataset(tmp_path / "data", n=2, size=(48, 48))
+    first = sorted((data / "images").iterdir())[0]
+    grey = read_image(first)[0]
+    write_image(first, np.repeat(grey[..., None], 3, axis=-1))
+    assert read_image(first).shape[0] == 3
+    with pytest.warns(UserWarning, match=GREY_AS_RGB[:20]):
+        samples = load_samples(find_pairs(data), progress=False)
+    assert [s.image.shape[0] for s in samples] == [1, 1]

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from cganseg.data.augment import ConventionalAugment
 from cganseg.data.corrections import read_mask
 from cganseg.data.folders import Pair
-from cganseg.data.io import Channels, read_image
+from cganseg.data.io import Channels, collapse_equal_channels, read_image
 from cganseg.data.normalize import normalize_percentile
 from cganseg.errors import InputError
 from cganseg.runtime.progress import progress_bar
@@ -46,6 +46,8 @@ def load_samples(
     samples: list[Sample] = []
     for pair in progress_bar(pairs, desc=desc, unit="img", disable=not progress, leave=False):
         image = read_image(pair.image, channels)
+        if channels is None:
+            image = collapse_equal_channels(image)
         labels = read_mask(pair.mask, image.shape[1:])
         if image.shape[1:] != labels.shape:
             raise InputError(

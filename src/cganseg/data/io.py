@@ -217,6 +217,20 @@ def read_image(path: str | Path, channels: Channels = None) -> np.ndarray:
     return image_to_chw(read_array(path), channels, path)
 
 
+#: said once when a grey image stored with equal channels is read as one channel
+GREY_AS_RGB = ("grey images stored as RGB (all channels equal) are read as one channel, so a "
+               "one-channel model takes them and they train a one-channel model")  # fmt: skip
+
+
+def collapse_equal_channels(image: np.ndarray) -> np.ndarray:
+    """A (C, H, W) image whose channels are all equal (grey saved as RGB, as many microscopes
+    and Fiji's "RGB Color" export do) as (1, H, W), with a note (once); others unchanged."""
+    if image.shape[0] < 2 or any(not np.array_equal(image[0], c) for c in image[1:]):
+        return image
+    warnings.warn(GREY_AS_RGB, stacklevel=2)
+    return image[:1]
+
+
 def image_to_chw(
     arr: np.ndarray, channels: Channels = None, source: str | Path | None = None
 ) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 
 from cganseg import checks
 from cganseg.checkpoint import SEGMENTER, load_network, resolve_checkpoint
-from cganseg.data.io import read_image, read_pixel_size
+from cganseg.data.io import collapse_equal_channels, read_image, read_pixel_size
 from cganseg.data.label_formats import label_file_names, write_label_files
 from cganseg.data.normalize import normalize_percentile
 from cganseg.data.rescale import cell_diameter, resize_image, scaled_shape
@@ -219,11 +219,16 @@ def prepare_image(segmenter: Segmenter, image: np.ndarray, source: str | Path,
     """A (C, H, W) image with the model's channels as training saw it: percentile-normalised,
     its channel count checked, and refused in one line when segmenting it (its cells
     ``diameter`` px across) would not fit in memory (``source`` names it)."""
-    image = normalize_percentile(image)
     expected = segmenter.model.config["in_channels"]
+    if image.shape[0] != expected and expected == 1:
+        image = collapse_equal_channels(image)
+    image = normalize_percentile(image)
     if image.shape[0] != expected:
+        hint = ("; its channels differ, so it is no grey image stored as RGB: give a model "
+                "trained on such images, or train with --channels gray") if expected == 1 else ""
         raise InputError(
-            f"image has {image.shape[0]} channel(s) but the model expects {expected}", source
+            f"image has {image.shape[0]} channel(s) but the model expects {expected}{hint}",
+            source,
         )
     # image + padded copy, blended and normalised probabilities, weights, labels, watershed
     # (the network's arrays at the rescaled size)
