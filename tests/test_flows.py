@@ -272,6 +272,11 @@ def test_train_seg_with_flows_records_the_mode_and_validates(flow_run):
     assert post["instances"] == "flows" and payload["model_config"]["n_classes"] == 3
     assert post["cellprob_threshold"] in (0.0, -1.0, 1.0, -2.0)  # tuned on validation
     assert 0.0 <= payload["val_mean_f1"] <= 1.0
+    # issue 33: config.yaml says which thresholds best.pt uses (a comment: options unchanged)
+    note = (flow_run / "config.yaml").read_text().splitlines()[-1]
+    assert note.startswith("# tuned after training") and "(and segment)" in note
+    assert f"cellprob_threshold {post['cellprob_threshold']:g}" in note
+    assert f"flow_threshold {post['flow_threshold']:g}" in note
     rows = (flow_run / "metrics.csv").read_text().splitlines()
     assert "val_f1_iou50" in rows[0] and any(r.split(",")[-1] for r in rows[1:])
     assert (flow_run / "test" / "metrics.json").is_file()

@@ -91,7 +91,8 @@ def _betas_parser(name: str):
 
 @dataclass
 class SegTrainConfig:
-    """Conventional training: the paper's baseline scenarios B (N pairs) and C (all pairs)."""
+    """Conventional training of a segmenter on annotated images: the recommended command (and
+    the paper's baseline, scenarios B with N pairs and C with all pairs)."""
 
     #: options of the dataclass that the command line does not offer (config files only)
     cli_exclude: ClassVar[tuple[str, ...]] = ()
@@ -119,8 +120,9 @@ class SegTrainConfig:
     width: int | None = option(None, group=_SEG, rule=_COUNT, presets={"cpu": 16, "paper": None},
                                default_text="the backbone's own", help="base channels")  # fmt: skip
     n_classes: int = option(3, group=_SEG, flag="--classes", choices=(2, 3),
-                            help="2: background/cell (paper); 3: +boundary, separates touching "
-                            "cells")  # fmt: skip
+                            help="2: background/cell (paper); 3: +boundary, which the watershed "
+                            "mode needs to part touching cells (flows, the default, part them "
+                            "by themselves)")  # fmt: skip
     instances: str | None = option(
         None,
         group=_SEG,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from cganseg.checkpoint import load_checkpoint, save_checkpoint
 from cganseg.evaluation.evaluate import evaluate_pairs, write_report
 from cganseg.inference.segment import Segmenter
 from cganseg.instances.postprocessing import ENTRY as POST_ENTRY
+from cganseg.runtime.atomic import write_text
 from cganseg.runtime.interrupt import check
 from cganseg.training.tuning import tune_thresholds
 
@@ -44,11 +46,24 @@ def tune_and_test(trainer: TrainerBase) -> dict[str, Any]:
         save_checkpoint(run_dir / "best.pt", {**best, POST_ENTRY: post.entry(),
                                               "val_mean_f1": tuned["val_mean_f1"]})  # fmt: skip
         summary["postprocessing"] = tuned
+        note_tuned(run_dir / "config.yaml", {k: tuned[k] for k in trainer.mode.threshold_grid})
     if data.test:
         report = evaluate_pairs(_test_pairs(seg, trainer))
         write_report(report, run_dir / "test")
         summary["test_f1_iou50"] = report["per_image"]["f1"][0]
     return summary
+
+
+def note_tuned(config: Path, values: dict[str, float]) -> None:
+    """Say at the end of ``config.yaml`` which thresholds ``best.pt`` uses (issue 33: the file
+    kept the given 0.4 while the tuned 0.6 lived only in the checkpoint). A YAML comment: the
+    options above stay the ones the run was started with, as ``--resume`` reads them."""
+    if not config.is_file():
+        return
+    text = config.read_text(encoding="utf-8").split("# tuned after training")[0]
+    tuned = ", ".join(f"{k} {v:g}" for k, v in values.items())
+    write_text(config, f"{text}# tuned after training on the validation images, used by best.pt "
+                       f"(and segment): {tuned}\n")  # fmt: skip
 
 
 def _test_pairs(seg: Segmenter, trainer: TrainerBase) -> Iterator[tuple[str, np.ndarray,

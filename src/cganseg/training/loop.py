@@ -252,7 +252,8 @@ class TrainerBase:
         return (f"{self.kind} on {self.device}{threads}; {cfg.model} width {cfg.width} "
                 f"({cfg.instances}); parameters: {nets}; images: {len(self.data.train)} train, "
                 f"{len(self.data.val)} validation, {len(self.data.test)} test; crops "
-                f"{cfg.crop[0]}x{cfg.crop[1]}, batch {cfg.batch_size}; preset {cfg.preset}"
+                f"{cfg.crop[0]}x{cfg.crop[1]}, batch {cfg.batch_size}"
+                + (f"; preset {cfg.preset}" if cfg.preset else "")
                 + (f"; starts from {cfg.init_seg}" if cfg.init_seg else "")
                 + ("" if self.data.val else "; no validation images: the last step is kept"))
 
