@@ -94,3 +94,24 @@ def test_a_grey_image_saved_as_rgb_is_read_as_grey(run, tmp_path):
     with pytest.warns(UserWarning, match=GREY_AS_RGB[:20]):
         samples = load_samples(find_pairs(data), progress=False)
     assert [s.image.shape[0] for s in samples] == [1, 1]
+
+
+def test_evaluate_scores_arrays_as_the_command_does():
+    truth = np.zeros((32, 32), np.int32)
+    truth[2:10, 2:10], truth[20:30, 20:30] = 1, 2
+    pred = np.zeros_like(truth)
+    pred[2:10, 2:10] = 5  # one found, one missed
+    report = cganseg.evaluate(truth, pred)
+    assert report["pooled"]["f1"][0] == pytest.approx(2 / 3)
+    assert cganseg.evaluate([truth, truth], [pred, truth])["pooled"]["tp"][0] == 3
+    with pytest.raises(InputError, match="one shape"):
+        cganseg.evaluate(truth, pred[:16])
+
+
+def test_train_seg_refuses_arrays_that_do_not_pair(tmp_path):
+    image = np.zeros((32, 32), np.uint8)
+    with pytest.raises(InputError, match="1 image\\(s\\) and 2 mask\\(s\\)"):
+        cganseg.train_seg([image], [image, image], out=tmp_path / "run")
+    with pytest.raises(InputError, match=r"masks\[0\] must be an integer label image"):
+        cganseg.train_seg([image], [np.zeros((16, 16), np.int32)], out=tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run_data").exists()

@@ -73,3 +73,22 @@ def test_the_quick_start_runs_offline_on_the_demo_data(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "unet_synth" / "best.pt").is_file()
     assert len(list((tmp_path / "synth_pairs" / "images").iterdir())) == 3
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.slow
+def test_the_notebook_example_trains_segments_and_scores_arrays(tmp_path, monkeypatch, capsys):
+    """Issue 33: the README's notebook example (train_seg on arrays, segment, evaluate) runs
+    as written, with 2 steps instead of 500."""
+    example = next(b for b in _python_blocks(README.read_text(encoding="utf-8"))
+                   if "cganseg.train_seg(" in b)  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example.replace("iterations=500", "iterations=2, progress=False"),
+                 "README example", "exec"), {})  # fmt: skip
+    f1 = float(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= f1 <= 1.0
+    assert (tmp_path / "runs" / "nb" / "best.pt").is_file()
+    assert len(list((tmp_path / "runs" / "nb_data" / "images").iterdir())) == 30

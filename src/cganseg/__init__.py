@@ -7,7 +7,7 @@
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["load", "segment"]
+__all__ = ["evaluate", "load", "segment", "train_seg"]
 
 
 def __getattr__(name: str) -> Any:
