@@ -335,15 +335,16 @@ def test_cgan_seg_with_flows_maps_the_flow_output_to_masks_for_gen_and_d2(tmp_pa
 
 
 @pytest.mark.slow
-def test_demo_runs_with_flows(tmp_path):
+def test_demo_runs_with_the_watershed_too(tmp_path):
     from cganseg.models.vgg import hed_weights_path
 
     if not hed_weights_path().is_file():
         pytest.skip("hed-vgg16 weights missing: run `cganseg fetch-weights hed-vgg16`")
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--iterations", "6", "--gan-iterations", "2",
-                 "--instances", "flows", "--quiet"]) == 0  # fmt: skip
+                 "--instances", "watershed", "--quiet"]) == 0  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
-    assert "instances by flows" in summary["settings"]
-    assert load_checkpoint(out / "train_cgan" / "best.pt")["postprocessing"]["instances"] == "flows"
+    assert "instances by watershed" in summary["settings"]
+    post = load_checkpoint(out / "train_cgan" / "best.pt")["postprocessing"]
+    assert post["instances"] == "watershed"
     assert len(list((out / "train_seg" / "predictions").glob("*.tif"))) == 8

@@ -198,6 +198,10 @@ def test_demo_writes_its_report(tmp_path, capsys):
     assert "training seconds" not in page
     printed = capsys.readouterr().out
     assert "conventional: F1@0.5" in printed and "pooled" in printed and "per image" in printed
+    # issue 33: the recommended path (flows), each curve explained, what to run next
+    assert "instances by flows" in summary["settings"]
+    assert "Next: on your own data" in page and "nothing goes wrong" in page
+    assert "next, on your own data:\n  cganseg train-seg --data my_data" in printed
     # issue 17: cGAN-Seg is train's default recipe started from the conventional run, and the
     # measured answer to "which one?" is said beside them
     cgan = yaml.safe_load((out / "train_cgan" / "config.yaml").read_text())

@@ -321,7 +321,7 @@ def _cmd_experiment(args: ExperimentOptions) -> int:
 
 
 def _cmd_demo(args: DemoOptions) -> int:
-    from cganseg.demo import VERDICT, headline, run_demo
+    from cganseg.demo import NEXT_STEPS, VERDICT, headline, run_demo
 
     report = run_demo(
         args.out,
@@ -337,6 +337,7 @@ def _cmd_demo(args: DemoOptions) -> int:
         print("  " + headline(row))
     print(VERDICT)
     print(f"demo report: {report}")
+    print("next, on your own data:\n  " + "\n  ".join(NEXT_STEPS))
     return 0
 
 

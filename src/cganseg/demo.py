@@ -91,7 +91,7 @@ def _common(out: Path, device: str, instances: str) -> dict[str, Any]:
 
 
 def demo_seg_config(
-    out: Path, iterations: int, device: str, instances: str = "watershed"
+    out: Path, iterations: int, device: str, instances: str = "flows"
 ) -> SegTrainConfig:
     """Conventional training: UNet width 16, 96x96 crops, batch 8."""
     return SegTrainConfig(
@@ -104,7 +104,7 @@ def demo_seg_config(
 
 
 def demo_cgan_config(
-    out: Path, iterations: int, device: str, instances: str = "watershed"
+    out: Path, iterations: int, device: str, instances: str = "flows"
 ) -> CGanTrainConfig:
     """cGAN-Seg: ``cganseg train``'s default recipe (``--preset cpu``, issue 17) with the same
     segmenter and crops, small generator and discriminators, batch 4, started from the
@@ -172,6 +172,12 @@ METRICS = {
 
 #: which training to use, as measured (README "Measured results"); the report and the end of
 #: ``cganseg demo`` say it beside the two runs
+#: what to run next, on one's own data: the recommended path (printed and in the report)
+NEXT_STEPS = (
+    "cganseg train-seg --data my_data --out runs/mine --init nuclei   # your images/ + masks/",
+    "cganseg segment runs/mine my_images/ --out seg/ --save-format tif seg.npy",
+    "cganseg evaluate my_data/masks seg/ --out eval/",
+)
 VERDICT = (
     "Which to use: at equal CPU time (benchmarks/value.py: 900 CPU-s per run, 3 folds, DSB "
     "nuclei and usiigaci phase contrast) conventional training (cganseg train-seg) and "
@@ -213,6 +219,7 @@ def _report_html(summary: dict[str, Any]) -> str:
     )
     defs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}.</li>"
                    for k, v in METRICS.items())  # fmt: skip
+    next_steps = html.escape("\n".join(NEXT_STEPS))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>cganseg demo</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}
@@ -235,10 +242,23 @@ Higher is better for every score.</p><ul>{defs}</ul>
 (<code>cganseg synth-masks</code>, <code>cganseg generate</code>,
 <code>cganseg train-seg --extra</code>).</p>
 <img src="dense.png">
-<h2>F1 versus IoU threshold (per image)</h2><img src="f1_vs_iou.png">
+<h2>F1 versus IoU threshold (per image)</h2>
+<p>How many cells each segmenter finds as the overlap demanded of a match rises from 50% to 95%
+of their pixels: the higher and flatter, the better the outlines.</p><img src="f1_vs_iou.png">
 <h2>Test images: ground truth and both segmenters</h2><img src="samples.png">
-<h2>Training curves</h2><h3>conventional</h3><img src="train_seg/training_curves.png">
-<h3>cGAN-Seg</h3><img src="train_cgan/training_curves.png">
+<h2>Training curves</h2><h3>conventional</h3>
+<p>The loss (flows and cell probability, or classes) falls as the segmenter learns; the
+validation F1 is measured every few steps on images it does not train on, and the best
+validation step is the one kept (best.pt).</p><img src="train_seg/training_curves.png">
+<h3>cGAN-Seg</h3>
+<p>Each panel is a group of loss terms (paper Eq. 16-17). The total rises at first although
+nothing goes wrong: the recipe lets the cycle and adversarial terms in only after a warm-up and
+raises their weights over a ramp, so the sum grows as terms join it.</p>
+<img src="train_cgan/training_curves.png">
+<h2>Next: on your own data</h2>
+<p>Images in <code>my_data/images/</code>, instance masks of the same names in
+<code>my_data/masks/</code> (or Cellpose's <code>NAME.tif</code> + <code>NAME_masks.tif</code>):
+</p><pre>{next_steps}</pre>
 <p>Run folders <code>train_seg/</code> and <code>train_cgan/</code> hold each run's config,
 split, checkpoints, metrics.csv, TensorBoard logs, the test scores (<code>test/</code>) and
 the test predictions with overlays (<code>predictions/</code>); the cGAN-Seg run also its sample
@@ -252,7 +272,7 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
     gan_iterations: int | None = None,
-    instances: str = "watershed",
+    instances: str = "flows",
 ) -> Path:
     """Run the demo into ``out``; returns the path of the HTML report. ``instances``: the
     segmenter's output for both runs."""

@@ -282,9 +282,10 @@ class DemoOptions:
                                     help="conventional training steps")  # fmt: skip
     gan_iterations: int | None = option(None, rule=checks.Number(1, integer=True),
                                         default_text="300", help="cGAN-Seg training steps")
-    instances: str = option("watershed", choices=MODES.keys(),
-                            help="the segmenter's output for both runs (watershed: what both "
-                            "trainings were compared with)")  # fmt: skip
+    instances: str = option("flows", choices=MODES.keys(),
+                            help="the segmenter's output for both runs (flows: both trainers' "
+                            "default; watershed: what cGAN-Seg's recipes were measured "
+                            "with)")  # fmt: skip
     device: str = _device()
     quiet: bool = _quiet()
 
