@@ -92,3 +92,24 @@ def test_the_notebook_example_trains_segments_and_scores_arrays(tmp_path, monkey
     assert 0.0 <= f1 <= 1.0
     assert (tmp_path / "runs" / "nb" / "best.pt").is_file()
     assert len(list((tmp_path / "runs" / "nb_data" / "images").iterdir())) == 30
+
+
+def _cost(runs: list[dict], arm: str) -> str:
+    """``median CPU-minutes (min-max over N runs)`` of one arm's runs in fewshot.json."""
+    minutes = sorted(r["cpu_s"] / 60 for r in runs if r["arm"] == arm)
+    median = minutes[len(minutes) // 2] if len(minutes) % 2 else sum(
+        minutes[len(minutes) // 2 - 1 : len(minutes) // 2 + 1]) / 2  # fmt: skip
+    return f"{median:.0f} CPU-minutes ({minutes[0]:.0f}-{minutes[-1]:.0f} over {len(minutes)} runs)"
+
+
+def test_start_here_states_the_cpu_costs_the_benchmark_recorded():
+    """Issue 33: the CPU costs on the README's first screen are read back from
+    benchmarks/results/fewshot.json, so a new measurement that changes them fails here until
+    the README says it."""
+    import json
+
+    record = json.loads((README.parent / "benchmarks/results/fewshot.json").read_text())
+    text = README.read_text(encoding="utf-8")
+    start = text[text.index("## Start here") : text.index("## Set-up")]
+    for arm in ("finetune", "finetune-lr0.001-steps1500", "scratch"):
+        assert _cost(record["runs"], arm) in " ".join(start.split()), arm
