@@ -21,7 +21,9 @@ same held-out test images:
   otherwise 10% validate and choose the checkpoint);
 - **to a plateau**: ``scratch`` trains ``--scratch-steps`` steps (default 1500, lr 1e-3, the
   product's scratch defaults otherwise), ``finetune`` the fine-tuning defaults' 500 steps;
-  each run's training loss curve is kept (metrics.csv) so the plateau can be checked;
+  each run records ``loss_fall``, how much its training loss still fell over its last fifth of
+  steps (from its metrics.csv), and the table its largest per cell: a cell is at a plateau by
+  the rule when that is under ``PLATEAU_FALL`` (5%);
 - **test images**: dsb2018_fluo_256 the 15% test part of start_models.py's split (never seen by
   any start), usiigaci_phase the tiles of 25% of its images, murphy its 6 last-drawn images;
 - **scores** per run: F1@0.5 pooled and per image, mean F1 over IoU 0.5:0.95 per image, and
@@ -45,6 +47,7 @@ one plot. From the repository root (needs ../shared/data)::
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import shutil
@@ -145,6 +148,25 @@ def score(checkpoint: str, folder: Path, test: list[str], diameter: float | str 
                           for r in rep["images"]]}  # fmt: skip
 
 
+#: the plateau rule: a run counts as trained to a plateau when its training loss fell by less
+#: than this share over the last fifth of its steps (mean of the logged losses)
+PLATEAU_FALL = 0.05
+
+
+def loss_fall(metrics: Path) -> float | None:
+    """How much a run's training loss still fell over its last fifth of steps: 1 - (mean loss
+    of the last fifth) / (mean of the fifth before), from its metrics.csv (None without one)."""
+    if not metrics.is_file():
+        return None
+    with open(metrics, newline="", encoding="utf-8") as fh:
+        losses = [float(r["loss"]) for r in csv.DictReader(fh) if r.get("loss")]
+    fifth = len(losses) // 5
+    if fifth == 0:
+        return None
+    before, last = losses[-2 * fifth : -fifth], losses[-fifth:]
+    return 1.0 - statistics.fmean(last) / statistics.fmean(before)
+
+
 def arm_options(arm: str, start: str, args: argparse.Namespace) -> dict[str, Any]:
     """The train-seg options of a trained arm (those not given are the product's defaults)."""
     base = {**NETWORK, **TRAINING, **(QUICK if args.quick else {})}
@@ -173,7 +195,10 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
     run = args.work / set_name / arm / f"N{n}_d{seed}"
     done = run / "result.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        result = json.loads(done.read_text())
+        if arm != "zero-shot" and "loss_fall" not in result:  # recorded before the rule
+            result["loss_fall"] = loss_fall(run / "run" / "metrics.csv")
+        return result
     run.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"set": set_name, "arm": arm, "n": n, "draw": seed}
     if arm == "zero-shot":
@@ -194,6 +219,7 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
                       train=split["train"], val=split["val"], steps=summary["step"],
                       lr=cfg.lr, iterations=cfg.iterations)  # fmt: skip
         result["scores"] = score(str(run / "run"), folder, test, None)
+        result["loss_fall"] = loss_fall(run / "run" / "metrics.csv")
     result["n_test"] = len(test)
     write_text(done, json.dumps(result, indent=1) + "\n")
     return result
@@ -224,8 +250,10 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     for set_name, arms in table.items():
         for arm, by_n in arms.items():
             for n, rows in by_n.items():
+                falls = [r["loss_fall"] for r in rows if r.get("loss_fall") is not None]
                 cell = {"draws": len(rows),
-                        "cpu_s_median": statistics.median(r["cpu_s"] for r in rows)}
+                        "cpu_s_median": statistics.median(r["cpu_s"] for r in rows),
+                        "loss_fall_max": max(falls) if falls else None}
                 for key in SCORES:
                     values = [r["scores"][key] for r in rows]
                     cell[key] = {"mean": statistics.fmean(values),
@@ -236,14 +264,16 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_table(summary: dict[str, Any]) -> None:
     print(f"{'set':24s} {'arm':16s} {'N':>4s} {'draws':>5s} {'F1@0.5 pooled':>16s} "
-          f"{'mean F1':>14s} {'AP@0.5/img':>14s} {'CPU-s':>7s}")
+          f"{'mean F1':>14s} {'AP@0.5/img':>14s} {'CPU-s':>7s} {'loss fall':>9s}")
     for set_name, arms in summary.items():
         for arm, by_n in arms.items():
             for n, c in sorted(by_n.items(), key=lambda kv: int(kv[0])):
                 cells = [f"{c[k]['mean']:.3f} +- {c[k]['sd']:.3f}"
                          for k in ("f1_50_pooled", "mean_f1_per_image", "ap_50_per_image")]
+                fall = c.get("loss_fall_max")
                 print(f"{set_name:24s} {arm:16s} {n:>4s} {c['draws']:>5d} {cells[0]:>16s} "
-                      f"{cells[1]:>14s} {cells[2]:>14s} {c['cpu_s_median']:>7.0f}")
+                      f"{cells[1]:>14s} {cells[2]:>14s} {c['cpu_s_median']:>7.0f} "
+                      f"{'' if fall is None else f'{fall:.1%}':>9s}")
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:

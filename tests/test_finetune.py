@@ -144,4 +144,5 @@ def test_fewshot_benchmark_quick_mode(tmp_path):
     saved = yaml.safe_load((tmp_path / "work/demo/finetune/N3_d0/run/config.yaml").read_text())
     assert saved["init_seg"] == str(start)
     assert out.with_suffix(".png").stat().st_size > 0
-    assert "AP@0.5/img" in proc.stdout
+    assert "AP@0.5/img" in proc.stdout and "loss fall" in proc.stdout
+    assert all("loss_fall" in r for r in tuned)  # the plateau rule's figure (None: too few logs)
