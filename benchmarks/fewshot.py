@@ -26,9 +26,13 @@ same held-out test images:
   the rule when that is under ``PLATEAU_FALL`` (5%);
 - **test images**: dsb2018_fluo_256 the 15% test part of start_models.py's split (never seen by
   any start), usiigaci_phase the tiles of 25% of its images, murphy its 6 last-drawn images;
-- **scores** per run: F1@0.5 pooled and per image, mean F1 over IoU 0.5:0.95 per image, and
-  AP@0.5 per image (TP / (TP + FP + FN), StarDist's and the published curves' metric; F1 =
-  2 AP / (1 + AP) per image), with CPU-seconds of training (this process and its data workers).
+- **scores** per run, segmenting at the run's default diameter (a trained run's: its training
+  images' median, the zero-shot start's: auto) and, for trained runs, at ``--diameter auto`` as
+  well (``scores_auto``; on a set of mixed magnifications such as DSB one or three images'
+  median says little of the test images'): F1@0.5 pooled and per image, mean F1 over IoU
+  0.5:0.95 per image, and AP@0.5 per image (TP / (TP + FP + FN), StarDist's and the published
+  curves' metric; F1 = 2 AP / (1 + AP) per image), with CPU-seconds of training (this process
+  and its data workers).
 
 Prints a table of mean +- sd per set, arm and N, writes ``benchmarks/results/fewshot.json`` and
 ``benchmarks/results/fewshot.png`` (F1@0.5 and mean F1 against N per set, the published DSB
@@ -198,6 +202,9 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
         result = json.loads(done.read_text())
         if arm != "zero-shot" and "loss_fall" not in result:  # recorded before the rule
             result["loss_fall"] = loss_fall(run / "run" / "metrics.csv")
+        if arm != "zero-shot" and "scores_auto" not in result and (run / "run").is_dir():
+            result["scores_auto"] = score(str(run / "run"), folder, test, "auto")
+            write_text(done, json.dumps(result, indent=1) + "\n")
         return result
     run.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"set": set_name, "arm": arm, "n": n, "draw": seed}
@@ -219,6 +226,7 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
                       train=split["train"], val=split["val"], steps=summary["step"],
                       lr=cfg.lr, iterations=cfg.iterations)  # fmt: skip
         result["scores"] = score(str(run / "run"), folder, test, None)
+        result["scores_auto"] = score(str(run / "run"), folder, test, "auto")
         result["loss_fall"] = loss_fall(run / "run" / "metrics.csv")
     result["n_test"] = len(test)
     write_text(done, json.dumps(result, indent=1) + "\n")
@@ -258,13 +266,19 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
                     values = [r["scores"][key] for r in rows]
                     cell[key] = {"mean": statistics.fmean(values),
                                  "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+                auto = [r["scores_auto"]["f1_50_pooled"] for r in rows if "scores_auto" in r]
+                if len(auto) == len(rows):  # the run segmenting at --diameter auto
+                    cell["f1_50_pooled_auto"] = {
+                        "mean": statistics.fmean(auto),
+                        "sd": statistics.stdev(auto) if len(auto) > 1 else 0.0}
                 out.setdefault(set_name, {}).setdefault(arm, {})[n] = cell
     return out
 
 
 def print_table(summary: dict[str, Any]) -> None:
     print(f"{'set':24s} {'arm':16s} {'N':>4s} {'draws':>5s} {'F1@0.5 pooled':>16s} "
-          f"{'mean F1':>14s} {'AP@0.5/img':>14s} {'CPU-s':>7s} {'loss fall':>9s}")
+          f"{'mean F1':>14s} {'AP@0.5/img':>14s} {'CPU-s':>7s} {'loss fall':>9s} "
+          f"{'F1@0.5 at auto':>16s}")
     for set_name, arms in summary.items():
         for arm, by_n in arms.items():
             for n, c in sorted(by_n.items(), key=lambda kv: int(kv[0])):
@@ -273,7 +287,12 @@ def print_table(summary: dict[str, Any]) -> None:
                 fall = c.get("loss_fall_max")
                 print(f"{set_name:24s} {arm:16s} {n:>4s} {c['draws']:>5d} {cells[0]:>16s} "
                       f"{cells[1]:>14s} {cells[2]:>14s} {c['cpu_s_median']:>7.0f} "
-                      f"{'' if fall is None else f'{fall:.1%}':>9s}")
+                      f"{'' if fall is None else f'{fall:.1%}':>9s} "
+                      f"{_cell(c.get('f1_50_pooled_auto')):>16s}")
+
+
+def _cell(value: dict[str, float] | None) -> str:
+    return "" if value is None else f"{value['mean']:.3f} +- {value['sd']:.3f}"
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
