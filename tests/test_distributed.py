@@ -65,8 +65,9 @@ def test_two_process_train_seg_matches_one_process(tmp_path, tiny_dataset):
     a = load_checkpoint(single / "last.pt")["model_state"]
     b = load_checkpoint(tmp_path / "ddp" / "last.pt")["model_state"]
     assert a.keys() == b.keys()  # BatchNorm keys unchanged by the global-statistics layers
-    for key in a:
-        torch.testing.assert_close(b[key].float(), a[key].float(), rtol=1e-3, atol=1e-4)
+    for key in a:  # gradients averaged in another order: float rounding, seen up to 2.4e-4 in
+        # one weight of 18432 after 6 Adam steps; another data stream would differ everywhere
+        torch.testing.assert_close(b[key].float(), a[key].float(), rtol=1e-3, atol=5e-4)
 
 
 @pytest.mark.slow
