@@ -20,7 +20,7 @@ from cganseg.cli import main
 from cganseg.data.splits import MIN_PAIRS_TO_VALIDATE, make_split
 from cganseg.errors import InputError
 from cganseg.options import FINE_TUNING, CGanTrainConfig, SegTrainConfig
-from cganseg.training.seg_trainer import SegTrainer
+from cganseg.training.seg_trainer import SegTrainer, train_segmenter
 from cganseg.training.settings import resolve
 
 #: what the start model fixes; a fine-tuning run's config names none of them
@@ -101,6 +101,29 @@ def test_an_unknown_start_is_refused(tiny_dataset, tmp_path):
                                  "init_seg": "no_such_model"})  # fmt: skip
 
 
+def test_a_fine_tuning_run_keeps_its_start_when_no_step_beats_it(seg_run, tiny_dataset,
+                                                                  tmp_path):  # fmt: skip
+    """The guard: with validation images the start is validated before the first step (a
+    metrics.csv row at step 0) and best.pt stays the start unless a step scores better; steps at
+    an absurd learning rate ruin the network, so best.pt must be the start's weights."""
+    cfg = tiny_seg_config(tiny_dataset, tmp_path / "run", init_seg=str(seg_run),
+                          instances="watershed", val_fraction=0.4, lr=50.0,
+                          iterations=4, val_every=2, on_divergence="stop")  # fmt: skip
+    summary = train_segmenter(cfg, progress=False)
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[1].startswith("0,")  # the start's validation, before any step
+    start = load_checkpoint(seg_run / "best.pt")["model_state"]
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert summary["best_step"] == 0
+    assert all(torch.equal(best["model_state"][k], v) for k, v in start.items())
+    assert summary["best_val_f1_iou50"] == pytest.approx(float(rows[1].split(",")[2]), abs=1e-5)
+    # without validation images there is nothing to guard with: the last step is kept
+    few = tiny_seg_config(tiny_dataset, tmp_path / "few", init_seg=str(seg_run),
+                          instances="watershed", iterations=2, val_fraction=None,
+                          test_fraction=0.0)  # fmt: skip
+    assert train_segmenter(few, progress=False)["best_step"] == 2
+
+
 def test_few_pairs_are_not_split_for_validation():
     few = [f"p{i}" for i in range(MIN_PAIRS_TO_VALIDATE - 1)]
     split = make_split(few, seed=1)
@@ -117,7 +140,6 @@ def test_fewshot_benchmark_quick_mode(tmp_path):
     """benchmarks/fewshot.py --quick: every arm at N 1 and 3 on the demo data, from a tiny start
     run; the fine-tuned runs record their start, the table and plot are written."""
     from cganseg.demo import demo_data_dir
-    from cganseg.training.seg_trainer import train_segmenter
 
     start = tmp_path / "start"
     train_segmenter(tiny_seg_config(demo_data_dir(), start, iterations=2, instances="flows",

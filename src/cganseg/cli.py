@@ -58,6 +58,8 @@ def _run_training(args: TrainSegOptions, given: dict, config_cls: type, train) -
         line = f"done: {summary['step']} steps, no validation set: best.pt is the last step's model"
     else:
         line = f"done: {summary['step']} steps, best validation F1@0.5 {best:.3f}"
+        if summary.get("best_step") == 0:
+            line += " by the start model (no trained step beat it: best.pt is the start)"
     if summary.get("postprocessing"):
         chosen = ", ".join(f"{name} {value:g}" for name, value in summary["postprocessing"].items()
                            if name != "val_mean_f1")  # fmt: skip

@@ -121,6 +121,7 @@ class CGanTrainer(TrainerBase):
     """Joint training of Gen, Seg, D1 and D2 (cGAN-Seg)."""
 
     kind = "train"
+    guards_start = False  # best.pt also holds the generator, untrained at step 0
     loss_columns = ("loss", "loss_d", *GS_TERMS, *D_TERMS)
     cfg: CGanTrainConfig
 

@@ -34,9 +34,12 @@ def tune_and_test(trainer: TrainerBase) -> dict[str, Any]:
     data, run_dir = trainer.data, trainer.run_dir
     summary: dict[str, Any] = {"step": trainer.step, "best_val_f1_iou50": trainer.early.best}
     tune = trainer.mode.threshold_grid and trainer.cfg.tune_thresholds and data.val
-    if not trainer.rank.main or not (data.test or tune):
+    if not trainer.rank.main:
         return summary
     best = load_checkpoint(run_dir / "best.pt", map_location=trainer.device)
+    summary["best_step"] = best["step"]  # 0: a fine-tuned run kept its start
+    if not (data.test or tune):
+        return summary
     trainer.segmenter.load_state_dict(best["model_state"])
     seg = trainer.as_segmenter(trainer.segmenter)
     if tune:

@@ -149,6 +149,11 @@ class TrainerBase:
         """Every learning-rate schedule (with its optimiser), for divergence rollbacks."""
         raise NotImplementedError
 
+    #: validate the start model (``init_seg``) before the first step, so that ``best.pt`` is the
+    #: start unless training beats it on validation (:meth:`_validate_start`); not in the joint
+    #: game, whose ``best.pt`` also holds the generator, untrained at step 0
+    guards_start = True
+
     def networks(self) -> dict[str, nn.Module]:
         """The trained networks by name, whose weights must stay finite."""
         return {"segmenter": self.segmenter}
@@ -304,6 +309,8 @@ class TrainerBase:
         stopped_early = False
         batches = iter(self.train_loader)
         postfix: dict[str, str] = {}
+        if main and self.step == 0 and self.guards_start and self.cfg.init_seg and self.data.val:
+            self._validate_start(log)
         pace = Pace(self.step, cfg.iterations)
         try:
             while self.step < cfg.iterations and not stopped_early:
@@ -358,6 +365,21 @@ class TrainerBase:
             if log is not None:
                 log.close()
         return stopped_early
+
+    def _validate_start(self, log: RunLog | None) -> None:
+        """Fine-tuning's guard: the start model is validated before the first step, so
+        ``best.pt`` stays the start unless a trained step scores better on the validation
+        images. Few images can make a good start worse (benchmarks/fewshot.py: on DSB nuclei
+        every fine-tuned run scored below its start), and the checkpoint rule that picks the
+        best step can then also pick "no step"."""
+        values = self.validate()
+        self.checkpoint(values)
+        if log is not None:
+            log.log(0, values)
+        if self.progress:
+            tqdm.write(f"start model {self.cfg.init_seg}: validation F1@0.5 "
+                       f"{values['val_f1_iou50']:.3f} (best.pt stays the start unless a step "
+                       "beats it)")  # fmt: skip
 
     def finish(self) -> dict[str, Any]:
         """The end of the run (thresholds tuned, best.pt tested); returns its summary."""
