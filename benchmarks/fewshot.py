@@ -14,11 +14,13 @@ same held-out test images:
 - **the start never saw the set it is scored on**: usiigaci_phase and murphy_nih3t3_hoechst
   start from the shipped ``nuclei`` (which saw neither); dsb2018_fluo_256 from
   ``nuclei_without_dsb2018_fluo_256`` (the same recipe without that set:
-  ``benchmarks/start_models.py --models nuclei --leave-out dsb2018_fluo_256``);
+  ``benchmarks/start_models.py --models nuclei --leave-out dsb2018_fluo_256``, kept in
+  ``benchmarks/starts/``);
 - **a draw**: N images (usiigaci: 2x2 tiles of its 1022x1024 images, value.py's tiling) drawn
   from the set's pool by the draw's seed; the run splits them as ``train-seg`` does for a
   user (cganseg.data.splits: fewer than 10 images, no validation and the last step is kept;
-  otherwise 10% validate and choose the checkpoint);
+  otherwise 10% validate and choose the checkpoint, the start itself included: fine-tuning's
+  guard, ``best_step`` 0 when no trained step beat the start);
 - **to a plateau**: ``scratch`` trains ``--scratch-steps`` steps (default 1500, lr 1e-3, the
   product's scratch defaults otherwise), ``finetune`` the fine-tuning defaults' 500 steps;
   each run records ``loss_fall``, how much its training loss still fell over its last fifth of
@@ -64,7 +66,15 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from start_models import MODELS, ROOT, SAME_FIELD, SHARED, _cpu_seconds, set_split  # noqa: E402
+from start_models import (  # noqa: E402
+    MODELS,
+    ROOT,
+    SAME_FIELD,
+    SHARED,
+    STARTS_DIR,
+    _cpu_seconds,
+    set_split,
+)
 from value import data_set  # noqa: E402
 
 from cganseg.data.folders import find_pairs  # noqa: E402
@@ -80,7 +90,7 @@ from cganseg.training.settings import resolve  # noqa: E402
 WORK = ROOT / "benchmarks" / ".work"
 #: each set's start model: a shipped name or a checkpoint that never saw the set
 STARTS = {
-    "dsb2018_fluo_256": str(WORK / "start_models" / "nuclei_without_dsb2018_fluo_256" / "run"),
+    "dsb2018_fluo_256": str(STARTS_DIR / "nuclei_without_dsb2018_fluo_256.pt"),
     "usiigaci_phase": "nuclei",
     "murphy_nih3t3_hoechst": "nuclei",
 }
@@ -224,7 +234,8 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
         summary = train_segmenter(cfg, progress=not args.quiet)
         result.update(cpu_s=_cpu_seconds() - before, wall_s=time.time() - wall,
                       train=split["train"], val=split["val"], steps=summary["step"],
-                      lr=cfg.lr, iterations=cfg.iterations)  # fmt: skip
+                      best_step=summary.get("best_step"), lr=cfg.lr,
+                      iterations=cfg.iterations)  # fmt: skip
         result["scores"] = score(str(run / "run"), folder, test, None)
         result["scores_auto"] = score(str(run / "run"), folder, test, "auto")
         result["loss_fall"] = loss_fall(run / "run" / "metrics.csv")

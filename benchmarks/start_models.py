@@ -18,7 +18,8 @@ several magnifications), then:
 ``--leave-out SET`` trains the same recipe without one of its sets, as
 ``NAME_without_SET`` (never packaged): the start model of benchmarks/fewshot.py's arms on that
 set, which must not have seen any of its images; it is scored on the left-out set's test images
-only (its honest zero-shot score).
+only (its honest zero-shot score) and kept as ``benchmarks/starts/NAME_without_SET.pt`` (in the
+repository: the curve can then grow without retraining it).
 
 The runs live in ``--work`` (default ``benchmarks/.work/start_models``); an interrupted run is
 resumed (``train-seg --resume``), a finished one is not run again. Scores also go to
@@ -263,6 +264,19 @@ def score(checkpoint: Path, per_set: dict[str, dict[str, list]]) -> dict[str, An
     return out
 
 
+#: the leave-one-set-out starts, kept in the repository (each costs ~1 CPU-hour to train)
+STARTS_DIR = ROOT / "benchmarks" / "starts"
+
+
+def keep_start(name: str, run: Path) -> Path:
+    """Write ``run``'s best.pt as a leave-one-set-out start of benchmarks/fewshot.py: what the
+    package would ship (the segmenter alone, ``default_diameter`` auto) but in float32, so that
+    fine-tuning from it is the same whether the run folder or this file is at hand."""
+    path = STARTS_DIR / f"{name}.pt"
+    save_checkpoint(path, shipped_payload(load_checkpoint(run / "best.pt"), half=False))
+    return path
+
+
 def package(name: str, recipe: Recipe, run: Path, scores: dict[str, Any],
             per_set: dict[str, dict[str, list]]) -> Path:  # fmt: skip
     """Write the half-precision segmenter of ``run``'s best.pt and its card into the package."""
@@ -360,7 +374,9 @@ def main() -> int:
         scores = score(run / "best.pt", per_set)
         results[name] = {"recipe": recipe.__dict__ | {"sets": [d.__dict__ for d in recipe.sets]},
                          "scores": scores}  # fmt: skip
-        if not (args.no_package or left_out):
+        if left_out is not None:
+            print(f"kept {keep_start(name, run)}")
+        elif not args.no_package:
             print(f"packaged {package(name, recipe, run, scores, per_set)}")
     write_text(args.out, json.dumps(results, indent=1, default=str) + "\n")
     return 0

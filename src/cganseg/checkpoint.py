@@ -66,15 +66,16 @@ def segmenter_payload(
     }
 
 
-def shipped_payload(payload: dict[str, Any]) -> dict[str, Any]:
+def shipped_payload(payload: dict[str, Any], half: bool = True) -> dict[str, Any]:
     """What a shipped starting model keeps of a run's checkpoint (:mod:`cganseg.pretrained`):
     the entries of :func:`segmenter_payload`, its weights in half precision (half the bytes;
-    ``load_state_dict`` widens them to the network's float32), nothing of the training state;
-    and ``default_diameter`` auto for a rescaling model (measured: auto scored best or within
-    0.003 of best on each DSB set's held-out images, benchmarks/start_models.py)."""
+    ``load_state_dict`` widens them to the network's float32; ``half`` False keeps float32, for
+    the benchmarks' leave-one-set-out starts), nothing of the training state; and
+    ``default_diameter`` auto for a rescaling model (measured: auto scored best or within 0.003
+    of best on each DSB set's held-out images, benchmarks/start_models.py)."""
     kept = {k: payload[k] for k in ("format", "version", f"{SEGMENTER}_config", "channels",
                                     POST_ENTRY) if k in payload}  # fmt: skip
-    kept[f"{SEGMENTER}_state"] = {k: v.half() if v.is_floating_point() else v
+    kept[f"{SEGMENTER}_state"] = {k: v.half() if half and v.is_floating_point() else v
                                   for k, v in payload[f"{SEGMENTER}_state"].items()}  # fmt: skip
     if payload.get(POST_ENTRY, {}).get("cell_diameter"):
         kept["default_diameter"] = "auto"  # its training median is of several sets, not yours

@@ -23,6 +23,7 @@ from cganseg.data.label_formats import label_file_names, write_label_files
 from cganseg.data.normalize import normalize_percentile
 from cganseg.data.rescale import cell_diameter, resize_image, scaled_shape
 from cganseg.errors import InputError
+from cganseg.inference.regions import segment_in_regions
 from cganseg.inference.tiling import check_memory, predict_outputs
 from cganseg.instances.postprocessing import PostProcessing
 from cganseg.models.registry import segmenter_from_config
@@ -35,6 +36,9 @@ from cganseg.runtime.progress import progress_bar
 AUTO_LADDER = tuple(2.0 ** (k / 2) for k in range(-2, 7))
 #: the side (pixels, as the network sees them) of the central region each try is judged on
 AUTO_REGION = 512
+#: the side (pixels, as the network sees them) of the regions a larger image is segmented in
+#: one after another (:mod:`cganseg.inference.regions`), and the least context around each
+REGION, REGION_MARGIN = 2048, 96
 
 
 @dataclass(frozen=True)
@@ -124,12 +128,41 @@ class Segmenter:
             diameter = self.default_diameter
         if diameter == "auto" and self.post.cell_diameter and self.post.train_diameter:
             tried = self.auto_diameter(image, tile_size, batch_size)
-            labels = self.post.to_labels(self.predict(image, tile_size, batch_size, tried))
+            region = _central(image, self.region_core(tried))  # the image, unless it is large
+            labels = self.segment_at(region, tile_size, batch_size, tried)
             found = self._bounded(cell_diameter(labels))
             if found > 0 and abs(found / tried - 1) > 0.05:
-                labels = self.post.to_labels(self.predict(image, tile_size, batch_size, found))
-            return labels
-        return self.post.to_labels(self.predict(image, tile_size, batch_size, diameter))
+                diameter = found
+            elif region.shape == image.shape:
+                return labels
+            else:
+                diameter = tried
+        return self.segment_at(image, tile_size, batch_size, diameter)
+
+    def segment_at(self, image: np.ndarray, tile_size: int, batch_size: int,
+                   diameter: float | str | None) -> np.ndarray:  # fmt: skip
+        """Instance labels at one scale (``diameter`` not ``"auto"`` here, or no rescaling): in
+        one piece, or region by region when the image is larger than :data:`REGION` px a side
+        as the network sees it (:mod:`cganseg.inference.regions`: memory bounded, cells across
+        region borders whole)."""
+        def whole(part: np.ndarray) -> np.ndarray:
+            return self.post.to_labels(self.predict(part, tile_size, batch_size, diameter))
+
+        core = self.region_core(diameter)
+        if max(image.shape[-2:]) <= core:
+            return whole(image)
+        return segment_in_regions(whole, image, core, self.region_margin(diameter))
+
+    def region_core(self, diameter: float | str | None = None) -> int:
+        """The side, in the image's pixels, of the regions a large image is segmented in."""
+        return max(1, int(REGION / self.factor(diameter)))
+
+    def region_margin(self, diameter: float | str | None = None) -> int:
+        """The context around each region's core, in the image's pixels: three cell diameters
+        as the network sees cells (at least :data:`REGION_MARGIN` px there), so that a cell
+        whose centroid is in the core lies whole, and well inside, its region."""
+        cell = 3 * (self.post.cell_diameter or 0)
+        return int(np.ceil(max(REGION_MARGIN, cell) / self.factor(diameter)))
 
     def auto_diameter(self, image: np.ndarray, tile_size: int = 512, batch_size: int = 4
                       ) -> float:  # fmt: skip
@@ -150,9 +183,7 @@ class Segmenter:
                 factor = self.factor(train * step)
             except InputError:  # beyond what rescaling allows
                 continue
-            side = int(np.ceil(AUTO_REGION / factor))
-            top, left = max(0, (image.shape[-2] - side) // 2), max(0, (image.shape[-1] - side) // 2)
-            region = image[:, top : top + side, left : left + side]
+            region = _central(image, int(np.ceil(AUTO_REGION / factor)))
             prob = self.post.mode.cell_probability(
                 self.predict(region, tile_size, batch_size, train * step))  # fmt: skip
             cells = prob > 0.5
@@ -186,6 +217,12 @@ class Segmenter:
                 stacklevel=3,
             )
         return bounded
+
+
+def _central(image: np.ndarray, side: int) -> np.ndarray:
+    """The central ``side`` x ``side`` part of a (C, H, W) image (all of a smaller axis)."""
+    top, left = max(0, (image.shape[-2] - side) // 2), max(0, (image.shape[-1] - side) // 2)
+    return image[:, top : top + side, left : left + side]
 
 
 def load_segmenter(
@@ -230,11 +267,16 @@ def prepare_image(segmenter: Segmenter, image: np.ndarray, source: str | Path,
             f"image has {image.shape[0]} channel(s) but the model expects {expected}{hint}",
             source,
         )
-    # image + padded copy, blended and normalised probabilities, weights, labels, watershed
-    # (the network's arrays at the rescaled size)
+    # per pixel of one region (the whole image, unless it is large): image + padded copy,
+    # blended and normalised probabilities, weights (the network's arrays at the rescaled
+    # size), labels, watershed; and per pixel of the image: it and its labels
     n_out = segmenter.model.config["n_classes"]
-    per_pixel = (8 * image.shape[0] + 8 * n_out) * max(1.0, segmenter.factor(diameter)) ** 2
-    check_memory(source, *image.shape[1:], int(per_pixel) + 40)
+    factor = segmenter.factor(diameter)
+    per_pixel = (8 * image.shape[0] + 8 * n_out) * max(1.0, factor) ** 2 + 40
+    height, width = image.shape[1:]
+    side = segmenter.region_core(diameter) + 2 * segmenter.region_margin(diameter)
+    region = min(height, side) * min(width, side)
+    check_memory(source, height, width, 4 * image.shape[0] + 4, int(per_pixel * region))
     return image
 
 

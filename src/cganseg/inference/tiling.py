@@ -22,13 +22,15 @@ from cganseg.data.io import available_memory
 from cganseg.errors import InputError
 
 
-def check_memory(path: str | Path, height: int, width: int, bytes_per_pixel: int) -> None:
-    """Refuse, naming the file, an image whose host arrays would not fit in available memory.
+def check_memory(path: str | Path, height: int, width: int, bytes_per_pixel: int,
+                 fixed: int = 0) -> None:  # fmt: skip
+    """Refuse, naming the file, an image whose host arrays (``bytes_per_pixel`` of the image
+    and ``fixed`` bytes more) would not fit in available memory.
 
-    The network sees bounded tiles, but the blended outputs and the result are as large as the
-    image; failing here beats the system's out-of-memory killer halfway through a folder.
+    The network sees bounded tiles, but the blended outputs and the result can be as large as
+    the image; failing here beats the system's out-of-memory killer halfway through a folder.
     """
-    need, have = height * width * bytes_per_pixel, available_memory()
+    need, have = height * width * bytes_per_pixel + fixed, available_memory()
     if have is not None and need > have:
         raise InputError(
             f"{height}x{width} needs about {need / 2**30:.1f} GB of memory here, "
