@@ -42,7 +42,8 @@ curves beside). Runs live in ``--work`` (default ``benchmarks/.work/fewshot``); 
 is not run again, so an interrupted benchmark goes on where it stopped. ``--out`` is the
 record of every run: the runs it already holds are kept (and not run again, even where the
 ignored work folder is gone), so invocations for different sets or arms add up in one file and
-one plot. From the repository root (needs ../shared/data)::
+one plot; ``--rerun`` runs the selected ones again and replaces their records. From the
+repository root (needs ../shared/data)::
 
     .venv/bin/python benchmarks/fewshot.py [--sets usiigaci_phase] [--arms scratch finetune]
         [--n 1 3 10] [--draws 3]
@@ -354,6 +355,9 @@ def main() -> int:
     parser.add_argument("--start", help="start model of every set (default: STARTS)")
     parser.add_argument("--work", type=Path, default=WORK / "fewshot")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fewshot.json")
+    parser.add_argument("--rerun", action="store_true", help="run the selected runs again "
+                        "even where --out records them, and replace their records (after a "
+                        "change to the product; a finished run in --work is reused)")  # fmt: skip
     parser.add_argument("--finished-only", action="store_true",
                         help="train nothing; report the runs finished so far")
     parser.add_argument("--quiet", action="store_true")
@@ -383,7 +387,8 @@ def main() -> int:
                 for seed in range(draws):
                     key = 0 if arm == "zero-shot" else n  # zero-shot trains on none
                     done = args.work / set_name / arm / f"N{key}_d{seed}" / "result.json"
-                    if done.is_file() or (set_name, arm, key, seed) not in recorded:
+                    fresh = args.rerun or (set_name, arm, key, seed) not in recorded
+                    if done.is_file() or fresh:
                         if args.finished_only and not done.is_file():
                             continue
                         r = run_one(set_name, arm, key, seed, args, parts)
