@@ -15,7 +15,7 @@ import torch
 import yaml
 from tests.helpers import tiny_seg_config
 
-from cganseg.checkpoint import load_checkpoint
+from cganseg.checkpoint import load_checkpoint, save_checkpoint
 from cganseg.cli import main
 from cganseg.data.splits import MIN_PAIRS_TO_VALIDATE, make_split
 from cganseg.errors import InputError
@@ -106,16 +106,21 @@ def test_a_fine_tuning_run_keeps_its_start_when_no_step_beats_it(seg_run, tiny_d
     """The guard: with validation images the start is validated before the first step (a
     metrics.csv row at step 0) and best.pt stays the start unless a step scores better; steps at
     an absurd learning rate ruin the network, so best.pt must be the start's weights."""
-    cfg = tiny_seg_config(tiny_dataset, tmp_path / "run", init_seg=str(seg_run),
+    start = load_checkpoint(seg_run / "best.pt")  # with thresholds of its own
+    start["postprocessing"].update(cellprob_threshold=0.5, flow_threshold=0.7)
+    save_checkpoint(tmp_path / "start.pt", start)
+    cfg = tiny_seg_config(tiny_dataset, tmp_path / "run", init_seg=str(tmp_path / "start.pt"),
                           instances="watershed", val_fraction=0.4, lr=50.0,
                           iterations=4, val_every=2, on_divergence="stop")  # fmt: skip
     summary = train_segmenter(cfg, progress=False)
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert rows[1].startswith("0,")  # the start's validation, before any step
-    start = load_checkpoint(seg_run / "best.pt")["model_state"]
     best = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert summary["best_step"] == 0
-    assert all(torch.equal(best["model_state"][k], v) for k, v in start.items())
+    assert summary["best_step"] == 0 and "postprocessing" not in summary  # nothing tuned
+    assert all(torch.equal(best["model_state"][k], v) for k, v in start["model_state"].items())
+    # and it segments as the start does: the start's thresholds and training diameter
+    assert best["postprocessing"] == {**start["postprocessing"],
+                                      "min_size": cfg.min_size}  # fmt: skip
     assert summary["best_val_f1_iou50"] == pytest.approx(float(rows[1].split(",")[2]), abs=1e-5)
     # without validation images there is nothing to guard with: the last step is kept
     few = tiny_seg_config(tiny_dataset, tmp_path / "few", init_seg=str(seg_run),
