@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -139,6 +140,17 @@ def draw(pool: list[str], n: int, seed: int) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------ one run
+def code_version() -> str:
+    """A short hash of the package's source (every .py under src/cganseg), recorded with each
+    run: runs of different product code are not draws of one arm (benchmarks run from copies
+    of the tree, without git)."""
+    digest = hashlib.sha256()
+    package = ROOT / "src" / "cganseg"
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def score(checkpoint: str, folder: Path, test: list[str], diameter: float | str | None
           ) -> dict[str, Any]:  # fmt: skip
     """A model's scores on the test pairs, segmented as ``cganseg segment`` would, and per test
@@ -218,7 +230,8 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
             write_text(done, json.dumps(result, indent=1) + "\n")
         return result
     run.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"set": set_name, "arm": arm, "n": n, "draw": seed}
+    result: dict[str, Any] = {"set": set_name, "arm": arm, "n": n, "draw": seed,
+                              "code": code_version()}  # fmt: skip
     if arm == "zero-shot":
         result["scores"] = score(start, folder, test, "auto")
         result["scores_train_median"] = score(start, folder, test, None)
