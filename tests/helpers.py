@@ -201,3 +201,21 @@ def tiny_experiment(tmp_path: Path, **kw) -> ExperimentConfig:
         **kw,
     }
     return ExperimentConfig.from_dict(options)
+
+
+def border_nuclei() -> tuple[np.ndarray, np.ndarray]:
+    """(image float32 (320, 320), truth int32): 49 blurred elliptic nuclei 14-20 px across, the
+    shipped nuclei model's own scale, centred at 48, 96, 128, 160, 192, 224 and 272 on both axes
+    (on the borders and corners of tiles and regions that tests cut there)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(0)
+    centres = [48, 96, 128, 160, 192, 224, 272]
+    yy, xx = np.mgrid[:320, :320]
+    truth = np.zeros((320, 320), np.int32)
+    for label, (y, x) in enumerate([(y, x) for y in centres for x in centres], 1):
+        ry, rx = rng.uniform(7, 10, 2)
+        truth[((yy - y) / ry) ** 2 + ((xx - x) / rx) ** 2 <= 1] = label
+    image = ndi.gaussian_filter((truth > 0).astype(np.float32), 1.5)
+    image += rng.normal(0.05, 0.02, truth.shape).astype(np.float32)
+    return image, truth

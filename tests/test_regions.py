@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage as ndi
 from skimage.measure import label as connected
+from tests.helpers import border_nuclei
 
 import cganseg.inference.segment as segment_module
 from cganseg.inference.regions import segment_in_regions
@@ -56,15 +56,7 @@ def test_a_large_image_is_segmented_in_regions_with_the_same_cells(monkeypatch):
     from cganseg.inference.segment import load_segmenter, prepare_image
 
     seg = load_segmenter("nuclei", "cpu")
-    rng = np.random.default_rng(0)
-    centres = [48, 96, 128, 160, 192, 224, 272]
-    yy, xx = np.mgrid[:320, :320]
-    truth = np.zeros((320, 320), np.int32)
-    for i, (y, x) in enumerate([(y, x) for y in centres for x in centres], 1):
-        ry, rx = rng.uniform(7, 10, 2)
-        truth[((yy - y) / ry) ** 2 + ((xx - x) / rx) ** 2 <= 1] = i
-    image = ndi.gaussian_filter((truth > 0).astype(np.float32), 1.5)
-    image += rng.normal(0.05, 0.02, truth.shape).astype(np.float32)
+    image, truth = border_nuclei()
     chw = prepare_image(seg, image[None], "synthetic")
     whole = seg.segment(chw, tile_size=512, diameter=17)
     monkeypatch.setattr(segment_module, "REGION", 160)  # one border through the 7 at 160

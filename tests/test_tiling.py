@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.helpers import border_nuclei
 from torch import nn
 
 from cganseg.errors import InputError
@@ -126,21 +127,11 @@ def test_cells_across_tile_borders_are_one_label_each():
     borders and corners of 128-px tiles (starts 0, 96, 192; edges at 96, 128, 192, 224): the
     blended output is followed as one image, so each nucleus is one label, exactly as with one
     tile for the whole image."""
-    from scipy import ndimage as ndi
-
     from cganseg.evaluation.evaluate import evaluate_pairs
     from cganseg.inference.segment import load_segmenter, prepare_image
 
     seg = load_segmenter("nuclei", "cpu")
-    rng = np.random.default_rng(0)
-    centres = [48, 96, 128, 160, 192, 224, 272]
-    yy, xx = np.mgrid[:320, :320]
-    truth = np.zeros((320, 320), np.int32)
-    for label, (y, x) in enumerate([(y, x) for y in centres for x in centres], 1):
-        ry, rx = rng.uniform(7, 10, 2)
-        truth[((yy - y) / ry) ** 2 + ((xx - x) / rx) ** 2 <= 1] = label
-    image = ndi.gaussian_filter((truth > 0).astype(np.float32), 1.5)
-    image += rng.normal(0.05, 0.02, truth.shape).astype(np.float32)
+    image, truth = border_nuclei()
     chw = prepare_image(seg, image[None], "synthetic")
     tiled = seg.segment(chw, tile_size=128, diameter=17)  # the network's own scale: no resize
     for label in range(1, truth.max() + 1):
