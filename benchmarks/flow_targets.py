@@ -3,7 +3,8 @@
 Issue 32, item 1. Since flows became the default, every augmented crop ran Cellpose's
 ``masks_to_flows`` (``InstanceMode.targets`` on the crop's mask); now the trainer makes each
 training image's flows once (:func:`cganseg.data.dataset.make_image_targets`) and every crop
-moves them with its augmentation (:meth:`cganseg.data.augment.ConventionalAugment.move_field`).
+moves them with its augmentation (:meth:`cganseg.data.augment.ConventionalAugment.move_field`),
+making again only the flows of the cells on the crop's edge (they must point into the crop).
 
 For one data set, the two :class:`cganseg.data.dataset.CropDataset` paths serve the same keyed
 batches (crop, batch size and augmentation of train-seg's defaults), in this process, one after

@@ -94,9 +94,9 @@ class CropDataset(Dataset):
     :meth:`cganseg.instances.base.InstanceMode.targets`), so they fit the augmented mask; or,
     where ``image_targets`` are given (:func:`make_image_targets`: flows), the same crop of the
     whole image's targets moved by the same augmentation (``vector``: the (y, x) channels of
-    their vector field). Moved flows differ from flows of the crop only for cells the crop cuts
-    (they point to the cell's centre outside it, as in Cellpose's training) and by the zoom's
-    nearest-neighbour resampling."""
+    their vector field), except for the cells the crop cuts, whose targets are made again on
+    their visible part (:meth:`_remake_cut`). So moved flows differ from the crop's own only by
+    the zoom's nearest-neighbour resampling."""
 
     def __init__(
         self,
@@ -134,7 +134,26 @@ class CropDataset(Dataset):
             return img, self.targets(mask.numpy())
         field = torch.from_numpy(np.ascontiguousarray(
             self.image_targets[index][:, y : y + ch, x : x + cw]))  # fmt: skip
-        return img, self.augment.move_field(field, steps, self.vector) if steps else field
+        if steps:
+            field = self.augment.move_field(field, steps, self.vector)
+        return img, self._remake_cut(field, mask.numpy())
+
+    def _remake_cut(self, field: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+        """``field`` with the targets of the cells on the crop's edge made on the crop's mask.
+
+        Whole-image flows of a cell the crop cuts point to its centre outside the crop, as in
+        Cellpose's training; but a user's cells cut by the *image's* border are annotated as
+        their visible part, which the network then learns to lose: on murphy's Hoechst nuclei
+        (3 images, fine-tuned from ``nuclei``, one draw) moved flows found 22 of the 62 test
+        nuclei on the image border, flows made per crop 38, and the same 202-204 of the 218
+        inside. Only the edge's cells are remade, so most of the saving stays."""
+        edge = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+        cut = np.unique(edge[edge > 0])
+        if cut.size == 0:
+            return field
+        inside = np.isin(mask, cut)
+        own = self.targets(np.where(inside, mask, 0))
+        return torch.where(torch.from_numpy(inside), own.to(field.dtype), field)
 
 
 class SeededSampler(Sampler):
