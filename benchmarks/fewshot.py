@@ -18,9 +18,15 @@ same held-out test images:
   ``benchmarks/starts/``);
 - **a draw**: N images (usiigaci: 2x2 tiles of its 1022x1024 images, value.py's tiling) drawn
   from the set's pool by the draw's seed; the run splits them as ``train-seg`` does for a
-  user (cganseg.data.splits: fewer than 10 images, no validation and the last step is kept;
-  otherwise 10% validate and choose the checkpoint, the start itself included: fine-tuning's
-  guard, ``best_step`` 0 when no trained step beat the start);
+  user (cganseg.data.splits: from scratch, fewer than 10 images are not validated and the
+  last step is kept; fine-tuning validates one of 3-9 images; otherwise 10% validate; the
+  validation images choose the checkpoint, the start itself included when fine-tuning:
+  fine-tuning's guard, ``best_step`` 0 when no trained step beat the start);
+- ``finetune-unguarded``: fine-tuning as it was before its guard (the start not validated,
+  and fewer than 10 images split without the guard's validation image): the guard's check;
+- ``...-percropflows`` (a check, not an arm of the curve): the same run with flow targets made
+  per augmented crop, as before issue 32's item 1 moved each image's flows with the crop;
+  equal draws of the two say whether moving them changed what the network learns;
 - **to a plateau**: ``scratch`` trains ``--scratch-steps`` steps (default 1500, lr 1e-3, the
   product's scratch defaults otherwise), ``finetune`` the fine-tuning defaults' 500 steps;
   each run records ``loss_fall``, how much its training loss still fell over its last fifth of
@@ -64,6 +70,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -84,9 +91,10 @@ from cganseg.data.io import read_image, read_labels  # noqa: E402
 from cganseg.data.splits import make_split  # noqa: E402
 from cganseg.evaluation.evaluate import evaluate_pairs  # noqa: E402
 from cganseg.inference.segment import load_segmenter, prepare_image  # noqa: E402
+from cganseg.instances.flows import Flows  # noqa: E402
 from cganseg.options import SegTrainConfig  # noqa: E402
 from cganseg.runtime.atomic import write_text  # noqa: E402
-from cganseg.training.seg_trainer import train_segmenter  # noqa: E402
+from cganseg.training.seg_trainer import SegTrainer, train_segmenter  # noqa: E402
 from cganseg.training.settings import resolve  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work"
@@ -133,10 +141,11 @@ def set_parts(name: str, work: Path) -> tuple[Path, dict[str, str], list[str], l
     return folder, groups, test, pool
 
 
-def draw(pool: list[str], n: int, seed: int) -> dict[str, list[str]]:
-    """N annotated images drawn from ``pool``, split as train-seg splits a user's N images."""
+def draw(pool: list[str], n: int, seed: int, guard: bool = False) -> dict[str, list[str]]:
+    """N annotated images drawn from ``pool``, split as train-seg splits a user's N images
+    (``guard``: as it splits them to fine-tune a start model)."""
     chosen = [pool[i] for i in np.random.default_rng(1000 + seed).permutation(len(pool))[:n]]
-    return make_split(chosen, seed=seed)
+    return make_split(chosen, seed=seed, guard=guard)
 
 
 # ------------------------------------------------------------------ one run
@@ -200,8 +209,8 @@ def arm_options(arm: str, start: str, args: argparse.Namespace) -> dict[str, Any
     if arm == "scratch":
         return {**base, "iterations": args.scratch_steps, "lr": 1e-3}
     options = {**base, "init_seg": start}
-    variant = re.fullmatch(r"finetune(-lr(?P<lr>[0-9.]+(e-?[0-9]+)?))?(-steps(?P<steps>[0-9]+))?",
-                           arm)  # fmt: skip
+    variant = re.fullmatch(r"finetune(-unguarded)?(-lr(?P<lr>[0-9.]+(e-?[0-9]+)?))?"
+                           r"(-steps(?P<steps>[0-9]+))?(-percropflows)?", arm)  # fmt: skip
     if variant is None:
         raise SystemExit(f"error: unknown arm {arm!r} (zero-shot, scratch, finetune"
                          "[-lrX][-stepsN])")  # fmt: skip
@@ -237,7 +246,8 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
         result["scores_train_median"] = score(start, folder, test, None)
         result["cpu_s"] = 0.0
     else:
-        split = draw(pool, n, seed)
+        guarded = arm.startswith("finetune") and "-unguarded" not in arm
+        split = draw(pool, n, seed, guard=guarded)
         write_text(run / "split.json", json.dumps({**split, "test": []}))
         given = {**arm_options(arm, start, args), "data": str(folder),
                  "out": str(run / "run"), "split_file": str(run / "split.json"), "seed": seed}
@@ -245,7 +255,10 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
             shutil.rmtree(run / "run")
         cfg = resolve(SegTrainConfig, given)
         before, wall = _cpu_seconds(), time.time()
-        summary = train_segmenter(cfg, progress=not args.quiet)
+        per_crop = arm.endswith("-percropflows")
+        with (mock.patch.object(Flows, "image_target_vector", None if per_crop else (0, 1)),
+              mock.patch.object(SegTrainer, "guards_start", guarded)):
+            summary = train_segmenter(cfg, progress=not args.quiet)
         result.update(cpu_s=_cpu_seconds() - before, wall_s=time.time() - wall,
                       train=split["train"], val=split["val"], steps=summary["step"],
                       best_step=summary.get("best_step"), lr=cfg.lr,

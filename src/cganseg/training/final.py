@@ -74,7 +74,7 @@ def start_entries(trainer: TrainerBase, best: dict[str, Any]) -> dict[str, Any] 
     kept. Then ``best.pt`` segments exactly as the start does (DSB nuclei, 10 images: the kept
     start scored 0.82-0.86 F1@0.5 with thresholds tuned on the one validation image and the
     ten images' median size, the start itself 0.87). None when training beat the start."""
-    if not (trainer.guards_start and trainer.cfg.init_seg and best["step"] == 0):
+    if not (trainer.validates_start(trainer.cfg) and best["step"] == 0):
         return None
     start = load_checkpoint(resolve_checkpoint(trainer.cfg.init_seg, SEGMENTER))
     kept = {POST_ENTRY: {**start[POST_ENTRY], "min_size": best[POST_ENTRY]["min_size"]}}

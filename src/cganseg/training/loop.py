@@ -106,7 +106,7 @@ class TrainerBase:
     def from_config(cls, cfg: SegTrainConfig, progress: bool = False) -> TrainerBase:
         """A fresh trainer of ``cfg`` with its data read (benchmarks, notebooks): nothing is
         written; :meth:`train_step` runs in memory."""
-        data = load_data_split(cfg, None, progress)
+        data = load_data_split(cfg, None, progress, guard=cls.validates_start(cfg))
         extra = load_extra(cfg, data.train[0].image.shape[0], progress)
         return cls(cfg, data, extra=extra, progress=progress)
 
@@ -153,6 +153,12 @@ class TrainerBase:
     #: start unless training beats it on validation (:meth:`_validate_start`); not in the joint
     #: game, whose ``best.pt`` also holds the generator, untrained at step 0
     guards_start = True
+
+    @classmethod
+    def validates_start(cls, cfg: SegTrainConfig) -> bool:
+        """Whether a run of ``cfg`` guards a start model: then its split validates one of a
+        few images (:func:`cganseg.data.splits.validation_count`)."""
+        return cls.guards_start and bool(cfg.init_seg)
 
     def networks(self) -> dict[str, nn.Module]:
         """The trained networks by name, whose weights must stay finite."""
@@ -309,7 +315,7 @@ class TrainerBase:
         stopped_early = False
         batches = iter(self.train_loader)
         postfix: dict[str, str] = {}
-        if main and self.step == 0 and self.guards_start and self.cfg.init_seg and self.data.val:
+        if main and self.step == 0 and self.validates_start(self.cfg) and self.data.val:
             self._validate_start(log)
         pace = Pace(self.step, cfg.iterations)
         try:
