@@ -65,9 +65,14 @@ def test_two_process_train_seg_matches_one_process(tmp_path, tiny_dataset):
     a = load_checkpoint(single / "last.pt")["model_state"]
     b = load_checkpoint(tmp_path / "ddp" / "last.pt")["model_state"]
     assert a.keys() == b.keys()  # BatchNorm keys unchanged by the global-statistics layers
-    for key in a:  # gradients averaged in another order: float rounding, seen up to 2.4e-4 in
-        # one weight of 18432 after 6 Adam steps; another data stream would differ everywhere
-        torch.testing.assert_close(b[key].float(), a[key].float(), rtol=1e-3, atol=5e-4)
+    cfg = tiny_seg_config(tiny_dataset, single)
+    for key in a:  # gradients averaged in another order: float rounding, which Adam can make a
+        # whole step for a weight whose gradient is ~0 (seen: 7.1e-4 in 2 weights of 36864 after
+        # 6 steps); another data stream would differ everywhere
+        ours, theirs = b[key].float(), a[key].float()
+        close = torch.isclose(ours, theirs, rtol=1e-3, atol=5e-4)
+        assert close.float().mean() >= 0.999, key
+        assert (ours - theirs).abs().max() <= 2 * cfg.lr * cfg.iterations, key
 
 
 @pytest.mark.slow
