@@ -50,7 +50,7 @@ PER_ROUND = 3
 def train_round(folder: Path, annotated: list[str], start: str, run: Path, seed: int,
                 args: argparse.Namespace) -> None:  # fmt: skip
     """Fine-tune ``start`` on the annotated images (the product's split rule and defaults)."""
-    split = {**make_split(annotated, seed=seed, guard=True), "test": []}
+    split = {**make_split(annotated, seed=seed), "test": []}
     run.mkdir(parents=True, exist_ok=True)
     write_text(run / "annotated.json", json.dumps(split))
     options = {**NETWORK, **TRAINING, **(QUICK if args.quick else {})}

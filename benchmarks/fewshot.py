@@ -18,12 +18,11 @@ same held-out test images:
   ``benchmarks/starts/``);
 - **a draw**: N images (usiigaci: 2x2 tiles of its 1022x1024 images, value.py's tiling) drawn
   from the set's pool by the draw's seed; the run splits them as ``train-seg`` does for a
-  user (cganseg.data.splits: from scratch, fewer than 10 images are not validated and the
-  last step is kept; fine-tuning validates one of 3-9 images; otherwise 10% validate; the
-  validation images choose the checkpoint, the start itself included when fine-tuning:
-  fine-tuning's guard, ``best_step`` 0 when no trained step beat the start);
-- ``finetune-unguarded``: fine-tuning as it was before its guard (the start not validated,
-  and fewer than 10 images split without the guard's validation image): the guard's check;
+  user (cganseg.data.splits: fewer than 10 images, no validation and the last step is kept;
+  otherwise 10% validate and choose the checkpoint, the start itself included: fine-tuning's
+  guard, ``best_step`` 0 when no trained step beat the start);
+- ``finetune-unguarded``: fine-tuning as it was before its guard (the start not validated):
+  the guard's check;
 - ``...-percropflows`` (a check, not an arm of the curve): the same run with flow targets made
   per augmented crop, as before issue 32's item 1 moved each image's flows with the crop;
   equal draws of the two say whether moving them changed what the network learns;
@@ -141,11 +140,10 @@ def set_parts(name: str, work: Path) -> tuple[Path, dict[str, str], list[str], l
     return folder, groups, test, pool
 
 
-def draw(pool: list[str], n: int, seed: int, guard: bool = False) -> dict[str, list[str]]:
-    """N annotated images drawn from ``pool``, split as train-seg splits a user's N images
-    (``guard``: as it splits them to fine-tune a start model)."""
+def draw(pool: list[str], n: int, seed: int) -> dict[str, list[str]]:
+    """N annotated images drawn from ``pool``, split as train-seg splits a user's N images."""
     chosen = [pool[i] for i in np.random.default_rng(1000 + seed).permutation(len(pool))[:n]]
-    return make_split(chosen, seed=seed, guard=guard)
+    return make_split(chosen, seed=seed)
 
 
 # ------------------------------------------------------------------ one run
@@ -213,7 +211,7 @@ def arm_options(arm: str, start: str, args: argparse.Namespace) -> dict[str, Any
                            r"(-steps(?P<steps>[0-9]+))?(-percropflows)?", arm)  # fmt: skip
     if variant is None:
         raise SystemExit(f"error: unknown arm {arm!r} (zero-shot, scratch, finetune"
-                         "[-lrX][-stepsN])")  # fmt: skip
+                         "[-unguarded][-lrX][-stepsN][-percropflows])")  # fmt: skip
     if variant["lr"]:
         options["lr"] = float(variant["lr"])
     if variant["steps"]:
@@ -246,8 +244,8 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
         result["scores_train_median"] = score(start, folder, test, None)
         result["cpu_s"] = 0.0
     else:
-        guarded = arm.startswith("finetune") and "-unguarded" not in arm
-        split = draw(pool, n, seed, guard=guarded)
+        guarded = "-unguarded" not in arm
+        split = draw(pool, n, seed)
         write_text(run / "split.json", json.dumps({**split, "test": []}))
         given = {**arm_options(arm, start, args), "data": str(folder),
                  "out": str(run / "run"), "split_file": str(run / "split.json"), "seed": seed}

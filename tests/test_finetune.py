@@ -17,7 +17,7 @@ from tests.helpers import tiny_seg_config
 
 from cganseg.checkpoint import load_checkpoint, save_checkpoint
 from cganseg.cli import main
-from cganseg.data.splits import MIN_PAIRS_TO_GUARD, MIN_PAIRS_TO_VALIDATE, make_split
+from cganseg.data.splits import MIN_PAIRS_TO_VALIDATE, make_split
 from cganseg.errors import InputError
 from cganseg.options import FINE_TUNING, CGanTrainConfig, SegTrainConfig
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
@@ -122,19 +122,12 @@ def test_a_fine_tuning_run_keeps_its_start_when_no_step_beats_it(seg_run, tiny_d
     assert best["postprocessing"] == {**start["postprocessing"],
                                       "min_size": cfg.min_size}  # fmt: skip
     assert summary["best_val_f1_iou50"] == pytest.approx(float(rows[1].split(",")[2]), abs=1e-5)
-    # six pairs: a fine-tuning run validates one of them by default (the guard's image)
+    # without validation images (six pairs: none by default) there is nothing to guard with:
+    # the last step is kept
     few = tiny_seg_config(tiny_dataset, tmp_path / "few", init_seg=str(seg_run),
                           instances="watershed", iterations=2, val_fraction=None,
                           test_fraction=0.0)  # fmt: skip
-    train_segmenter(few, progress=False)
-    split = json.loads((tmp_path / "few" / "split.json").read_text())
-    assert (len(split["train"]), len(split["val"])) == (5, 1)
-    assert (tmp_path / "few" / "metrics.csv").read_text().splitlines()[1].startswith("0,")
-    # without validation images there is nothing to guard with: the last step is kept
-    blind = tiny_seg_config(tiny_dataset, tmp_path / "blind", init_seg=str(seg_run),
-                            instances="watershed", iterations=2, val_fraction=0.0,
-                            test_fraction=0.0)  # fmt: skip
-    assert train_segmenter(blind, progress=False)["best_step"] == 2
+    assert train_segmenter(few, progress=False)["best_step"] == 2
 
 
 def test_a_start_that_measures_each_images_cells_passes_that_on(seg_run, tiny_dataset,
@@ -167,10 +160,6 @@ def test_few_pairs_are_not_split_for_validation():
     # a fraction given is a fraction taken, however few the pairs
     assert len(make_split(few, val_fraction=0.2, seed=1)["val"]) == 2
     assert make_split(["only"], seed=0) == {"train": ["only"], "val": [], "test": []}
-    # fine-tuning (guard) validates one of MIN_PAIRS_TO_GUARD or more, none of fewer
-    assert len(make_split(few, seed=1, guard=True)["val"]) == 1
-    assert make_split(few[: MIN_PAIRS_TO_GUARD - 1], seed=1, guard=True)["val"] == []
-    assert len(make_split(many, seed=1, guard=True)["val"]) == 3
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from cganseg import checks
 from cganseg import instances as modes
 from cganseg.checks import Number
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
-from cganseg.data.splits import DEFAULT_VAL_FRACTION, MIN_PAIRS_TO_GUARD, MIN_PAIRS_TO_VALIDATE
+from cganseg.data.splits import DEFAULT_VAL_FRACTION, MIN_PAIRS_TO_VALIDATE
 from cganseg.errors import InputError
 from cganseg.instances.postprocessing import PostProcessing
 from cganseg.losses.cgan_objective import LossWeights
@@ -171,11 +171,9 @@ class SegTrainConfig:
                                  help="use only N training pairs (e.g. the paper's 200)")
     val_fraction: float | None = option(
         None, group=_DATA, rule=_FRACTION,
-        default_text=f"{DEFAULT_VAL_FRACTION}; of fewer than {MIN_PAIRS_TO_VALIDATE} pairs none, "
-        f"or one from {MIN_PAIRS_TO_GUARD} when fine-tuning (--init)",
+        default_text=f"{DEFAULT_VAL_FRACTION}, none when fewer than {MIN_PAIRS_TO_VALIDATE} pairs",
         help="share of the pairs held out for validation (without validation the last step is "
-        "kept and the flow thresholds are not tuned; fine-tuning keeps its start model unless "
-        "training beats it on validation)",
+        "kept and the flow thresholds are not tuned)",
     )
     test_fraction: float = option(0.0, group=_DATA, rule=_FRACTION,
                                   help="share of the pairs held out for testing")

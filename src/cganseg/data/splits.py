@@ -10,9 +10,6 @@ Validation takes ``val_fraction`` of the pairs left after the test part, at leas
 default (``val_fraction`` None) 10%, and none when fewer than :data:`MIN_PAIRS_TO_VALIDATE`
 pairs are left: one or two validation images would choose a checkpoint by their noise and
 take a third of a few-image set from training (issue 29). Such a run keeps its last step.
-Fine-tuning a start model (``guard``) is the exception: from :data:`MIN_PAIRS_TO_GUARD` pairs
-one validates, so that fine-tuning's guard can keep a start that training would make worse
-(cganseg.training.final.start_entries; the choice is measured in the README's learning curve).
 
 The split is written to every run folder (``split.json``) so a run can be reproduced exactly.
 """
@@ -31,8 +28,6 @@ from cganseg.runtime.atomic import write_text
 
 #: the default validation share, and the fewest pairs (after the test part) it is taken from
 DEFAULT_VAL_FRACTION, MIN_PAIRS_TO_VALIDATE = 0.1, 10
-#: fine-tuning: the fewest pairs from which one validates (with two, one would train)
-MIN_PAIRS_TO_GUARD = 3
 
 
 def make_split(
@@ -42,10 +37,8 @@ def make_split(
     test_fraction: float = 0.0,
     n_train: int | None = None,
     seed: int = 0,
-    guard: bool = False,
 ) -> dict[str, list[str]]:
-    """Split names into ``train``/``val``/``test`` lists (order: module docstring; ``guard``: a
-    fine-tuning run's, :func:`validation_count`)."""
+    """Split names into ``train``/``val``/``test`` lists (order: module docstring)."""
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if frac is not None and not 0.0 <= frac < 1.0:
             raise InputError(f"{label} must be in [0, 1), got {frac}")
@@ -53,7 +46,7 @@ def make_split(
     perm = np.random.default_rng(seed).permutation(len(order))
     shuffled = [order[i] for i in perm]
     n_test = math.ceil(test_fraction * len(shuffled)) if test_fraction > 0 else 0
-    n_val = validation_count(len(shuffled) - n_test, val_fraction, guard)
+    n_val = validation_count(len(shuffled) - n_test, val_fraction)
     test, rest = shuffled[:n_test], shuffled[n_test:]
     val, pool = rest[:n_val], rest[n_val:]
     if n_train is not None:
@@ -70,14 +63,12 @@ def make_split(
     return {"train": sorted(pool), "val": sorted(val), "test": sorted(test)}
 
 
-def validation_count(n_pairs: int, val_fraction: float | None = None, guard: bool = False
-                     ) -> int:  # fmt: skip
+def validation_count(n_pairs: int, val_fraction: float | None = None) -> int:
     """How many of ``n_pairs`` (the pairs left after the test part) validate (module
-    docstring); ``guard``: a run that fine-tunes a start model validates one of fewer than
-    :data:`MIN_PAIRS_TO_VALIDATE` pairs, from :data:`MIN_PAIRS_TO_GUARD`."""
+    docstring)."""
     if val_fraction is None:
         if n_pairs < MIN_PAIRS_TO_VALIDATE:
-            return 1 if guard and n_pairs >= MIN_PAIRS_TO_GUARD else 0
+            return 0
         val_fraction = DEFAULT_VAL_FRACTION
     return max(1, round(val_fraction * n_pairs)) if val_fraction > 0 else 0
 

@@ -72,8 +72,7 @@ def _config(data: Path, out: Path, run: dict[str, Any], options: dict[str, Any]
             ) -> SegTrainConfig:  # fmt: skip
     folder = _run_dir(out, run)
     folder.mkdir(parents=True, exist_ok=True)
-    split = {**make_split(run["pairs"], seed=run["draw"], guard=bool(options.get("init_seg"))),
-             "test": []}  # train-seg's own rule  # fmt: skip
+    split = {**make_split(run["pairs"], seed=run["draw"]), "test": []}  # train-seg's own rule
     save_split(folder / "annotated.json", split)
     return resolve(SegTrainConfig, {**options, "data": str(data), "out": str(folder / "run"),
                                     "split_file": str(folder / "annotated.json"),

@@ -109,7 +109,7 @@ class TrainerBase:
     def from_config(cls, cfg: SegTrainConfig, progress: bool = False) -> TrainerBase:
         """A fresh trainer of ``cfg`` with its data read (benchmarks, notebooks): nothing is
         written; :meth:`train_step` runs in memory."""
-        data = load_data_split(cfg, None, progress, guard=cls.validates_start(cfg))
+        data = load_data_split(cfg, None, progress)
         extra = load_extra(cfg, data.train[0].image.shape[0], progress)
         return cls(cfg, data, extra=extra, progress=progress)
 
@@ -159,8 +159,8 @@ class TrainerBase:
 
     @classmethod
     def validates_start(cls, cfg: SegTrainConfig) -> bool:
-        """Whether a run of ``cfg`` guards a start model: then its split validates one of a
-        few images (:func:`cganseg.data.splits.validation_count`)."""
+        """Whether a run of ``cfg`` guards a start model (validates it before the first step
+        and keeps it unless a step beats it), given validation images."""
         return cls.guards_start and bool(cfg.init_seg)
 
     def networks(self) -> dict[str, nn.Module]:

@@ -85,7 +85,6 @@ def _run_locked(
         state["split"] if state else None,
         loading,
         state.get("data_hashes") if state else None,
-        trainer_cls.validates_start(cfg),
     )
     extra = load_extra(cfg, data.train[0].image.shape[0], loading)
     try:

@@ -58,10 +58,8 @@ def load_data_split(
     split: dict[str, list[str]] | None,
     progress: bool,
     expected_hashes: dict[str, list[str]] | None = None,
-    guard: bool = False,
 ) -> DataSplit:
-    """Find the pairs, make (or reuse) the split and load every sample of it (``guard``: the run
-    guards a start model, :func:`cganseg.data.splits.validation_count`).
+    """Find the pairs, make (or reuse) the split and load every sample of it.
 
     ``expected_hashes`` (on resume): the content hashes saved with the run; a file whose
     content changed under its name is refused.
@@ -76,7 +74,6 @@ def load_data_split(
             test_fraction=cfg.test_fraction,
             n_train=cfg.n_train,
             seed=cfg.seed,
-            guard=guard,
         )
     by_name = {p.name: p for p in pairs}
     missing = [n for part in split.values() for n in part if n not in by_name]
