@@ -130,27 +130,6 @@ def test_a_fine_tuning_run_keeps_its_start_when_no_step_beats_it(seg_run, tiny_d
     assert train_segmenter(few, progress=False)["best_step"] == 2
 
 
-def test_a_start_that_measures_each_images_cells_passes_that_on(seg_run, tiny_dataset,
-                                                                 tmp_path):  # fmt: skip
-    """A start whose default diameter is auto (a shipped model's) gives best.pt the same
-    default, also through a resume; a start without one gives none (the training median)."""
-    start = load_checkpoint(seg_run / "best.pt")
-    save_checkpoint(tmp_path / "plain.pt", start)
-    save_checkpoint(tmp_path / "auto.pt", {**start, "default_diameter": "auto"})
-    def config(name: str, steps: int) -> SegTrainConfig:
-        return tiny_seg_config(tiny_dataset, tmp_path / name, init_seg=str(tmp_path / f"{name}.pt"),
-                               instances="watershed", iterations=steps, val_fraction=0.0,
-                               test_fraction=0.0)  # fmt: skip
-
-    for name, expected in (("plain", None), ("auto", "auto")):
-        summary = train_segmenter(config(name, 2), progress=False)
-        assert summary.get("default_diameter") == expected
-        assert load_checkpoint(tmp_path / name / "best.pt").get("default_diameter") == expected
-    train_segmenter(config("auto", 4), resume=True, progress=False, given={"iterations": 4})
-    best = load_checkpoint(tmp_path / "auto" / "best.pt")
-    assert best["step"] == 4 and best["default_diameter"] == "auto"
-
-
 def test_few_pairs_are_not_split_for_validation():
     few = [f"p{i}" for i in range(MIN_PAIRS_TO_VALIDATE - 1)]
     split = make_split(few, seed=1)

@@ -66,8 +66,6 @@ def _run_training(args: TrainSegOptions, given: dict, config_cls: type, train) -
         line += f"; thresholds chosen on validation: {chosen}"
     if "test_f1_iou50" in summary:
         line += f", test F1@0.5 {summary['test_f1_iou50']:.3f} (see {cfg.out}/test)"
-    if summary.get("default_diameter") == "auto":
-        line += "; it segments at --diameter auto by default, as its start does"
     print(line)
     return 0
 

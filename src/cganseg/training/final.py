@@ -42,8 +42,6 @@ def tune_and_test(trainer: TrainerBase) -> dict[str, Any]:
     if kept is not None:
         best = {**best, **kept}
         save_checkpoint(run_dir / "best.pt", best)
-    if best.get("default_diameter") is not None:
-        summary["default_diameter"] = best["default_diameter"]
     tune = (kept is None and trainer.mode.threshold_grid and trainer.cfg.tune_thresholds
             and data.val)  # fmt: skip
     if not (data.test or tune):
@@ -52,7 +50,7 @@ def tune_and_test(trainer: TrainerBase) -> dict[str, Any]:
     seg = trainer.as_segmenter(trainer.segmenter)
     if kept is not None:
         post = PostProcessing.from_checkpoint(best, trainer.cfg.n_classes, run_dir)
-        seg = dataclasses.replace(seg, post=post)
+        seg = dataclasses.replace(seg, post=post, default_diameter=best.get("default_diameter"))
     if tune:
         tuned = tune_thresholds(seg, data.val, trainer.cfg.tile_size)
         post = seg.post.replace(**{k: tuned[k] for k in trainer.mode.threshold_grid})
@@ -61,8 +59,7 @@ def tune_and_test(trainer: TrainerBase) -> dict[str, Any]:
                                               "val_mean_f1": tuned["val_mean_f1"]})  # fmt: skip
         summary["postprocessing"] = tuned
         note_tuned(run_dir / "config.yaml", {k: tuned[k] for k in trainer.mode.threshold_grid})
-    if data.test:  # segmented as `segment` would: at best.pt's default diameter
-        seg = dataclasses.replace(seg, default_diameter=best.get("default_diameter"))
+    if data.test:
         report = evaluate_pairs(_test_pairs(seg, trainer))
         write_report(report, run_dir / "test")
         summary["test_f1_iou50"] = report["per_image"]["f1"][0]

@@ -84,9 +84,6 @@ class TrainerBase:
         self.progress = progress and self.rank.main
         self.data, self.extra = data, list(extra)
         self.train_diameter: float | None = None  # measured when cells are rescaled
-        #: ``segment``'s default diameter for best.pt: "auto" when fine-tuning a start that
-        #: measures each image's cells (:meth:`start_segmenter`), else the training median
-        self.default_diameter: str | None = None
         if cfg.cell_diameter:
             self.data, self.extra, self.train_diameter = rescale_cells(
                 self.data, self.extra, cfg.cell_diameter)
@@ -180,12 +177,6 @@ class TrainerBase:
         or checkpoint; fine-tuning), which must be the same network with outputs that mean the
         same (:func:`cganseg.training.settings.with_start` makes a run's settings so)."""
         payload = load_into(start, SEGMENTER, net)
-        if payload.get("default_diameter") == "auto":
-            # fine-tuned on a few images, the run still segments better at each image's own
-            # size than at the few images' median (benchmarks/fewshot.py, 3 images, F1@0.5:
-            # DSB's mixed magnifications 0.85 against 0.82 with the guard, 0.83 against 0.78
-            # without; murphy's one magnification 0.93 against 0.92)
-            self.default_diameter = "auto"
         post = PostProcessing.from_checkpoint(payload, self.cfg.n_classes, start)
         for key in ("instances", "cell_diameter"):
             stored, ours = getattr(post, key), getattr(self.cfg, key)

@@ -33,8 +33,6 @@ def payload(trainer: TrainerBase, full: bool) -> dict[str, Any]:
     post = trainer.cfg.postprocessing(trainer.train_diameter)
     out = segmenter_payload(trainer.segmenter, trainer.cfg.channels, post)
     out.update(kind=trainer.kind, step=trainer.step, config=trainer.cfg.to_dict())
-    if trainer.default_diameter is not None:
-        out["default_diameter"] = trainer.default_diameter
     out.update(trainer.best_extras())
     if full:
         out.update(state_entries(trainer.state_objects()))
@@ -58,7 +56,6 @@ def restore(trainer: TrainerBase, state: dict[str, Any]) -> None:
     trainer.check_resumable(state)
     restore_state(trainer.state_objects(), state, trainer.run_dir / "last.pt")
     trainer.step = state["step"]
-    trainer.default_diameter = state.get("default_diameter")
     trainer.early.load_state_dict(state)
     trainer.rollbacks.load_state_dict(state)
     trainer.guard.reference = state.get("loss_reference")
