@@ -22,7 +22,8 @@ same held-out test images:
   otherwise 10% validate and choose the checkpoint, the start itself included: fine-tuning's
   guard, ``best_step`` 0 when no trained step beat the start);
 - ``finetune-unguarded``: fine-tuning as it was before its guard (the start not validated):
-  the guard's check;
+  the guard's check; the record also holds ``finetune-guard3`` (fine-tuning that validated one
+  of 3 images for the guard: commit 4bd39f7's split rule, measured and reverted);
 - ``...-percropflows`` (a check, not an arm of the curve): the same run with flow targets made
   per augmented crop, as before issue 32's item 1 moved each image's flows with the crop;
   equal draws of the two say whether moving them changed what the network learns;
