@@ -60,6 +60,7 @@ repository root (needs ../shared/data)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -255,8 +256,9 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
         cfg = resolve(SegTrainConfig, given)
         before, wall = _cpu_seconds(), time.time()
         per_crop = arm.endswith("-percropflows")
-        with (mock.patch.object(Flows, "image_target_vector", None if per_crop else (0, 1)),
-              mock.patch.object(SegTrainer, "guards_start", guarded)):
+        flows = (mock.patch.object(Flows, "image_target_vector", None) if per_crop
+                 else contextlib.nullcontext())  # fmt: skip
+        with flows, mock.patch.object(SegTrainer, "guards_start", guarded):
             summary = train_segmenter(cfg, progress=not args.quiet)
         result.update(cpu_s=_cpu_seconds() - before, wall_s=time.time() - wall,
                       train=split["train"], val=split["val"], steps=summary["step"],

@@ -146,7 +146,8 @@ class CropDataset(Dataset):
         their visible part, which the network then learns to lose: on murphy's Hoechst nuclei
         (3 images, fine-tuned from ``nuclei``, one draw) moved flows found 22 of the 62 test
         nuclei on the image border, flows made per crop 38, and the same 202-204 of the 218
-        inside. Only the edge's cells are remade, so most of the saving stays."""
+        inside. Remaking the edge's cells costs about what flows per crop cost at the CPU
+        recipe's scale (benchmarks/flow_targets.py), less with large cells."""
         edge = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
         cut = np.unique(edge[edge > 0])
         if cut.size == 0:
