@@ -4,6 +4,11 @@ time estimate after the first steps."""
 
 from __future__ import annotations
 
+import json
+import statistics
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 import torch
 import yaml
@@ -81,3 +86,54 @@ def test_describe_names_device_networks_and_data(tmp_path):
     assert "crops 32x32, batch 4" in line
     assert pace.duration(30) == "30 s" and pace.duration(600) == "10 min"
     assert pace.duration(7200) == "2.0 h"
+
+
+def test_describe_states_the_estimated_cpu_time_of_the_steps_left(tmp_path):
+    data = make_dataset(tmp_path / "data", n=6, size=(48, 48))
+    cfg = tiny_seg_config(data, tmp_path / "run", iterations=300)
+    line = SegTrainer.from_config(cfg).describe()
+    cost = pace.estimate_cpu_s("train-seg", cfg, 300)
+    assert line.endswith(f"; {pace.cpu_minutes(cost)} estimated for 300 steps")
+
+
+def test_the_estimate_scales_with_batch_crop_and_steps_and_costs_a_cgan_step_more():
+    base = SegTrainConfig.from_dict({"data": "d", "out": "o", "device": "cpu", "batch_size": 8})
+    gflop = pace.segmenter_gflop(base)
+    bigger = SegTrainConfig.from_dict({"data": "d", "out": "o", "device": "cpu", "batch_size": 16,
+                                       "crop": 256})  # fmt: skip
+    assert pace.segmenter_gflop(bigger) == pytest.approx(8 * gflop, rel=1e-6)
+    wider = SegTrainConfig.from_dict({"data": "d", "out": "o", "device": "cpu", "batch_size": 8,
+                                      "width": 32})  # fmt: skip
+    assert 3.5 * gflop < pace.segmenter_gflop(wider) < 4.5 * gflop  # convolutions: width squared
+    one = pace.estimate_cpu_s("train-seg", base, 100)
+    assert pace.estimate_cpu_s("train-seg", base, 300) == pytest.approx(3 * one)
+    cgan = CGanTrainConfig.from_dict({"data": "d", "out": "o", "device": "cpu", "batch_size": 8,
+                                      "seg_extra_updates": 0})  # fmt: skip
+    extra = CGanTrainConfig.from_dict({"data": "d", "out": "o", "device": "cpu", "batch_size": 8,
+                                       "seg_extra_updates": 2})  # fmt: skip
+    assert pace.estimate_cpu_s("train", extra, 100) == pytest.approx(
+        pace.estimate_cpu_s("train", cgan, 100) + 2 * one)
+    assert pace.cpu_minutes(10) == "~1 CPU-minute" and pace.cpu_minutes(1260) == "~21 CPU-minutes"
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def test_the_cpu_rates_are_the_measured_ones():
+    """CPU_S_PER_GFLOP against what the records measured on the README's 2-core machine: the
+    learning curve's trained runs (train-seg; fewshot.py's network: UNet width 16, flows,
+    128 px crops, batch 8), ``make demo``'s two runs and a bare ``cganseg train`` (both
+    demo_time.py), each within 30%."""
+    runs = json.loads((RESULTS / "fewshot.json").read_text())["runs"]
+    measured = statistics.median(r["cpu_s"] / r["steps"] for r in runs if r.get("steps"))
+    fewshot = SegTrainConfig.from_dict({"data": "d", "out": "o", "device": "cpu", "width": 16,
+                                        "batch_size": 8, "crop": 128})  # fmt: skip
+    assert measured / pace.estimate_cpu_s("train-seg", fewshot, 1) == pytest.approx(1, abs=0.3)
+    for row in json.loads((RESULTS / "demo_time.json").read_text())["runs"]:
+        cfg = SimpleNamespace(**row["sizing"])
+        ratio = row["cpu_s_per_step"] / pace.estimate_cpu_s(row["trainer"], cfg, 1)
+        assert ratio == pytest.approx(1, abs=0.3), (row["name"], ratio)
+    bare = json.loads((RESULTS / "bare_train_time.json").read_text())
+    estimate = sum(pace.estimate_cpu_s(phase["trainer"], SimpleNamespace(**phase["sizing"]),
+                                       phase["steps"]) for phase in bare["phases"])  # fmt: skip
+    assert bare["cpu_s"] / estimate == pytest.approx(1, abs=0.3)

@@ -113,3 +113,19 @@ def test_start_here_states_the_cpu_costs_the_benchmark_recorded():
     start = text[text.index("## Start here") : text.index("## Set-up")]
     for arm in ("finetune", "finetune-lr0.001-steps1500", "scratch"):
         assert _cost(record["runs"], arm) in " ".join(start.split()), arm
+
+
+def test_the_readme_states_what_make_demo_and_a_bare_train_cost():
+    """Issue 33: ``make demo``'s CPU-minutes are the ones benchmarks/demo_time.py recorded, and
+    a bare ``train``'s are what its start line estimates for the CPU defaults."""
+    import json
+
+    from cganseg.options import CGanTrainConfig
+    from cganseg.training.cgan_trainer import train_cpu_s
+    from cganseg.training.pace import cpu_minutes
+
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    demo = json.loads((README.parent / "benchmarks/results/demo_time.json").read_text())
+    assert f"make demo` costs **{demo['cpu_s'] / 60:.0f} CPU-minutes**" in text
+    bare = CGanTrainConfig.from_dict({"data": "d", "out": "o", "device": "cpu"})
+    assert f"a bare `train` on a CPU is {cpu_minutes(train_cpu_s(bare))}" in text

@@ -477,8 +477,8 @@ class CGanTrainConfig(SegTrainConfig):
     cli_exclude: ClassVar[tuple[str, ...]] = ("extra",)  # cGAN-Seg trains on real pairs only
     fine_tuning: ClassVar[dict[str, Any]] = {}  # the joint game keeps its own recipe
 
-    # a bare `train` on a CPU: 300 joint steps after 9 x 300 conventional ones, ~30 CPU-minutes
-    # (benchmarks/value.py's best recipe ran 157 + 1443 in 15); 2000 joint steps were a day
+    # a bare `train` on a CPU: 300 joint steps after 9 x 300 conventional ones, 35 CPU-minutes
+    # (benchmarks/results/bare_train_time.json); 2000 joint steps were a day
     iterations: int = option(2000, group=_TRAIN, rule=_COUNT, resumable=True,
                              presets={"cpu": 300, "paper": 2000},
                              help="cGAN-Seg steps (default: by --preset: cpu 300, paper 2000)")

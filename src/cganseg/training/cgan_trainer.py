@@ -75,7 +75,8 @@ from cganseg.reports.overlays import generation_row, overlay_labels
 from cganseg.training.ema import copy_buffers, ema_with_warmup
 from cganseg.training.image_pool import ImagePool
 from cganseg.training.loop import TrainerBase
-from cganseg.training.pretrain import pretrain_segmenter
+from cganseg.training.pace import cpu_minutes, estimate_cpu_s
+from cganseg.training.pretrain import pretrain_config, pretrain_segmenter
 from cganseg.training.run import run_training
 from cganseg.training.schedule import cycle_factor, make_scheduler
 
@@ -378,6 +379,13 @@ class CGanTrainer(TrainerBase):
         return super().finish()
 
 
+def train_cpu_s(cfg: CGanTrainConfig) -> float:
+    """CPU-seconds a whole ``train`` run of ``cfg`` should cost on a CPU like the README's: its
+    conventional pre-training, then its cGAN-Seg steps (:func:`estimate_cpu_s`)."""
+    return (estimate_cpu_s("train-seg", pretrain_config(cfg), cfg.seg_pretrain)
+            + estimate_cpu_s("train", cfg, cfg.iterations))  # fmt: skip
+
+
 def train_cgan(
     cfg: CGanTrainConfig,
     *,
@@ -400,7 +408,8 @@ def train_cgan(
         if progress and not resume:
             tqdm.write(f"train: {cfg.seg_pretrain} steps of conventional pre-training "
                        f"(train-seg's recipe, in {run / SEG_PRETRAIN_DIR}), then "
-                       f"{cfg.iterations} cGAN-Seg steps")  # fmt: skip
+                       f"{cfg.iterations} cGAN-Seg steps: "
+                       f"{cpu_minutes(train_cpu_s(cfg))} estimated on a CPU")  # fmt: skip
         cfg = pretrain_segmenter(cfg, resume=resume, progress=progress, given=given or {})
         resume = False
     return run_training(CGanTrainer, cfg, resume=resume, progress=progress, given=given)

@@ -51,7 +51,7 @@ from cganseg.runtime.progress import progress_bar
 from cganseg.training import run_state
 from cganseg.training.divergence import DivergenceGuard
 from cganseg.training.final import tune_and_test
-from cganseg.training.pace import Pace
+from cganseg.training.pace import Pace, cpu_minutes, estimate_cpu_s
 from cganseg.training.passes import TrainingPasses
 from cganseg.training.run_data import DataSplit, load_data_split, load_extra, rescale_cells
 from cganseg.training.run_log import RunLog
@@ -266,7 +266,17 @@ class TrainerBase:
                 f"{cfg.crop[0]}x{cfg.crop[1]}, batch {cfg.batch_size}"
                 + (f"; preset {cfg.preset}" if cfg.preset else "")
                 + (f"; starts from {cfg.init_seg}" if cfg.init_seg else "")
-                + ("" if self.data.val else "; no validation images: the last step is kept"))
+                + ("" if self.data.val else "; no validation images: the last step is kept")
+                + self._cost())
+
+    def _cost(self) -> str:
+        """``; ~N CPU-minutes estimated for S steps`` on a CPU (:func:`estimate_cpu_s`; a
+        GPU's pace line says its own), empty when no step is left."""
+        left = self.cfg.iterations - self.step
+        if self.device.type != "cpu" or left <= 0:
+            return ""
+        cost = estimate_cpu_s(self.kind, self.cfg, left)
+        return f"; {cpu_minutes(cost)} estimated for {left} steps"
 
     def run(self) -> dict[str, Any]:
         """Train to ``iterations`` (or an early stop); then :meth:`finish`."""
