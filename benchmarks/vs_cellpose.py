@@ -53,6 +53,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import _cellpose_net  # noqa: E402
 from speed import _median_step  # noqa: E402
 from start_models import ROOT, SHARED  # noqa: E402
 
@@ -117,11 +118,8 @@ def train_ours(steps: int, quick: bool, tmp: str) -> dict[str, Any]:
             "gflop": gflop(trainer.model.eval(), images)}  # fmt: skip
 
 
-def _cellpose_net():
-    from cellpose import models
-
-    return models.CellposeModel(gpu=False, pretrained_model=False, model_type=None,
-                                diam_mean=30.0, nchan=2)  # fmt: skip
+#: Cellpose 3's default scale (px): its CPnet sees cells this size across
+CELLPOSE_DIAMETER = 30.0
 
 
 def train_cellpose(steps: int, quick: bool) -> dict[str, Any]:
@@ -130,13 +128,13 @@ def train_cellpose(steps: int, quick: bool) -> dict[str, Any]:
 
     crop, batch = (32, 2) if quick else (CROP, BATCH)
     pairs = find_pairs(demo_data_dir())[:batch]
-    images = [np.stack([transforms.normalize99(read_image(p.image)[0]),
-                        np.zeros(read_image(p.image).shape[1:], np.float32)]) for p in pairs]
+    grey = [transforms.normalize99(read_image(p.image)[0]) for p in pairs]
+    images = [np.stack([g, np.zeros_like(g)]) for g in grey]
     labels = [read_image(p.mask)[0].astype(np.int32) for p in pairs]
     flows = [f[1:] for f in dynamics.labels_to_flows([lab[None] for lab in labels],
                                                       device=torch.device("cpu"))]  # fmt: skip
     diams = np.array([utils.diameters(lab)[0] for lab in labels])
-    model = _cellpose_net()
+    model = _cellpose_net(CELLPOSE_DIAMETER)
     net, device = model.net, model.device
     net.train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=0.005, weight_decay=1e-5)
@@ -179,7 +177,7 @@ def segment_tool(tool: str, paths: list[Path], model_name: str, diameter: float,
         if tool == "cellpose":
             from cellpose import dynamics
 
-            model = _cellpose_net()
+            model = _cellpose_net(CELLPOSE_DIAMETER)
         for i, path in enumerate([paths[0], *paths]):  # the first, untimed: compiles, caches
             t0 = time.perf_counter()
             image = prepare_image(ours, read_image(path, ours.channels), path, diameter)
@@ -214,11 +212,11 @@ def network_gflop(tool: str, model_name: str, diameter: float, size: int) -> flo
     from cganseg.inference.segment import load_segmenter
 
     ours = load_segmenter(model_name, device="cpu")
-    factor = ours.factor(diameter) if tool == "ours" else 30.0 / diameter
+    factor = ours.factor(diameter) if tool == "ours" else CELLPOSE_DIAMETER / diameter
     side = max(32, round(size * factor / 32) * 32)
     if tool == "ours":
         return gflop(ours.model.eval(), torch.zeros(1, 1, side, side))
-    return gflop(_cellpose_net().net.eval(), torch.zeros(1, 2, side, side))
+    return gflop(_cellpose_net(CELLPOSE_DIAMETER).net.eval(), torch.zeros(1, 2, side, side))
 
 
 def worker(job: dict[str, Any]) -> dict[str, Any]:

@@ -60,6 +60,7 @@ def cpu_minutes(seconds: float) -> str:
     n = max(1, round(seconds / 60))
     return f"~{n} CPU-minute{'s' if n != 1 else ''}"
 
+
 def duration(seconds: float) -> str:
     """``45 s``, ``12 min``, ``3.4 h``."""
     if seconds < 90:
