@@ -65,7 +65,7 @@ def check(record: dict[str, Any], set_name: str, args: argparse.Namespace) -> di
     if not real or not any(len(r["pairs"]) == largest for r in fitted):
         raise LookupError(f"{set_name}: no finished {args.arm} runs of N={largest} and "
                           f"N={args.check}; run benchmarks/fewshot.py first")  # fmt: skip
-    summary = analyse(fitted)
+    summary = analyse(fitted, new_runs=len(real))
     means = {int(n): v["mean"] for n, v in analyse(fitted + real)["sizes"].items()}
     gain = means[args.check] - means[largest]
     fit = summary.get("fit") or {}

@@ -12,7 +12,7 @@ import yaml
 from tests.helpers import make_dataset, tiny_seg_config
 
 from cganseg.cli import main
-from cganseg.experiment.curve import analyse, doubling_gain, fit, plan
+from cganseg.experiment.curve import analyse, doubling_gain, fit, in_words, plan
 
 
 def test_the_plan_nests_the_subsets_and_holds_out_the_same_pairs():
@@ -50,6 +50,38 @@ def test_analyse_states_the_gain_with_an_interval():
     low, high = f["gain_interval_90"]
     assert low <= f["expected_gain_doubling"] <= high and f["resamples"] > 100
     assert summary["last_doubling"]["from"] == 8 and summary["sizes"]["16"]["runs"] == 2
+
+
+def _runs(scatter: float) -> list[dict]:
+    """Four sizes, three draws each, the same mean hit rate per size; the draws of a size differ
+    by ``scatter`` in hit rate (what one draw of training images does to a score)."""
+    results = []
+    for n, p_hit in ((2, 0.5), (4, 0.65), (8, 0.75), (16, 0.8)):
+        for draw, shift in enumerate((-scatter, 0.0, scatter)):
+            tp = round(20 * (p_hit + shift))
+            results.append({"pairs": list(range(n)), "draw": draw,
+                            "counts": [[tp, 20 - tp, 20 - tp]] * 12})
+    return results
+
+
+def test_the_interval_counts_the_scatter_between_draws():
+    steady, scattered = analyse(_runs(0.0))["fit"], analyse(_runs(0.1))["fit"]
+    assert steady["draw_sd"] < 1e-9 and scattered["draw_sd"] > 0.05
+    width = {k: f["gain_interval_90"][1] - f["gain_interval_90"][0]
+             for k, f in (("steady", steady), ("scattered", scattered))}  # fmt: skip
+    assert width["scattered"] > 5 * max(width["steady"], 1e-3)
+    # the mean of more new runs scatters less
+    many = analyse(_runs(0.1), new_runs=8)["fit"]["gain_interval_90"]
+    assert many[1] - many[0] < width["scattered"]
+
+
+def test_a_doubling_that_gained_nothing_is_said_plainly():
+    results = _runs(0.0)
+    for r in results:  # the largest size scores below the one before it
+        if len(r["pairs"]) == 16:
+            r["counts"] = [[14, 6, 6]] * 12
+    words = in_words(analyse(results))
+    assert "gained -0.0" in words and "last doubling gained nothing" in words
 
 
 @pytest.mark.slow
