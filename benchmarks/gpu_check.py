@@ -134,10 +134,10 @@ def step_segment(device: str, work: Path, dry: bool) -> dict[str, Any]:
     network, following, whole = [], [], []
     for i in range(count + 1):  # the first is warm-up (cuDNN autotuning, numba compile)
         t0 = time.perf_counter()
-        output = seg.predict(chw, diameter=train)
+        output = seg.predict(chw, diameter=train, shape=seg.label_shape(chw.shape, train))
         sync()
         t1 = time.perf_counter()
-        seg.post.to_labels(output)
+        seg.post.labels_at(output, chw.shape[-2:])
         t2 = time.perf_counter()
         seg.segment(chw)  # as `cganseg segment` does it: --diameter auto
         sync()

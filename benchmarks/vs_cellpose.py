@@ -18,9 +18,12 @@ its peak resident memory is its own), medians over rounds:
   ``cganseg segment`` runs it. Cellpose: ``CellposeModel.eval`` with CPnet
   at random weights (timing only: no Cellpose weights can be fetched here, and weights do not
   change a network's time); its flow following (``resize_and_compute_masks`` with its defaults,
-  ``niter`` 200 / rescale as ``eval`` sets it) runs on *our* network's flows of the same image,
-  so that both follow real cells. Split into I/O (read, normalise, write the labels TIFF),
-  network (rescaling and tiles included) and flow following; the first image is segmented once
+  ``niter`` 200 / rescale as ``eval`` sets it, at the image's size as its default
+  ``resample=True`` does) runs on *our* network's flows of the same image, so that both follow
+  real cells; ours follows at its network's scale, as ``segment`` does since 2026-12-07
+  (``Segmenter.label_shape``; Cellpose's ``resample=False`` would do the same). Split into I/O
+  (read, normalise, write the labels TIFF), network (rescaling and tiles included) and flow
+  following; the first image is segmented once
   untimed before the timed pass (numba compiles, caches fill: once per process for a user).
 
 The physical limit of each network: its forward GFLOP (times 3 for a training step: forward and
@@ -60,6 +63,7 @@ from start_models import ROOT, SHARED  # noqa: E402
 from cganseg.data.folders import find_pairs  # noqa: E402
 from cganseg.data.io import read_image  # noqa: E402
 from cganseg.data.label_formats import write_label_files  # noqa: E402
+from cganseg.data.rescale import resize_image  # noqa: E402
 from cganseg.demo import demo_data_dir  # noqa: E402
 from cganseg.runtime.atomic import write_text  # noqa: E402
 
@@ -182,11 +186,11 @@ def segment_tool(tool: str, paths: list[Path], model_name: str, diameter: float,
             t0 = time.perf_counter()
             image = prepare_image(ours, read_image(path, ours.channels), path, diameter)
             t1 = time.perf_counter()
-            if tool == "ours":
-                output = ours.predict(image, diameter=diameter)
+            if tool == "ours":  # as segment does: cells found at the network's scale
+                output = ours.predict(image, diameter=diameter,
+                                      shape=ours.label_shape(image.shape, diameter))
                 t2 = time.perf_counter()
-                labels = ours.post.to_labels(output)
-                np.save(flows_dir / f"{path.stem}.npy", output)
+                labels = ours.post.labels_at(output, image.shape[-2:])
             else:
                 model.eval(image[0], channels=[0, 0], diameter=diameter, compute_masks=False,
                            normalize=False)  # fmt: skip (normalised as ours is, above)
@@ -198,6 +202,8 @@ def segment_tool(tool: str, paths: list[Path], model_name: str, diameter: float,
             t3 = time.perf_counter()
             write_label_files(Path(out), path, labels.astype(np.int32), ["tif"], None)
             t4 = time.perf_counter()
+            if tool == "ours":  # Cellpose follows at the image's size, as its eval does
+                np.save(flows_dir / f"{path.stem}.npy", resize_image(output, image.shape[-2:]))
             if i == 0:
                 continue
             rows.append({"io_s": (t1 - t0) + (t4 - t3), "network_s": t2 - t1,

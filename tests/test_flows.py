@@ -19,6 +19,7 @@ from cganseg.data.augment import ConventionalAugment
 from cganseg.data.dataset import CropDataset, Sample, make_image_targets
 from cganseg.data.flows import labels_to_flows
 from cganseg.data.io import read_labels
+from cganseg.data.rescale import resize_labels
 from cganseg.errors import InputError
 from cganseg.evaluation.matching import match_instances
 from cganseg.inference.segment import load_segmenter
@@ -130,27 +131,36 @@ def test_flow_loss_is_small_for_a_perfect_output_and_trains_every_channel():
 
 
 class _FixedOutput:
-    """Stands in for a Segmenter whose network outputs ``out`` for every image."""
+    """Stands in for a Segmenter whose network outputs ``out`` for every image, at the size
+    where it finds cells (``out``'s own: smaller than the image when the network shrinks it)."""
 
     post = PostProcessing("flows", min_size=15)
 
     def __init__(self, out: np.ndarray) -> None:
         self.out = out
 
-    def predict(self, image: np.ndarray, tile_size: int) -> np.ndarray:
+    def label_shape(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        return self.out.shape[-2:]
+
+    def predict(self, image: np.ndarray, tile_size: int, shape: tuple[int, int]) -> np.ndarray:
+        assert tuple(shape) == self.out.shape[-2:]
         return self.out
 
 
-def test_tuning_chooses_the_thresholds_that_score_best_on_validation():
+@pytest.mark.parametrize("scale", [1, 2])
+def test_tuning_chooses_the_thresholds_that_score_best_on_validation(scale):
+    """``scale`` 2: the network sees the image at half size, where cells are found (issue
+    32); tuning scores them fitted to the image's size, as segment makes them."""
     labels = _touching_cells()
     with_blob = labels.copy()
     with_blob[disk((12, 60), 7, shape=labels.shape)] = 20  # not a cell: its logit is only 0.5
-    out = _perfect_output(with_blob)
-    out[2][with_blob == 20] = 0.5
+    small = resize_labels(with_blob, (labels.shape[0] // scale, labels.shape[1] // scale))
+    out = _perfect_output(small)
+    out[2][small == 20] = 0.5
     sample = Sample("v", np.zeros((1, *labels.shape), np.float32), labels)
     tuned = tune_thresholds(_FixedOutput(out), [sample], tile_size=64)
     assert tuned["cellprob_threshold"] == 1.0  # the only one above the blob and below the cells
-    assert tuned["flow_threshold"] == 0.4 and tuned["val_mean_f1"] > 0.9  # a tie keeps 0.4
+    assert tuned["flow_threshold"] == 0.4 and tuned["val_mean_f1"] > 0.9 - 0.1 * scale
 
 
 def test_crop_targets_are_the_flows_of_the_augmented_crop():

@@ -16,6 +16,7 @@ from cganseg.data.dataset import Sample
 from cganseg.data.rescale import cell_diameter, median_diameter, resize_labels, to_diameter
 from cganseg.errors import InputError
 from cganseg.inference.segment import Segmenter, load_segmenter
+from cganseg.instances.cleanup import fit_labels
 from cganseg.instances.postprocessing import PostProcessing
 from cganseg.models.registry import build_segmenter
 from cganseg.options import SegTrainConfig
@@ -81,7 +82,7 @@ class _Recording(Segmenter):
     """A Segmenter that records the diameters it predicts for; one cell, 16 px across, of which
     the network is surest at diameter 20."""
 
-    def predict(self, image, tile_size=512, batch_size=4, diameter=None):
+    def predict(self, image, tile_size=512, batch_size=4, diameter=None, shape=None):
         self.calls.append(diameter)
         sure = 0.9 if isinstance(diameter, float) and round(diameter) == 20 else 0.6
         out = np.zeros((3, *image.shape[1:]), np.float32)
@@ -116,6 +117,32 @@ def test_predict_returns_the_input_size_at_any_factor():
         out = seg.predict(image, tile_size=64, diameter=diameter)
         assert out.shape == (3, 37, 50)
         np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-4)  # still probabilities
+
+
+def test_cells_are_found_at_the_network_scale_when_it_shrinks_the_image():
+    """Issue 32: flows followed at the smaller of the two sizes, the labels brought back."""
+    post = PostProcessing("flows", 15, cell_diameter=10.0, train_diameter=10.0)
+    seg = Segmenter(build_segmenter("unet", 1, 3, 4), None, post, torch.device("cpu"))
+    assert seg.label_shape((1, 200, 100), 40.0) == (50, 25)  # cells 40 px seen at 10
+    assert seg.label_shape((1, 200, 100), 5.0) == (200, 100)  # enlarged: the image's own
+    assert seg.label_shape((1, 200, 100), 10.0) == (200, 100)
+
+
+def test_labels_found_small_are_fitted_to_the_outline_at_full_size():
+    """Nearest-neighbour steps of 4 px are trimmed to the full-size foreground; a foreground
+    pixel within one source pixel of a cell joins it; ids stay consecutive."""
+    full = _discs([10, 7, 11], size=96)
+    small = resize_labels(full, (24, 24))
+    small[small == 2] = 0  # a cell the small scale lost: its pixels stay background
+    fitted = fit_labels(small, full > 0)
+    assert fitted.shape == full.shape and fitted.max() == 2
+    assert not (fitted[full == 0]).any()  # nothing outside the foreground
+    for ours, theirs in ((1, 1), (2, 3)):
+        overlap = ((fitted == ours) & (full == theirs)).sum()
+        assert overlap / ((fitted == ours) | (full == theirs)).sum() > 0.97
+    nearest = resize_labels(small, full.shape)
+    assert (nearest[full == 0] > 0).sum() > 0  # what the fitting removed
+    assert not fit_labels(np.zeros((5, 5), np.int32), np.ones((20, 20), bool)).any()
 
 
 @pytest.mark.parametrize("value", [0, 1e-6, 3.9, 501, 1e9, -30])

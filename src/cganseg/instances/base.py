@@ -73,6 +73,11 @@ class InstanceMode(ABC):
         one minus the background's by default."""
         return 1.0 - output[0]
 
+    def foreground(self, output: np.ndarray, **thresholds: float) -> np.ndarray:
+        """The pixels (H, W) that :meth:`to_labels` may put in a cell, for a blended output
+        (K, H, W): those whose most probable class is not the background, by default."""
+        return output.argmax(axis=0) != 0
+
     def output_names(self, n_classes: int) -> list[str]:
         """The names of the exported output's channels."""
         return ["background", "cell"] if n_classes == 2 else ["background", "interior", "boundary"]

@@ -18,6 +18,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label
 from skimage.segmentation import relabel_sequential
 
+from cganseg.data.rescale import resize_labels
 from cganseg.errors import InputError
 
 
@@ -52,6 +53,23 @@ def numbered(labels: np.ndarray) -> np.ndarray:
     """``labels`` with consecutive ids 1..N, int32."""
     relabelled, _, _ = relabel_sequential(labels.astype(np.int32, copy=False))
     return relabelled.astype(np.int32, copy=False)
+
+
+def fit_labels(labels: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """Instance labels found at a smaller scale, brought to the size of ``foreground`` (the
+    pixels the instance mode calls cell there, from the output resized to it): each pixel takes
+    its nearest-neighbour source pixel's id, then pixels outside ``foreground`` are dropped and
+    pixels inside it within one source pixel of a cell join the nearest cell; ids made
+    consecutive. Why not nearest neighbour alone: it draws outlines in steps of one source pixel
+    (2-5 image pixels for cells seen shrunk), which costs IoU at the strict thresholds
+    (usiigaci: mean F1 over IoU 0.5:0.95 0.548 against 0.555 fitted and 0.557 found at full
+    size; ``benchmarks/follow_scale.py``)."""
+    up = resize_labels(labels, foreground.shape)
+    if not up.any():
+        return up.astype(np.int32)
+    reach = max(foreground.shape[0] / labels.shape[0], foreground.shape[1] / labels.shape[1])
+    distance, (rows, cols) = ndi.distance_transform_edt(up == 0, return_indices=True)
+    return numbered(np.where(foreground & (distance <= reach), up[rows, cols], 0))
 
 
 def class_output(probs: np.ndarray) -> np.ndarray:

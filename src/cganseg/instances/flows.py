@@ -128,6 +128,9 @@ class Flows(InstanceMode):
     def cell_probability(self, output: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-output[2]))  # the cell logit's sigmoid
 
+    def foreground(self, output: np.ndarray, **thresholds: float) -> np.ndarray:
+        return output[2] > thresholds.get("cellprob_threshold", CELLPROB_THRESHOLD)
+
     def output_names(self, n_classes: int) -> list[str]:
         return ["flow_y", "flow_x", "cell_probability"]
 

@@ -21,9 +21,11 @@ import numpy as np
 
 from cganseg import checks
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD
+from cganseg.data.rescale import resize_image
 from cganseg.errors import InputError
 from cganseg.instances import MODES, mode, stored_name
 from cganseg.instances.base import InstanceMode
+from cganseg.instances.cleanup import fit_labels
 
 #: the checkpoint entry that holds it (checkpoint version 4 on; before, its fields were
 #: entries of their own, and older still had no ``instances``)
@@ -79,6 +81,20 @@ class PostProcessing:
     def to_labels(self, output: np.ndarray) -> np.ndarray:
         """Instance labels (H, W) int32 from a blended output (K, H, W)."""
         return self.mode.to_labels(output, self.min_size, **self.thresholds)
+
+    def labels_at(self, output: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Instance labels (``shape``) from a blended output of a smaller size: found there,
+        then fitted to the cells' outline at ``shape``
+        (:func:`~cganseg.instances.cleanup.fit_labels`)."""
+        labels = self.to_labels(output)
+        return self.fit_to(labels, output, shape, self.thresholds)
+
+    def fit_to(self, labels: np.ndarray, output: np.ndarray, shape: tuple[int, int],
+               thresholds: dict[str, float]) -> np.ndarray:  # fmt: skip
+        """``labels`` found in ``output`` with ``thresholds``, brought to ``shape``."""
+        if tuple(labels.shape) == tuple(shape):
+            return labels
+        return fit_labels(labels, self.mode.foreground(resize_image(output, shape), **thresholds))
 
     def replace(self, **changes: Any) -> PostProcessing:
         """A new value with ``changes`` (each checked as at creation)."""

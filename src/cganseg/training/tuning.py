@@ -34,8 +34,11 @@ def tune_thresholds(seg: Segmenter, samples: Sequence[Sample], tile_size: int) -
         return {}
     sums: dict[tuple[tuple[str, float], ...], float] = {}
     for sample in samples:
-        output = seg.predict(sample.image, tile_size=tile_size)
+        shape = sample.labels.shape
+        output = seg.predict(sample.image, tile_size=tile_size,
+                             shape=seg.label_shape(sample.image.shape))  # as segment finds cells
         for point, labels in mode.threshold_search(output, seg.post.min_size):
+            labels = seg.post.fit_to(labels, output, shape, point)
             report = evaluate_pairs([(sample.name, sample.labels, labels)])
             key = tuple(point.items())
             sums[key] = sums.get(key, 0.0) + float(np.mean(report["per_image"]["f1"]))
