@@ -15,10 +15,11 @@ import torch
 import yaml
 from tests.helpers import tiny_seg_config
 
-from cganseg.checkpoint import load_checkpoint, save_checkpoint
+from cganseg.checkpoint import load_checkpoint, save_checkpoint, shipped_payload
 from cganseg.cli import main
 from cganseg.data.splits import MIN_PAIRS_TO_VALIDATE, make_split
 from cganseg.errors import InputError
+from cganseg.inference.segment import load_segmenter
 from cganseg.options import FINE_TUNING, CGanTrainConfig, SegTrainConfig
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter
 from cganseg.training.settings import resolve
@@ -128,6 +129,25 @@ def test_a_fine_tuning_run_keeps_its_start_when_no_step_beats_it(seg_run, tiny_d
                           instances="watershed", iterations=2, val_fraction=None,
                           test_fraction=0.0)  # fmt: skip
     assert train_segmenter(few, progress=False)["best_step"] == 2
+    assert "default_diameter" not in load_checkpoint(tmp_path / "few" / "best.pt")
+
+
+def test_few_pairs_fine_tuned_from_a_shipped_start_keep_its_auto_diameter(tiny_dataset,
+                                                                            tmp_path):  # fmt: skip
+    """Under 10 pairs (no validation), a start that measures the cells' size itself (a shipped
+    model: default diameter auto) passes that default on; the few images' median does not
+    replace it."""
+    start_run = tmp_path / "start"
+    train_segmenter(tiny_seg_config(tiny_dataset, start_run, instances="watershed",
+                                    cell_diameter=12.0, iterations=2), progress=False)  # fmt: skip
+    save_checkpoint(tmp_path / "ship.pt", shipped_payload(load_checkpoint(start_run / "best.pt")))
+    assert load_checkpoint(tmp_path / "ship.pt")["default_diameter"] == "auto"
+    few = tiny_seg_config(tiny_dataset, tmp_path / "few", init_seg=str(tmp_path / "ship.pt"),
+                          instances="watershed", cell_diameter=12.0, iterations=2,
+                          val_fraction=None, test_fraction=0.0)  # fmt: skip
+    assert train_segmenter(few, progress=False)["best_step"] == 2
+    assert load_checkpoint(tmp_path / "few" / "best.pt")["default_diameter"] == "auto"
+    assert load_segmenter(tmp_path / "few", "cpu").default_diameter == "auto"
 
 
 def test_few_pairs_are_not_split_for_validation():
