@@ -101,7 +101,12 @@ class CellposeOutput:
     def __init__(self, model) -> None:
         self.model, self.post = model, PostProcessing("flows")  # Cellpose's defaults
 
-    def predict(self, image: np.ndarray, tile_size: int = 0) -> np.ndarray:
+    def label_shape(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """Cells are found at the image's size, as Cellpose's ``eval`` does by default."""
+        return shape[-2], shape[-1]
+
+    def predict(self, image: np.ndarray, tile_size: int = 0,
+                shape: tuple[int, int] | None = None) -> np.ndarray:  # fmt: skip
         _, flows, _ = self.model.eval(image[0], channels=[0, 0], compute_masks=False)
         return np.concatenate([flows[1], flows[2][None]]).astype(np.float32)
 
