@@ -125,8 +125,8 @@ class Segmenter:
         segment's time on CPU, and it grows with the pixels followed: cells 60 px across seen at
         30 px are found in a quarter of the pixels (as Cellpose's ``resample=False``), then
         fitted to the image's size (:meth:`PostProcessing.labels_at`). Measured on the same
-        outputs (``benchmarks/follow_scale.py``): usiigaci's 1024 px images 2.83 -> 0.68 s each,
-        F1@0.5 0.863 -> 0.860; murphy's nuclei, 85 px seen at 17: 1.20 -> 0.41 s, F1@0.5 0.760
+        outputs (``benchmarks/follow_scale.py``): usiigaci's 1024 px images 2.69 -> 0.61 s each,
+        F1@0.5 0.863 -> 0.860; murphy's nuclei, 85 px seen at 17: 1.06 -> 0.21 s, F1@0.5 0.760
         -> 0.860 (the flows followed at the size the network learnt them)."""
         scaled = scaled_shape(shape, self.factor(diameter))
         return scaled if scaled[0] * scaled[1] < shape[-2] * shape[-1] else (shape[-2], shape[-1])

@@ -87,14 +87,15 @@ class PostProcessing:
         then fitted to the cells' outline at ``shape``
         (:func:`~cganseg.instances.cleanup.fit_labels`)."""
         labels = self.to_labels(output)
-        return self.fit_to(labels, output, shape, self.thresholds)
-
-    def fit_to(self, labels: np.ndarray, output: np.ndarray, shape: tuple[int, int],
-               thresholds: dict[str, float]) -> np.ndarray:  # fmt: skip
-        """``labels`` found in ``output`` with ``thresholds``, brought to ``shape``."""
         if tuple(labels.shape) == tuple(shape):
             return labels
-        return fit_labels(labels, self.mode.foreground(resize_image(output, shape), **thresholds))
+        return self.fit_to(labels, resize_image(output, shape), self.thresholds)
+
+    def fit_to(self, labels: np.ndarray, full: np.ndarray, thresholds: dict[str, float]
+               ) -> np.ndarray:  # fmt: skip
+        """``labels`` found with ``thresholds`` in a smaller output, brought to the size of
+        ``full``, that output resized (once per image: a threshold search fits many)."""
+        return fit_labels(labels, self.mode.foreground(full, **thresholds))
 
     def replace(self, **changes: Any) -> PostProcessing:
         """A new value with ``changes`` (each checked as at creation)."""

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cganseg.data.dataset import Sample
+from cganseg.data.rescale import resize_image
 from cganseg.evaluation.evaluate import evaluate_pairs
 from cganseg.inference.segment import Segmenter
 from cganseg.runtime.interrupt import check
@@ -37,8 +38,10 @@ def tune_thresholds(seg: Segmenter, samples: Sequence[Sample], tile_size: int) -
         shape = sample.labels.shape
         output = seg.predict(sample.image, tile_size=tile_size,
                              shape=seg.label_shape(sample.image.shape))  # as segment finds cells
+        full = resize_image(output, shape) if output.shape[-2:] != shape else None
         for point, labels in mode.threshold_search(output, seg.post.min_size):
-            labels = seg.post.fit_to(labels, output, shape, point)
+            if full is not None:
+                labels = seg.post.fit_to(labels, full, point)
             report = evaluate_pairs([(sample.name, sample.labels, labels)])
             key = tuple(point.items())
             sums[key] = sums.get(key, 0.0) + float(np.mean(report["per_image"]["f1"]))
