@@ -72,7 +72,7 @@ from cganseg.data.io import read_image, read_labels, write_image, write_labels
 from cganseg.data.splits import kfold_indices, save_split
 from cganseg.demo import demo_data_dir
 from cganseg.errors import InputError
-from cganseg.evaluation.fid import fid_kid, image_features
+from cganseg.evaluation.fid import HeldOutFid
 from cganseg.inference.generate import load_generator
 from cganseg.models.fid_inception import load_fid_features
 from cganseg.options import CGanTrainConfig, SegTrainConfig, preset_recipe
@@ -306,14 +306,11 @@ def _fids(run: Path, data: Path, test: list[str], device: str,
     except InputError:
         return dict.fromkeys(keys)  # the FID network is not fetched: said in the output
     by_name = {p.name: p for p in find_pairs(data)}
-    samples = load_samples([by_name[n] for n in test], None, False)
-    real = image_features(((s.name, s.image) for s in samples), extractor, device=dev)
+    held_out = HeldOutFid(load_samples([by_name[n] for n in test], None, False), extractor, dev)
     out: dict[str, float | None] = {}
     for key in keys:
         gen = load_generator(run / FID_CHECKPOINTS[key], device)
-        fake = image_features(((s.name, gen.generate(s.labels, seed=i))
-                               for i, s in enumerate(samples)), extractor, device=dev)  # fmt: skip
-        out[key] = float(fid_kid(real, fake)["fid"])
+        out[key] = float(held_out.score(held_out.generate(gen.generate))["fid"])
     return out
 
 

@@ -104,6 +104,27 @@ def test_moving_average_of_the_segmenter_with_warm_up(tmp_path):
     _assert_same(best["model_state"], {k: v.cpu() for k, v in avg.items()})
 
 
+def test_moving_average_of_the_generator_is_what_samples_and_checkpoints_hold(tmp_path):
+    trainer = _trainer(tmp_path, gen_ema=0.5)
+    batches = iter(trainer.loader())
+    trainer.train_step(*next(batches))
+    first = _weights(trainer.gen)
+    _assert_same(_weights(trainer.generator), first)  # the first update copies
+    trainer.train_step(*next(batches))
+    now, avg = _weights(trainer.gen), _weights(trainer.generator)
+    d = min(0.5, 2 / 11)
+    for key in now:
+        torch.testing.assert_close(avg[key], d * first[key] + (1 - d) * now[key], msg=key)
+    assert any(not torch.equal(avg[k], now[k]) for k in now)
+    best = payload(trainer, full=False)  # best.pt's generator: the average
+    _assert_same(best["generator_state"], {k: v.cpu() for k, v in avg.items()})
+    last = payload(trainer, full=True)  # last.pt: the average for `generate`, Gen to resume
+    _assert_same(last["generator_state"], {k: v.cpu() for k, v in avg.items()})
+    _assert_same(last["generator_trained_state"], {k: v.cpu() for k, v in now.items()})
+    plain = _trainer(tmp_path / "plain")
+    assert plain.generator is plain.gen and "gen_ema_state" not in plain.state_objects()
+
+
 def test_per_network_betas(tmp_path):
     trainer = _trainer(tmp_path, betas=[0.5, 0.999], betas_seg=[0.9, 0.99])
     assert trainer.opt_s.param_groups[0]["betas"] == (0.9, 0.99)

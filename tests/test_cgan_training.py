@@ -105,7 +105,8 @@ def test_few_steps_write_samples_checkpoints_and_segment(data, tmp_path):
     assert main(["evaluate", str(data), str(pred), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
 
 
-LEVERS = {"seg_ema": 0.9, "seg_extra_updates": 1, "warmup_gen": 2, "ramp_steps": 2}
+LEVERS = {"seg_ema": 0.9, "seg_extra_updates": 1, "warmup_gen": 2, "ramp_steps": 2,
+          "gen_ema": 0.9}
 
 
 @pytest.mark.parametrize("levers", [{}, LEVERS], ids=["paper", "issue-17-levers"])
@@ -131,7 +132,7 @@ def test_interrupted_run_resumes_with_the_same_losses(data, tmp_path, monkeypatc
     sa = load_checkpoint(straight / "last.pt")
     sb = load_checkpoint(halves / "last.pt")
     keys = ["model_state", "generator_state", "d1_state", "d2_state"]
-    for key in keys + (["seg_ema_state"] if levers else []):
+    for key in keys + (["seg_ema_state", "generator_trained_state"] if levers else []):
         assert all(torch.equal(sa[key][k], sb[key][k]) for k in sa[key]), key
     assert [r.get("rec_s") for r in a] == [r.get("rec_s") for r in b]
 

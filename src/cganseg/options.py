@@ -511,6 +511,11 @@ class CGanTrainConfig(SegTrainConfig):
     pool_size: int = option(0, group=_CGAN, rule=_STEPS, help="history pool of fakes (0: off)")
     sample_every: int = option(100, group=_CGAN, rule=_STEPS, resumable=True,
                                help="also write a sample grid every N steps")  # fmt: skip
+    val_fid: bool = option(False, group=_CGAN,
+                           help="at each validation also score the generator: FID and KID of "
+                           "its images of the validation masks against the real images "
+                           "(metrics.csv val_fid, val_kid; needs `cganseg fetch-weights "
+                           "fid-inception`)")  # fmt: skip
     # the reference code's BatchNorm running statistics, half from generated images (Seg sees
     # Gen(mask) in train mode); off: they come from real images only (issue 15)
     bn_stats_from_generated: bool = option(False, cli=False)
@@ -540,6 +545,11 @@ class CGanTrainConfig(SegTrainConfig):
         presets={"cpu": 0.99, "paper": 0.0},
         help="moving-average decay of the segmenter's weights that validation, best.pt and the "
         "test scores use (e.g. 0.999; 0: off)",
+    )
+    gen_ema: float = option(
+        0.0, group=_RECIPE, metavar="DECAY", rule=Number(0, 0.99999),
+        help="moving-average decay of the generator's weights that its samples, --val-fid, "
+        "best.pt and last.pt's generator (what `generate` uses) hold (e.g. 0.999; 0: off)",
     )
     betas_seg: list[float] | None = option(None, group=_RECIPE, parse=_betas_parser("betas_seg"),
                                            presets={"cpu": [0.9, 0.999], "paper": None},

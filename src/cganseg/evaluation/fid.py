@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cganseg.data.dataset import Sample
 from cganseg.data.folders import collect_inputs
 from cganseg.data.io import read_image
 from cganseg.data.normalize import normalize_percentile
@@ -151,6 +152,34 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> dict[str, 
         "n_real": n_real,
         "n_generated": n_fake,
     }
+
+
+class HeldOutFid:
+    """FID/KID of a generator's images of held-out masks against the real images of those masks
+    (one image per mask, seeded ``seed + i``; issue 31: how far the generator is from real).
+
+    The real images' features are computed once, so scoring a generator again, at every
+    validation of a ``cganseg train --val-fid`` run, costs only its own images' features."""
+
+    def __init__(self, samples: Sequence[Sample], extractor: nn.Module,
+                 device: str | torch.device = "cpu", seed: int = 0) -> None:  # fmt: skip
+        if len(samples) < 2:
+            raise InputError(f"FID needs at least 2 held-out images, got {len(samples)}")
+        self.samples, self.extractor, self.device, self.seed = samples, extractor, device, seed
+        self.real = image_features(((s.name, s.image) for s in samples), extractor,
+                                   device=device)  # fmt: skip
+
+    def generate(self, generate: Callable[[np.ndarray, int], np.ndarray],
+                 progress: bool = False) -> list[np.ndarray]:  # fmt: skip
+        """``generate(labels, seed)``'s image of every held-out mask."""
+        bar = progress_bar(self.samples, desc="generate", unit="img", disable=not progress)
+        return [generate(s.labels, self.seed + i) for i, s in enumerate(bar)]
+
+    def score(self, fakes: Sequence[np.ndarray]) -> dict[str, Any]:
+        """:func:`fid_kid` of the generated images (in the held-out masks' order) vs the real."""
+        fake = image_features(((s.name, f) for s, f in zip(self.samples, fakes, strict=True)),
+                              self.extractor, device=self.device)  # fmt: skip
+        return fid_kid(self.real, fake, seed=self.seed)
 
 
 def compute_fid(

@@ -29,7 +29,7 @@ from cganseg.data.dataset import load_samples
 from cganseg.data.folders import find_pairs
 from cganseg.data.splits import load_split, save_split
 from cganseg.errors import InputError
-from cganseg.evaluation.fid import fid_kid, image_features
+from cganseg.evaluation.fid import HeldOutFid
 from cganseg.experiment.config import ExperimentConfig
 from cganseg.experiment.folds import fold_splits
 from cganseg.experiment.report import write_experiment_report
@@ -179,17 +179,10 @@ def _fid(cfg: ExperimentConfig, job: Job, fold_dir: Path, progress: bool) -> dic
     channels = parse_channels(cfg.channels)
     samples = load_samples([by_name[n] for n in test], channels, progress, "loading test")
     device = resolve_device(cfg.device)
-    extractor = load_fid_features(cfg.fid_weights, device)
+    held_out = HeldOutFid(samples, load_fid_features(cfg.fid_weights, device), device, cfg.seed)
     gen = load_generator(run, cfg.device)
-    fakes = [
-        gen.generate(s.labels, seed=cfg.seed + i)
-        for i, s in enumerate(progress_bar(samples, desc="generate test", disable=not progress))
-    ]
-    real = image_features(((s.name, s.image) for s in samples), extractor, device=device)
-    fake = image_features(
-        ((s.name, f) for s, f in zip(samples, fakes, strict=True)), extractor, device=device
-    )
-    result = fid_kid(real, fake, seed=cfg.seed)
+    fakes = held_out.generate(gen.generate, progress)
+    result = held_out.score(fakes)
     rows = [
         generation_row(s.labels, [f], s.image)
         for s, f in list(zip(samples, fakes, strict=True))[:4]

@@ -30,7 +30,10 @@ wait for a warm-up on the paired terms and then ramp up (``warmup_gen``, ``ramp_
 :func:`cganseg.training.schedule.cycle_factor`); Seg can take extra Id_S-only steps on further
 real batches (``seg_extra_updates``); validation can use a moving average of Seg
 (``seg_ema``, :mod:`cganseg.training.ema`); each network can have its own Adam betas; the
-perceptual loss can be cheaper (``perceptual_depth``, ``perceptual_scale``).
+perceptual loss can be cheaper (``perceptual_depth``, ``perceptual_scale``). The generator's
+samples, checkpoints and ``generate`` can use a moving average of Gen (``gen_ema``, issue 31, as
+StyleGAN's generators), and each validation can also score the generator (``val_fid``: FID/KID
+of its images of the validation masks, :class:`cganseg.evaluation.fid.HeldOutFid`).
 
 Validation, checkpoints, early stopping, resume and the test evaluation come from the shared loop;
 ``last.pt`` holds all four networks, the three optimisers and schedules, both grad scalers, the
@@ -56,6 +59,7 @@ from cganseg.checkpoint import GENERATOR, network_entries
 from cganseg.data.dataset import pad_to_at_least
 from cganseg.data.targets import one_hot
 from cganseg.errors import InputError
+from cganseg.evaluation.fid import HeldOutFid
 from cganseg.inference.generate import Generator
 from cganseg.instances import InstanceMode
 from cganseg.losses.adversarial import lsgan_loss
@@ -68,6 +72,7 @@ from cganseg.losses.cgan_objective import (
 from cganseg.losses.image_loss import ImageLoss
 from cganseg.losses.perceptual import available_perceptual, build_perceptual
 from cganseg.models.discriminator import PatchDiscriminator
+from cganseg.models.fid_inception import find_fid_weights, load_fid_features
 from cganseg.models.generator import StyleUNet
 from cganseg.options import SEG_PRETRAIN_DIR, CGanTrainConfig
 from cganseg.reports.grid import save_grid
@@ -81,6 +86,7 @@ from cganseg.training.run import run_training
 from cganseg.training.schedule import cycle_factor, make_scheduler
 
 N_SAMPLE_ROWS = 4
+FID_COLUMNS = ("val_fid", "val_kid")
 
 
 def mask_for_generator(output: torch.Tensor, how: str, mode: InstanceMode) -> torch.Tensor:
@@ -145,6 +151,11 @@ class CGanTrainer(TrainerBase):
             style_dim=cfg.style_dim,
             n_mapping=cfg.n_mapping,
         ).to(dev)
+        # the generator that samples, --val-fid and the checkpoints hold: Gen or its average
+        self.gen_avg = (
+            AveragedModel(self.gen, multi_avg_fn=ema_with_warmup(cfg.gen_ema))
+            if cfg.gen_ema else None
+        )  # fmt: skip
         self.d1 = PatchDiscriminator(
             self.in_channels, cfg.disc_width, cfg.disc_layers, cfg.disc_attention
         ).to(dev)
@@ -182,10 +193,18 @@ class CGanTrainer(TrainerBase):
         self.aug_rng = torch.Generator().manual_seed(cfg.seed * 7919 + 2)
         self.pool_img = ImagePool(cfg.pool_size, cfg.seed * 7919 + 3)
         self.pool_mask = ImagePool(cfg.pool_size, cfg.seed * 7919 + 4)
+        if cfg.val_fid and len(self.data.val) < 2:
+            raise InputError(f"--val-fid needs at least 2 validation images, this run has "
+                             f"{len(self.data.val)}: give more --val-fraction")  # fmt: skip
+        self.held_out: HeldOutFid | None = None  # made at the first validation (--val-fid)
 
     @property
     def segmenter(self) -> nn.Module:
         return self.seg if self.seg_avg is None else self.seg_avg.module
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.gen if self.gen_avg is None else self.gen_avg.module
 
     def batches_per_step(self) -> int:
         return 1 + self.cfg.seg_extra_updates
@@ -199,13 +218,33 @@ class CGanTrainer(TrainerBase):
     def networks(self) -> dict[str, nn.Module]:
         return {"segmenter": self.seg, "generator": self.gen, "D1": self.d1, "D2": self.d2}
 
+    def metric_columns(self) -> list[str]:
+        return [*super().metric_columns(), *(FID_COLUMNS if self.cfg.val_fid else ())]
+
+    def validate(self) -> dict[str, float]:
+        values = super().validate()
+        if self.cfg.val_fid:
+            values.update(self.generator_fid())
+        return values
+
+    def generator_fid(self) -> dict[str, float]:
+        """FID and KID of Gen's images of the validation masks against the real validation
+        images (``--val-fid``; issue 31: the generator's curve against training time). The
+        real images' features are computed once, at the first validation."""
+        if self.held_out is None:
+            extractor = load_fid_features(None, self.device)
+            self.held_out = HeldOutFid(self.data.val, extractor, self.device, self.cfg.seed)
+        fakes = self.held_out.generate(Generator(self.generator, self.device).generate)
+        result = self.held_out.score(fakes)
+        return {"val_fid": result["fid"], "val_kid": result["kid_mean"]}
+
     def best_extras(self) -> dict[str, Any]:
-        return network_entries(GENERATOR, self.gen)
+        return network_entries(GENERATOR, self.generator)
 
     def state_objects(self) -> dict[str, Any]:
         objects: dict[str, Any] = {
             "model_state": self.seg,
-            "generator_state": self.gen,
+            "generator_state": self.generator,  # what `generate` reads: the average if any
             "d1_state": self.d1,
             "d2_state": self.d2,
             "scaler_gs": self.scaler_gs,
@@ -217,6 +256,9 @@ class CGanTrainer(TrainerBase):
         }
         if self.seg_avg is not None:
             objects["seg_ema_state"] = self.seg_avg
+        if self.gen_avg is not None:
+            objects["generator_trained_state"] = self.gen
+            objects["gen_ema_state"] = self.gen_avg
         for name, opt in self.optimizers.items():
             objects[name] = opt
             objects[f"sched_{name}"] = self.schedulers[name]
@@ -311,6 +353,9 @@ class CGanTrainer(TrainerBase):
         if self.seg_avg is not None:
             self.seg_avg.update_parameters(self.seg)
             copy_buffers(self.seg_avg.module, self.seg)
+        if self.gen_avg is not None:
+            self.gen_avg.update_parameters(self.gen)
+            copy_buffers(self.gen_avg.module, self.gen)
         out = {"loss": loss_gs.detach(), "loss_d": loss_d.detach()}
         out.update({k: v.detach() for k, v in {**terms, **d_terms}.items()})
         return out
@@ -360,7 +405,7 @@ class CGanTrainer(TrainerBase):
         crop = tuple(self.cfg.crop)
         rows, names = [], []
         seg = self.as_segmenter(self.segmenter)
-        gen = Generator(self.gen, self.device)
+        gen = Generator(self.generator, self.device)
         for i, s in enumerate(samples):
             image, labels = pad_to_at_least(s.image, s.labels, crop)
             y0 = (labels.shape[0] - crop[0]) // 2
@@ -404,6 +449,8 @@ def train_cgan(
         if note:
             cfg = dataclasses.replace(cfg, perceptual=kind)
             tqdm.write(note)
+    if cfg.val_fid:
+        find_fid_weights()  # say now, not at the first validation, that the network is missing
     if pretraining and not started:
         if progress and not resume:
             tqdm.write(f"train: {cfg.seg_pretrain} steps of conventional pre-training "

@@ -237,6 +237,11 @@ class TrainerBase:
             worker_init_fn=ignore_stop_signals,  # stops are the main process's to take
         )
 
+    def metric_columns(self) -> list[str]:
+        """The columns of ``metrics.csv`` after ``step``: the loss terms, then what validation
+        measures."""
+        return [*self.loss_columns, *VAL_COLUMNS]
+
     def validate(self) -> dict[str, float]:
         if not self.data.val:
             return {}
@@ -318,7 +323,7 @@ class TrainerBase:
         log = None
         if main:
             log = RunLog(
-                self.run_dir, [*self.loss_columns, *VAL_COLUMNS], resume_step=self.step or None
+                self.run_dir, self.metric_columns(), resume_step=self.step or None
             )
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
