@@ -20,6 +20,7 @@ from cganseg.evaluation.fid import (
     FewImagesWarning,
     compute_fid,
     fid_kid,
+    frechet_distance,
     kid_text,
     to_rgb255,
 )
@@ -47,6 +48,27 @@ def test_fid_is_zero_for_identical_features_and_grows_with_shift():
     assert same["n_real"] == 60 and same["n_generated"] == 60
     assert "±" not in kid_text(far)  # subsets of all 60 images are all the same
     assert kid_text({**far, "kid_subset_size": 30}).count("±") == 1
+
+
+@pytest.mark.parametrize(("n_real", "n_fake", "dim"), [(30, 45, 64), (500, 400, 16)],
+                         ids=["fewer-images-than-features", "more-images-than-features"])
+def test_frechet_distance_equals_torchmetrics_fid(n_real, n_fake, dim):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    rng = np.random.default_rng(1)
+    mix = rng.normal(size=(dim, dim))  # correlated features, as Inception's are
+    real = torch.from_numpy(rng.normal(size=(n_real, dim)) @ mix)
+    fake = torch.from_numpy(rng.normal(0.3, 1.2, size=(n_fake, dim)) @ mix)
+    features = nn.Identity()
+    features.num_features = dim  # torchmetrics reads the given features as they are
+    reference = FrechetInceptionDistance(feature=features, reset_real_features=True)
+    reference.set_dtype(torch.float64)
+    reference.update(real, real=True)
+    reference.update(fake, real=False)
+    expected = float(reference.compute())
+    assert expected > 1.0
+    assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-7)
+    assert frechet_distance(real, real) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_fid_needs_two_images_per_set():

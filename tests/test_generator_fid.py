@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +92,32 @@ def test_val_fid_without_the_network_stops_before_training(data, tmp_path, monke
 def test_val_fid_needs_two_validation_images(data, tmp_path, tiny_fid_network):
     with pytest.raises(InputError, match="at least 2 validation images"):
         train_cgan(_cfg(data, tmp_path / "run", val_fraction=0.1, val_fid=True), progress=False)
+
+
+@pytest.mark.slow
+def test_generator_benchmark_quick_mode(tmp_path, tiny_fid_network):
+    """benchmarks/generator_fid.py --quick: a recipe's FID curve against CPU-seconds on fixed
+    validation images, the last generator's test FID, the real-vs-real floor, a cached rerun."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "generator_fid.py"
+    out = tmp_path / "genfid.json"
+    command = [sys.executable, str(script), "--quick", "--work", str(tmp_path), "--out", str(out),
+               "--recipes", "gan", "--seeds", "1"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    entry = json.loads(out.read_text())["sets"]["demo"]
+    assert entry["split"] == {"train": 30, "val": 5, "test": 5}
+    assert entry["floor"]["fid"] > 0 and entry["floor"]["n_real"] == 5
+    (run,) = entry["runs"]["gan"]
+    speed = entry["s_per_step"]["gan"]
+    assert run["steps"] == max(1, int(3.0 / speed))  # equal CPU-seconds, as value.py's
+    steps = [p["step"] for p in run["curve"]]
+    assert steps and steps[-1] == run["steps"] and steps == sorted(set(steps))
+    assert all(p["cpu_s"] == pytest.approx(p["step"] * speed) and p["fid"] > 0
+               for p in run["curve"])  # fmt: skip
+    assert run["test_fid"] > 0 and (tmp_path / "genfid.png").is_file()
+    assert entry["summary"]["gan"]["test_fid"]["mean"] == pytest.approx(run["test_fid"])
+    again = subprocess.run([*command, "--finished-only"], capture_output=True, text=True,
+                           timeout=900)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    cached = json.loads(out.read_text())["sets"]["demo"]["runs"]["gan"]
+    assert cached == [run]

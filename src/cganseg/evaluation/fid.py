@@ -1,8 +1,9 @@
 """FID and KID between a folder of real and a folder of generated images (paper Table 3).
 
 Standard FID (Heusel et al. 2017) and KID (Binkowski et al. 2018) of the 2048-d pool3 features of
-the TF FID Inception-v3 (:mod:`cganseg.models.fid_inception`), computed with torchmetrics. Each
-image runs through the network once; both metrics then read the same features.
+the TF FID Inception-v3 (:mod:`cganseg.models.fid_inception`); KID with torchmetrics, FID's
+Frechet distance by :func:`frechet_distance` (the same number as torchmetrics', ~1000x faster on
+few images). Each image runs through the network once; both metrics then read the same features.
 
 Microscopy images are 8- or 16-bit with any intensity range, and the generator works on images
 normalised per image, so by default both sets get the same per-image percentile normalisation
@@ -16,6 +17,7 @@ not standard FID and cannot be compared with these.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -120,24 +122,45 @@ def folder_features(
     )
 
 
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID's Frechet distance between Gaussians fitted to two ``(N, D)`` feature sets, with
+    unbiased covariances as torchmetrics and pytorch-fid:
+    ``|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2)``.
+
+    Why not torchmetrics' own: it takes ``tr sqrt(S1 S2)`` from the eigenvalues of the
+    non-symmetric 2048 x 2048 product, which cost 100 CPU-seconds on our 2-core machine, at every
+    validation of ``train --val-fid``. The same trace exactly, cheaply: with ``S_i = A_i^T A_i``
+    (``A_i``: the centred features over ``sqrt(N_i - 1)``, ``N_i x D``), the non-zero eigenvalues
+    of ``S1 S2`` are the squared singular values of ``A1 A2^T``, so the trace is that small
+    ``N1 x N2`` matrix's nuclear norm; with more images than features, the eigenvalues of the
+    symmetric ``sqrt(S1) S2 sqrt(S1)`` give it (tests: equal to torchmetrics')."""
+    x, y = real.double(), fake.double()
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    a = (x - mu_x) / math.sqrt(len(x) - 1)
+    b = (y - mu_y) / math.sqrt(len(y) - 1)
+    if min(len(a), len(b)) <= a.shape[1]:
+        cross = torch.linalg.matrix_norm(a @ b.T, ord="nuc")
+    else:
+        w, v = torch.linalg.eigh(a.T @ a)
+        root = (v * w.clamp(min=0).sqrt()) @ v.T
+        cross = torch.linalg.eigvalsh(root @ (b.T @ b) @ root).clamp(min=0).sqrt().sum()
+    return float((mu_x - mu_y).square().sum() + a.square().sum() + b.square().sum() - 2 * cross)
+
+
 def fid_kid(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> dict[str, Any]:
     """FID and KID (mean, sd over random subsets) of two ``(N, D)`` feature sets."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
     n_real, n_fake = len(real), len(fake)
     if min(n_real, n_fake) < 2:
         raise InputError(f"FID needs at least 2 images per set, got {n_real} and {n_fake}")
-    identity = _Precomputed(real.shape[1])
-    fid = FrechetInceptionDistance(feature=identity, reset_real_features=True)
-    fid.set_dtype(torch.float64)
     subset = min(KID_SUBSET_SIZE, n_real, n_fake)
     with warnings.catch_warnings():  # its note on keeping all features: ours are few, 2048-d
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
-        kid = KernelInceptionDistance(feature=identity, subsets=KID_SUBSETS, subset_size=subset)
-    for metric in (fid, kid):
-        metric.update(real.double(), real=True)
-        metric.update(fake.double(), real=False)
+        kid = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=KID_SUBSETS,
+                                      subset_size=subset)  # fmt: skip
+    kid.update(real.double(), real=True)
+    kid.update(fake.double(), real=False)
     state = torch.get_rng_state()
     torch.manual_seed(seed)  # KID draws its subsets with torch's global generator
     try:
@@ -145,7 +168,7 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> dict[str, 
     finally:
         torch.set_rng_state(state)
     return {
-        "fid": float(fid.compute()),
+        "fid": frechet_distance(real, fake),
         "kid_mean": float(kid_mean),
         "kid_std": float(kid_std),
         "kid_subset_size": subset,
