@@ -12,6 +12,7 @@ reproducible and an interrupted run resumes (see :mod:`.manifest`). The input is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,21 +45,48 @@ def output_paths(out: Path, name: str, ext: str, cellpose_names: bool) -> tuple[
     return out / "images" / f"{name}{ext}", out / "masks" / f"{name}.tif"
 
 
+class Renderer(Protocol):
+    """What makes an image of a mask: the generator (:class:`cganseg.inference.generate.Generator`)
+    or the simple renderer (:class:`cganseg.synth.simple_render.SimpleRenderer`)."""
+
+    def generate(self, labels: np.ndarray, seed: int, tile_size: int = 1024) -> np.ndarray: ...
+
+
 def generate_pairs(
     checkpoint: str | Path,
     masks: str | Path,
     out: str | Path,
     *,
+    device: str = "auto",
+    **options: Any,
+) -> list[tuple[Path, Path]]:
+    """Write ``per_mask`` pairs per mask of ``masks`` with the generator of ``checkpoint`` (the
+    options of :func:`write_pairs`); returns every (image, mask) path."""
+    ckpt = resolve_checkpoint(checkpoint, GENERATOR)
+    generator = load_generator(ckpt, device)
+    return write_pairs(generator, masks, out, {"checkpoint_sha256": file_sha256(ckpt)},
+                       bytes_per_pixel=4 * generator.n_classes + 16, **options)  # fmt: skip
+
+
+def write_pairs(
+    renderer: Renderer,
+    masks: str | Path,
+    out: str | Path,
+    identity: dict[str, Any],
+    *,
     per_mask: int = 1,
     seed: int = 0,
     cellpose_names: bool = False,
     image_format: str = "tif",
-    device: str = "auto",
     tile_size: int = 1024,
     mask_suffix: str = "_masks",
+    bytes_per_pixel: int = 16,
     progress: bool = True,
 ) -> list[tuple[Path, Path]]:
-    """Write ``per_mask`` pairs per mask of ``masks``; returns every (image, mask) path."""
+    """Write ``per_mask`` pairs per mask of ``masks``, each image ``renderer``'s; ``identity``
+    names the renderer in the manifest (another renderer into the same folder is refused);
+    ``bytes_per_pixel``: its working memory, checked per mask. Returns every (image, mask)
+    path."""
     if per_mask < 1:
         raise InputError(f"--per-mask must be at least 1, got {per_mask}")
     if image_format not in IMAGE_FORMATS:
@@ -72,11 +100,9 @@ def generate_pairs(
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise InputError(f"two masks share the name {dup!r}; outputs would overwrite each other")
-    ckpt = resolve_checkpoint(checkpoint, GENERATOR)
-    generator = load_generator(ckpt, device)
     ext, dtype = IMAGE_FORMATS[image_format]
     settings = {
-        "checkpoint_sha256": file_sha256(ckpt),
+        **identity,
         "masks": str(Path(masks).resolve()),
         "seed": seed,
         "cellpose_names": cellpose_names,
@@ -98,10 +124,10 @@ def generate_pairs(
     ):
         if current != f:
             labels, current = read_labels(f), f
-            # one-hot input, blended output and weights, the integer image written
-            check_memory(f, *labels.shape, 4 * generator.n_classes + 16)
+            # the renderer's working memory, the integer image written
+            check_memory(f, *labels.shape, bytes_per_pixel)
         sample_seed = int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0])
-        image = generator.generate(labels, sample_seed, tile_size=tile_size)
+        image = renderer.generate(labels, sample_seed, tile_size=tile_size)
         write_labels(mask_path, labels)
         write_image(image_path, to_integer_image(image, dtype))
         check("stopped; the pairs written are complete, the same command finishes the rest")
