@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,3 +73,28 @@ def test_pairs_are_written_as_generate_writes_them(tmp_path):
     assert image.shape == (64, 64) and image.dtype == np.uint16
     assert np.array_equal(read_labels(out / "masks" / "a_s1.tif"), _dense_mask())
     assert json.loads((out / "generate.json").read_text())["renderer"] == "simple"
+
+
+@pytest.mark.slow
+def test_synthetic_value_benchmark_quick_mode(tmp_path):
+    """benchmarks/synthetic_value.py --quick: real pairs alone, + simple-rendered and + generated
+    pairs of the same synthetic masks, the same segmenter, scores overall and easy/hard."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_value.py"
+    out = tmp_path / "sv.json"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--quiet", "--work",
+                           str(tmp_path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (d,) = json.loads(out.read_text())["draws"]
+    here = tmp_path / "demo" / "N3_d0"
+    split = json.loads((here / "split.json").read_text())
+    assert len(split["train"]) == 3 and d["k"] == 2
+    for arm, folder in (("real+simple", "pairs_simple"), ("real+gen", "pairs_gen")):
+        assert len(list((here / folder / "images").glob("*.tif"))) == 2
+        assert f"{folder}\n" in (here / arm / "run" / "config.yaml").read_text()
+    assert "extra:" not in (here / "real" / "run" / "config.yaml").read_text().replace(
+        "extra: null", "")  # fmt: skip
+    costs = {arm: r["generator_cpu_s"] for arm, r in d["arms"].items()}
+    assert costs["real+gen"] > 0 and costs["real"] == costs["real+simple"] == 0
+    assert all(0 <= r["f1_50_pooled"] <= 1 and r["n_test"] >= r["n_hard"]
+               for r in d["arms"].values())  # fmt: skip
