@@ -4,6 +4,7 @@ live in conftest.py."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -150,6 +151,12 @@ def in_memory_cgan_trainer(tmp_path: Path, n: int = 4, **kw):
     data = DataSplit({"train": names, "val": [], "test": []}, samples, [], [], hashes={})
     cfg = tiny_cgan_config(tmp_path / "d", tmp_path / "run", batch_size=2, **kw)
     return CGanTrainer(cfg, data, progress=False)
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv."""
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
 
 def no_temp_files(folder: Path) -> bool:
     """True when ``folder`` (if it exists) holds no temporary file of an atomic write."""

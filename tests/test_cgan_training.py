@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 
 import numpy as np
 import pytest
 import torch
+from tests.helpers import metrics_rows
 from tests.helpers import tiny_cgan_config as _cfg
 
 from cganseg.checkpoint import load_checkpoint
@@ -29,11 +29,6 @@ from cganseg.models.registry import build_segmenter
 from cganseg.options import CGanTrainConfig
 from cganseg.runtime.interrupt import Interrupted
 from cganseg.training.cgan_trainer import CGanTrainer, mask_for_generator, train_cgan
-
-
-def _rows(run_dir) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture
@@ -78,7 +73,7 @@ def test_few_steps_write_samples_checkpoints_and_segment(data, tmp_path):
     out = tmp_path / "run"
     summary = train_cgan(_cfg(data, out, iterations=6, val_every=4, sample_every=3), progress=False)
     assert summary["step"] == 6
-    rows = _rows(out)
+    rows = metrics_rows(out)
     # under argmax (the default) D2 cannot change anything and is skipped (issue 15): its
     # columns stay empty; before issue 15 every column was filled
     d2 = {"d2_s", "real_d2", "fake_d2"}
@@ -126,7 +121,7 @@ def test_interrupted_run_resumes_with_the_same_losses(data, tmp_path, monkeypatc
     monkeypatch.setattr(CGanTrainer, "train_step", real_step)
     train_cgan(_cfg(data, halves, pool_size=2, mix_prob=0.5, **levers), resume=True,
                progress=False)  # fmt: skip
-    a, b = _rows(straight), _rows(halves)
+    a, b = metrics_rows(straight), metrics_rows(halves)
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert [r["loss_d"] for r in a] == [r["loss_d"] for r in b]
     sa = load_checkpoint(straight / "last.pt")
@@ -205,7 +200,7 @@ def test_cli_train_with_preset_and_overrides(data, tmp_path, capsys):
     cfg = CGanTrainConfig.load(out / "config.yaml")
     assert cfg.preset == "cpu" and cfg.seg_to_gen == "argmax" and cfg.betas == [0.9, 0.999]
     assert cfg.crop == [32, 32] and cfg.n_mapping == 4  # preset value kept where not overridden
-    assert np.isfinite(float(_rows(out)[-1]["loss"]))
+    assert np.isfinite(float(metrics_rows(out)[-1]["loss"]))
 
 
 def test_resume_refuses_an_earlier_versions_gpu_random_state(data, tmp_path, capsys):

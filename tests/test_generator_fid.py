@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.helpers import TinyFeatures, synthetic_pair
+from tests.helpers import TinyFeatures, make_dataset, metrics_rows, synthetic_pair
 from tests.helpers import tiny_cgan_config as _cfg
 
 from cganseg.cli import main
@@ -52,22 +51,12 @@ def test_held_out_fid_needs_two_images():
         HeldOutFid(_samples(1), TinyFeatures())
 
 
-def _rows(run_dir) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-@pytest.fixture
-def data(tmp_path, dataset_factory):
-    return dataset_factory(tmp_path / "data", n=8, size=(37, 53))
-
-
-def test_val_fid_logs_the_generators_fid_and_kid_at_each_validation(data, tmp_path,
-                                                                    tiny_fid_network):
+def test_val_fid_logs_the_generators_fid_and_kid_at_each_validation(tmp_path, tiny_fid_network):
+    data = make_dataset(tmp_path / "data", n=8, size=(37, 53))
     out = tmp_path / "run"
     train_cgan(_cfg(data, out, iterations=4, val_every=2, val_fraction=0.25, val_fid=True),
                progress=False)  # fmt: skip
-    rows = _rows(out)
+    rows = metrics_rows(out)
     scored = [r for r in rows if r["val_fid"]]
     assert [r["step"] for r in scored] == ["2", "4"]  # each validation, nothing in between
     assert all(math.isfinite(float(r["val_fid"])) and float(r["val_fid"]) >= 0 for r in scored)
@@ -75,10 +64,11 @@ def test_val_fid_logs_the_generators_fid_and_kid_at_each_validation(data, tmp_pa
                                                          if not r["val_fid"])  # fmt: skip
     plain = tmp_path / "plain"  # without the option the columns are not there
     train_cgan(_cfg(data, plain, iterations=2, val_every=2, val_fraction=0.25), progress=False)
-    assert "val_fid" not in _rows(plain)[0]
+    assert "val_fid" not in metrics_rows(plain)[0]
 
 
-def test_val_fid_without_the_network_stops_before_training(data, tmp_path, monkeypatch, capsys):
+def test_val_fid_without_the_network_stops_before_training(tmp_path, monkeypatch, capsys):
+    data = make_dataset(tmp_path / "data", n=8, size=(37, 53))
     monkeypatch.setenv("CGANSEG_FID_WEIGHTS", str(tmp_path / "missing.pt"))
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--out", str(out), "--iterations", "2",
@@ -89,7 +79,8 @@ def test_val_fid_without_the_network_stops_before_training(data, tmp_path, monke
     assert not (out / "last.pt").exists()
 
 
-def test_val_fid_needs_two_validation_images(data, tmp_path, tiny_fid_network):
+def test_val_fid_needs_two_validation_images(tmp_path, tiny_fid_network):
+    data = make_dataset(tmp_path / "data", n=8, size=(37, 53))
     with pytest.raises(InputError, match="at least 2 validation images"):
         train_cgan(_cfg(data, tmp_path / "run", val_fraction=0.1, val_fid=True), progress=False)
 
