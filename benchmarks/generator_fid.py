@@ -84,7 +84,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "gan-d64": {**GAN, "disc_width": 64},
 }
 DEFAULT_RECIPES = ["idg", "gan", "gan-ema", "gan-cheap"]
-_BASE = {**_CGAN, "instances": "flows", "val_fid": True}
+#: every recipe's base: the CPU preset's sizes, flows, the generator scored at each validation
+BASE = {**_CGAN, "instances": "flows", "val_fid": True}
 
 
 def held_out_split(groups: dict[str, str], n_groups: int, seed: int,
@@ -115,7 +116,7 @@ def run_config(name: str, args: argparse.Namespace, data: Path, set_dir: Path, s
     }
     # --quick: the watershed, whose validation of an untrained segmenter is quick (flows' is not)
     tiny = {**_CGAN_TINY, "instances": "watershed"} if args.quick else {}
-    return resolve(CGanTrainConfig, {**_BASE, **RECIPES[name], **tiny, **fixed})
+    return resolve(CGanTrainConfig, {**BASE, **RECIPES[name], **tiny, **fixed})
 
 
 def measure(names: list[str], *, args: argparse.Namespace, data: Path, set_dir: Path,

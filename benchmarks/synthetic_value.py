@@ -45,8 +45,9 @@ from fewshot import (  # noqa: E402
     score,
     set_parts,
 )
+from generator_fid import BASE as GEN_BASE  # noqa: E402
 from generator_fid import RECIPES as GEN_RECIPES  # noqa: E402
-from value import _CGAN, _CGAN_TINY  # noqa: E402
+from value import _CGAN_TINY  # noqa: E402
 
 from cganseg.data.dataset import load_samples  # noqa: E402
 from cganseg.data.folders import find_pairs  # noqa: E402
@@ -84,7 +85,7 @@ def generator_run(folder: Path, split_file: Path, out: Path, seed: int,
     done = out / "genrun.json"
     if done.is_file():
         return json.loads(done.read_text())["cpu_s"]
-    options = {**_CGAN, "instances": "flows", **GEN_RECIPES[args.gen_recipe],
+    options = {**GEN_BASE, **GEN_RECIPES[args.gen_recipe],
                **(_CGAN_TINY if args.quick else {}), "data": str(folder), "out": str(out),
                "split_file": str(split_file), "iterations": args.gen_steps, "patience": 0,
                "seed": seed, "device": "cpu", "val_fid": False}  # fmt: skip
