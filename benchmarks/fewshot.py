@@ -27,6 +27,14 @@ same held-out test images:
 - ``...-percropflows`` (a check, not an arm of the curve): the same run with flow targets made
   per augmented crop, as before issue 32's item 1 moved each image's flows with the crop;
   equal draws of the two say whether moving them changed what the network learns;
+- ``...-frozenbn``: fine-tuning whose BatchNorm layers stay in eval mode (they normalise with
+  the start's running statistics and do not update them; their scale and shift still train):
+  whether a few images' statistics, not the weights, are what lowers a good start
+  (``finetune-lr1e-12-steps100``, statistics updated and weights all but unchanged, is the
+  converse check);
+- the record's ``finetune-startthresholds``: fine-tuning that kept the start's flow thresholds
+  under 10 pairs (a product change of 2026-12-07, measured and reverted; README "Few
+  annotations");
 - **to a plateau**: ``scratch`` trains ``--scratch-steps`` steps (default 1500, lr 1e-3, the
   product's scratch defaults otherwise), ``finetune`` the fine-tuning defaults' 500 steps;
   each run records ``loss_fall``, how much its training loss still fell over its last fifth of
@@ -74,6 +82,7 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from start_models import (  # noqa: E402
@@ -210,10 +219,11 @@ def arm_options(arm: str, start: str, args: argparse.Namespace) -> dict[str, Any
         return {**base, "iterations": args.scratch_steps, "lr": 1e-3}
     options = {**base, "init_seg": start}
     variant = re.fullmatch(r"finetune(-unguarded)?(-lr(?P<lr>[0-9.]+(e-?[0-9]+)?))?"
-                           r"(-steps(?P<steps>[0-9]+))?(-percropflows)?", arm)  # fmt: skip
+                           r"(-steps(?P<steps>[0-9]+))?(-percropflows)?(-frozenbn)?",
+                           arm)  # fmt: skip
     if variant is None:
         raise SystemExit(f"error: unknown arm {arm!r} (zero-shot, scratch, finetune"
-                         "[-unguarded][-lrX][-stepsN][-percropflows])")  # fmt: skip
+                         "[-unguarded][-lrX][-stepsN][-percropflows][-frozenbn])")  # fmt: skip
     if variant["lr"]:
         options["lr"] = float(variant["lr"])
     if variant["steps"]:
@@ -255,10 +265,12 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
             shutil.rmtree(run / "run")
         cfg = resolve(SegTrainConfig, given)
         before, wall = _cpu_seconds(), time.time()
-        per_crop = arm.endswith("-percropflows")
+        per_crop = "-percropflows" in arm
         flows = (mock.patch.object(Flows, "image_target_vector", None) if per_crop
                  else contextlib.nullcontext())  # fmt: skip
-        with flows, mock.patch.object(SegTrainer, "guards_start", guarded):
+        norm = (mock.patch.object(torch.nn.BatchNorm2d, "train", _eval_mode)
+                if arm.endswith("-frozenbn") else contextlib.nullcontext())  # fmt: skip
+        with flows, norm, mock.patch.object(SegTrainer, "guards_start", guarded):
             summary = train_segmenter(cfg, progress=not args.quiet)
         result.update(cpu_s=_cpu_seconds() - before, wall_s=time.time() - wall,
                       train=split["train"], val=split["val"], steps=summary["step"],
@@ -270,6 +282,12 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
     result["n_test"] = len(test)
     write_text(done, json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _eval_mode(self: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+    """``-frozenbn``'s BatchNorm2d.train: the layer stays in eval mode (it normalises with the
+    start's running statistics and keeps them), whatever mode the network is put in."""
+    return torch.nn.Module.train(self, False)
 
 
 # ------------------------------------------------------------------ report
