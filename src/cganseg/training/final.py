@@ -96,7 +96,12 @@ def few_images_diameter(trainer: TrainerBase, best: dict[str, Any]) -> dict[str,
     draws each (with 1 image, usiigaci +0.023); trained on 2 of 3 (the guard's arm, not
     kept) +0.035, -0.004 and -0.054: where the few images made a weak model of cells the start
     never saw, measuring them can lose. A run that validates keeps its images' median: with
-    10 or more, ``auto`` lost 0.054 on usiigaci, whose images share one magnification."""
+    10 or more, ``auto`` lost 0.054 on usiigaci, whose images share one magnification.
+
+    The flow thresholds stay the options' (Cellpose's defaults), not the start's: the start's
+    tuned ones, kept under 10 pairs, were measured (2026-12-07, 3 images, 3 draws each) and
+    helped only where the start fits the data: DSB +0.016 pooled F1@0.5, murphy -0.006,
+    usiigaci -0.222 (the shipped ``nuclei``'s cell-probability logit 1.0 on phase contrast)."""
     if not trainer.cfg.init_seg or trainer.data.val or best.get("default_diameter") is not None:
         return None
     start = load_checkpoint(resolve_checkpoint(trainer.cfg.init_seg, SEGMENTER))
