@@ -269,7 +269,7 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
         flows = (mock.patch.object(Flows, "image_target_vector", None) if per_crop
                  else contextlib.nullcontext())  # fmt: skip
         norm = (mock.patch.object(torch.nn.BatchNorm2d, "train", _eval_mode)
-                if arm.endswith("-frozenbn") else contextlib.nullcontext())  # fmt: skip
+                if "-frozenbn" in arm else contextlib.nullcontext())  # fmt: skip
         with flows, norm, mock.patch.object(SegTrainer, "guards_start", guarded):
             summary = train_segmenter(cfg, progress=not args.quiet)
         result.update(cpu_s=_cpu_seconds() - before, wall_s=time.time() - wall,

@@ -161,11 +161,10 @@ def test_few_pairs_fine_tuned_take_the_options_thresholds(tiny_dataset, tmp_path
     start = load_checkpoint(start_run / "best.pt")
     start["postprocessing"].update(cellprob_threshold=1.0, flow_threshold=0.0)
     save_checkpoint(tmp_path / "start.pt", start)
-    few = {"data": str(tiny_dataset), "out": str(tmp_path / "few"), "init_seg":
-           str(tmp_path / "start.pt"), "iterations": 2, "batch_size": 2, "crop": [32, 32],
-           "num_workers": 0, "val_fraction": None, "test_fraction": 0.0,
-           "cellprob_threshold": -0.5, "flow_threshold": 0.3}  # fmt: skip
-    assert train_segmenter(resolve(SegTrainConfig, few), progress=False)["best_step"] == 2
+    few = tiny_seg_config(tiny_dataset, tmp_path / "few", init_seg=str(tmp_path / "start.pt"),
+                          instances="flows", iterations=2, val_fraction=None, test_fraction=0.0,
+                          cellprob_threshold=-0.5, flow_threshold=0.3)  # fmt: skip
+    assert train_segmenter(few, progress=False)["best_step"] == 2
     kept = load_checkpoint(tmp_path / "few" / "best.pt")["postprocessing"]
     assert (kept["cellprob_threshold"], kept["flow_threshold"]) == (-0.5, 0.3)
 
