@@ -213,3 +213,18 @@ def test_fewshot_benchmark_quick_mode(tmp_path):
     assert out.with_suffix(".png").stat().st_size > 0
     assert "AP@0.5/img" in proc.stdout and "loss fall" in proc.stdout
     assert all("loss_fall" in r for r in tuned)  # the plateau rule's figure (None: too few logs)
+    # benchmarks/keep_start.py reads those runs: each fine-tuned run and its start, scored
+    keep = tmp_path / "keep_start.json"
+    proc = subprocess.run(
+        [sys.executable, str(script.with_name("keep_start.py")), "--quick", str(start),
+         "--work", str(tmp_path / "work"), "--record", str(out), "--out", str(keep)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    checked = json.loads(keep.read_text())
+    assert sorted((r["n"], r["draw"]) for r in checked["runs"]) == [(1, 0), (3, 0)]
+    zero_shot = record["summary"]["demo"]["zero-shot"]["0"]["f1_50_pooled"]["mean"]
+    assert all(r["start_test"] == pytest.approx(zero_shot) for r in checked["runs"])
+    assert checked["rules"]["always fine-tune"]["kept_start"] == 0
+    oracle = checked["rules"]["oracle"]["mean_test_f1"]
+    assert all(rule["mean_test_f1"] <= oracle + 1e-9 for rule in checked["rules"].values())
