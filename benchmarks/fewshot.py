@@ -27,6 +27,11 @@ same held-out test images:
 - ``...-percropflows`` (a check, not an arm of the curve): the same run with flow targets made
   per augmented crop, as before issue 32's item 1 moved each image's flows with the crop;
   equal draws of the two say whether moving them changed what the network learns;
+- ``...-maskcutflows`` (a check, issue 32's candidate for flow targets with no per-crop work):
+  the cells the crop's edge cuts keep no flow target at all instead of having theirs made again
+  on their visible part (``CropDataset._remake_cut``): the flow loss leaves their pixels out,
+  their cell probability is still trained; equal draws against ``finetune`` say whether the
+  cheap targets cost the border cells what moved whole-image flows did;
 - ``...-frozenbn``: fine-tuning whose BatchNorm layers stay in eval mode (they normalise with
   the start's running statistics and do not update them; their scale and shift still train):
   whether a few images' statistics, not the weights, are what lowers a good start
@@ -96,12 +101,14 @@ from start_models import (  # noqa: E402
 )
 from value import data_set  # noqa: E402
 
+from cganseg.data.dataset import CropDataset  # noqa: E402
 from cganseg.data.folders import find_pairs  # noqa: E402
 from cganseg.data.io import read_image, read_labels  # noqa: E402
-from cganseg.data.splits import make_split  # noqa: E402
+from cganseg.data.splits import MIN_PAIRS_TO_VALIDATE, make_split  # noqa: E402
 from cganseg.evaluation.evaluate import evaluate_pairs  # noqa: E402
 from cganseg.inference.segment import load_segmenter, prepare_image  # noqa: E402
 from cganseg.instances.flows import Flows  # noqa: E402
+from cganseg.losses.flow_loss import FLOW_SCALE, FlowLoss  # noqa: E402
 from cganseg.options import SegTrainConfig  # noqa: E402
 from cganseg.runtime.atomic import write_text  # noqa: E402
 from cganseg.training.seg_trainer import SegTrainer, train_segmenter  # noqa: E402
@@ -219,11 +226,13 @@ def arm_options(arm: str, start: str, args: argparse.Namespace) -> dict[str, Any
         return {**base, "iterations": args.scratch_steps, "lr": 1e-3}
     options = {**base, "init_seg": start}
     variant = re.fullmatch(r"finetune(-unguarded)?(-lr(?P<lr>[0-9.]+(e-?[0-9]+)?))?"
-                           r"(-steps(?P<steps>[0-9]+))?(-percropflows)?(-frozenbn)?",
+                           r"(-steps(?P<steps>[0-9]+))?(-percropflows)?(-maskcutflows)?"
+                           r"(-frozenbn)?",
                            arm)  # fmt: skip
     if variant is None:
         raise SystemExit(f"error: unknown arm {arm!r} (zero-shot, scratch, finetune"
-                         "[-unguarded][-lrX][-stepsN][-percropflows][-frozenbn])")  # fmt: skip
+                         "[-unguarded][-lrX][-stepsN][-percropflows][-maskcutflows][-frozenbn])"
+                         )  # fmt: skip
     if variant["lr"]:
         options["lr"] = float(variant["lr"])
     if variant["steps"]:
@@ -270,7 +279,11 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
                  else contextlib.nullcontext())  # fmt: skip
         norm = (mock.patch.object(torch.nn.BatchNorm2d, "train", _eval_mode)
                 if "-frozenbn" in arm else contextlib.nullcontext())  # fmt: skip
-        with flows, norm, mock.patch.object(SegTrainer, "guards_start", guarded):
+        masked = (mock.patch.object(CropDataset, "_remake_cut", _mask_cut_flows)
+                  if "-maskcutflows" in arm else contextlib.nullcontext())  # fmt: skip
+        loss = (mock.patch.object(FlowLoss, "forward", _flow_loss_without_nan)
+                if "-maskcutflows" in arm else contextlib.nullcontext())  # fmt: skip
+        with flows, norm, masked, loss, mock.patch.object(SegTrainer, "guards_start", guarded):
             summary = train_segmenter(cfg, progress=not args.quiet)
         result.update(cpu_s=_cpu_seconds() - before, wall_s=time.time() - wall,
                       train=split["train"], val=split["val"], steps=summary["step"],
@@ -282,6 +295,31 @@ def run_one(set_name: str, arm: str, n: int, seed: int, args: argparse.Namespace
     result["n_test"] = len(test)
     write_text(done, json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _mask_cut_flows(self: CropDataset, field: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+    """``-maskcutflows``' CropDataset._remake_cut: the flows (channels 0-1) of the cells on the
+    crop's edge become NaN, which :func:`_flow_loss_without_nan` leaves out; nothing is made
+    again (the moved whole-image flows of a cut cell point to its centre outside the crop)."""
+    edge = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+    cut = np.unique(edge[edge > 0])
+    if cut.size == 0:
+        return field
+    field = field.clone()
+    field[:2, torch.from_numpy(np.isin(mask, cut))] = float("nan")
+    return field
+
+
+def _flow_loss_without_nan(self: FlowLoss, output: torch.Tensor, target: torch.Tensor
+                           ) -> torch.Tensor:  # fmt: skip
+    """``-maskcutflows``' FlowLoss: Cellpose's loss with the NaN flow targets' pixels left out
+    of the flow term (their squared error counts 0, the mean still over every pixel, so a crop
+    with no cut cell scores exactly as FlowLoss)."""
+    output, target = output.float(), target.float()
+    flows = target[:, :2]
+    error = torch.where(torch.isnan(flows), 0.0, output[:, :2] - FLOW_SCALE * flows)
+    cell = torch.nn.functional.binary_cross_entropy_with_logits(output[:, 2], target[:, 2])
+    return error.square().mean() / 2.0 + cell
 
 
 def _eval_mode(self: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
@@ -348,6 +386,46 @@ def print_table(summary: dict[str, Any]) -> None:
                       f"{_cell(c.get('f1_50_pooled_auto')):>16s}")
 
 
+def product_scores(run: dict[str, Any]) -> dict[str, Any]:
+    """A run's scores as the product segments with it today: a run fine-tuned on fewer than
+    ``MIN_PAIRS_TO_VALIDATE`` pairs at ``--diameter auto`` (its start's default kept,
+    ``training.final.few_images_diameter``; earlier runs were scored at the images' median and
+    rescored at auto), every other run at its default."""
+    few = run["arm"].startswith("finetune") and int(run["n"]) < MIN_PAIRS_TO_VALIDATE
+    return run["scores_auto"] if few and "scores_auto" in run else run["scores"]
+
+
+def markdown_tables(runs: list[dict[str, Any]], arms: list[str]) -> str:
+    """One Markdown table per set (the README's): per N and arm, pooled F1@0.5 mean +- sd / mean
+    F1 0.5:0.95 (draws; median CPU-s of training), scored as :func:`product_scores` says."""
+    lines: list[str] = []
+    for set_name in sorted({r["set"] for r in runs}):
+        rows = [r for r in runs if r["set"] == set_name and r["arm"] in arms]
+        present = [arm for arm in arms if any(r["arm"] == arm for r in rows)]
+        if not present:
+            continue
+        lines += [f"{set_name}:", "", "| N | " + " | ".join(present) + " |",
+                  "|---" * (len(present) + 1) + "|"]  # fmt: skip
+        for n in sorted({int(r["n"]) for r in rows}):
+            cells = []
+            for arm in present:
+                got = [product_scores(r) for r in rows if r["arm"] == arm and int(r["n"]) == n]
+                if not got:
+                    cells.append("")
+                    continue
+                f1 = [g["f1_50_pooled"] for g in got]
+                sd = f" ± {statistics.stdev(f1):.3f}" if len(f1) > 1 else ""
+                cpu = statistics.median(r["cpu_s"] for r in rows
+                                        if r["arm"] == arm and int(r["n"]) == n)  # fmt: skip
+                cost = f"; {cpu:.0f} CPU-s" if cpu else ""
+                cells.append(f"{statistics.fmean(f1):.3f}{sd} / "
+                             f"{statistics.fmean(g['mean_f1_per_image'] for g in got):.3f} "
+                             f"({len(got)}{cost})")  # fmt: skip
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _cell(value: dict[str, float] | None) -> str:
     return "" if value is None else f"{value['mean']:.3f} +- {value['sd']:.3f}"
 
@@ -405,6 +483,8 @@ def main() -> int:
                         "change to the product; a finished run in --work is reused)")  # fmt: skip
     parser.add_argument("--finished-only", action="store_true",
                         help="train nothing; report the runs finished so far")
+    parser.add_argument("--table", action="store_true", help="also print the README's "
+                        "Markdown table per set of the --arms (every recorded N)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a tiny version on the bundled "
                         "demo data, started from a run folder given by --start")  # fmt: skip
@@ -447,6 +527,8 @@ def main() -> int:
     runs = [results[k] for k in sorted(results)]
     summary = summarise(runs)
     print_table(summary)
+    if args.table:
+        print(markdown_tables(runs, args.arms))
     record = {"settings": {"network": NETWORK, "training": TRAINING, "starts": STARTS,
                            "scratch_steps": args.scratch_steps, "quick": args.quick},
               "published_dsb_ap50": PUBLISHED_DSB, "summary": summary, "runs": runs}  # fmt: skip

@@ -198,11 +198,14 @@ def test_fewshot_benchmark_quick_mode(tmp_path):
     out.write_text(json.dumps({"runs": [earlier]}))
     proc = subprocess.run(
         [sys.executable, str(script), "--quick", "--start", str(start), "--work",
-         str(tmp_path / "work"), "--out", str(out), "--quiet"],
+         str(tmp_path / "work"), "--out", str(out), "--quiet", "--table"],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads(out.read_text())
+    # the README's table: one row per N, the arms as columns
+    assert "| N | zero-shot | scratch | finetune |" in proc.stdout
+    assert sum(line.startswith(("| 1 |", "| 3 |")) for line in proc.stdout.splitlines()) >= 2
     assert set(record["summary"]["demo"]) == {"zero-shot", "scratch", "finetune"}
     assert earlier in record["runs"]
     assert record["summary"]["elsewhere"]["scratch"]["3"]["draws"] == 1
