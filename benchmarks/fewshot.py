@@ -176,12 +176,13 @@ def code_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def score(checkpoint: str, folder: Path, test: list[str], diameter: float | str | None
-          ) -> dict[str, Any]:  # fmt: skip
-    """A model's scores on the test pairs, segmented as ``cganseg segment`` would, and per test
-    image its TP, FP and FN at IoU 0.5 (``counts_50``: what benchmarks/curve_check.py feeds
-    ``cganseg curve``'s bootstrap)."""
-    seg = load_segmenter(checkpoint, "cpu")
+def score(checkpoint: str, folder: Path, test: list[str], diameter: float | str | None,
+          **thresholds: float) -> dict[str, Any]:  # fmt: skip
+    """A model's scores on the test pairs, segmented as ``cganseg segment`` would (with
+    ``thresholds``: load_segmenter's ``cellprob``/``flow`` instead of the stored ones), and per
+    test image its TP, FP and FN at IoU 0.5 (``counts_50``: what benchmarks/curve_check.py
+    feeds ``cganseg curve``'s bootstrap)."""
+    seg = load_segmenter(checkpoint, "cpu", **thresholds)
     if not seg.post.cell_diameter:  # a model without cell-size rescaling (--quick's)
         diameter = None
     pairs = {p.name: p for p in find_pairs(folder)}
@@ -409,14 +410,14 @@ def markdown_tables(runs: list[dict[str, Any]], arms: list[str]) -> str:
         for n in sorted({int(r["n"]) for r in rows}):
             cells = []
             for arm in present:
-                got = [product_scores(r) for r in rows if r["arm"] == arm and int(r["n"]) == n]
-                if not got:
+                picked = [r for r in rows if r["arm"] == arm and int(r["n"]) == n]
+                if not picked:
                     cells.append("")
                     continue
+                got = [product_scores(r) for r in picked]
                 f1 = [g["f1_50_pooled"] for g in got]
                 sd = f" ± {statistics.stdev(f1):.3f}" if len(f1) > 1 else ""
-                cpu = statistics.median(r["cpu_s"] for r in rows
-                                        if r["arm"] == arm and int(r["n"]) == n)  # fmt: skip
+                cpu = statistics.median(r["cpu_s"] for r in picked)
                 cost = f"; {cpu:.0f} CPU-s" if cpu else ""
                 cells.append(f"{statistics.fmean(f1):.3f}{sd} / "
                              f"{statistics.fmean(g['mean_f1_per_image'] for g in got):.3f} "

@@ -42,10 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fewshot  # noqa: E402
 
 from cganseg.data.flows import CELLPROB_THRESHOLD, FLOW_THRESHOLD  # noqa: E402
-from cganseg.data.folders import find_pairs  # noqa: E402
-from cganseg.data.io import read_image, read_labels  # noqa: E402
-from cganseg.evaluation.evaluate import evaluate_pairs  # noqa: E402
-from cganseg.inference.segment import load_segmenter, prepare_image  # noqa: E402
 
 #: the threshold rule's values of t tried
 THRESHOLDS = (0.8, 0.85, 0.9, 0.95)
@@ -53,15 +49,7 @@ THRESHOLDS = (0.8, 0.85, 0.9, 0.95)
 
 def f1_50(checkpoint: str, folder: Path, names: list[str], **thresholds: float) -> float:
     """F1@0.5 pooled of a model on the named pairs of ``folder``, at ``--diameter auto``."""
-    seg = load_segmenter(checkpoint, "cpu", **thresholds)
-    diameter = "auto" if seg.post.cell_diameter else None  # None: --quick's tiny models
-    pairs = {p.name: p for p in find_pairs(folder)}
-    rows = []
-    for name in names:
-        chw = prepare_image(seg, read_image(pairs[name].image, seg.channels), name, diameter)
-        labels = seg.segment(chw, 512, diameter=diameter)
-        rows.append((name, read_labels(pairs[name].mask), labels))
-    return evaluate_pairs(rows)["pooled"]["f1"][0]
+    return fewshot.score(checkpoint, folder, names, "auto", **thresholds)["f1_50_pooled"]
 
 
 def runs_of(
