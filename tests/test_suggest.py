@@ -82,6 +82,34 @@ def test_corrected_suggestions_grow_the_training_set_of_the_next_round(seg_run, 
     assert (run / "best.pt").is_file()
 
 
+def test_rank_at_auto_measures_each_image_once_and_segments_its_views_at_that_size(monkeypatch):
+    """A view shows the same cells, so `rank` at diameter "auto" searches the scales once per
+    image (on the plain image) and segments the three views at the size it measured there."""
+    from cganseg.demo import demo_data_dir
+    from cganseg.inference.segment import Segmenter
+
+    events: list = []  # "search" for each scale search, else the diameter of each pass
+    search, segment_at = Segmenter.auto_diameter, Segmenter.segment_at
+
+    def counted_search(self, *args, **kwargs):
+        events.append("search")
+        return search(self, *args, **kwargs)
+
+    def recorded(self, image, tile_size, batch_size, diameter):
+        events.append(diameter)
+        return segment_at(self, image, tile_size, batch_size, diameter)
+
+    monkeypatch.setattr(Segmenter, "auto_diameter", counted_search)
+    monkeypatch.setattr(Segmenter, "segment_at", recorded)
+    images = sorted((demo_data_dir() / "images").iterdir())[:2]
+    ranked = rank(load_segmenter("nuclei", "cpu"), images, diameter="auto", progress=False)
+    assert len(ranked) == 2 and events.count("search") == 2 and events[0] == "search"
+    cut = events.index("search", 1)
+    for passes in (events[1:cut], events[cut + 1 :]):  # per image: plain pass(es), 3 views
+        assert len(passes) >= 4 and all(isinstance(d, float) for d in passes)
+        assert passes[-3:] == [passes[-4]] * 3  # the views at the plain image's last size
+
+
 def test_suggest_refuses_its_input_folder_as_output(seg_run, tiny_dataset, capsys):
     folder = tiny_dataset / "images"
     assert main(["suggest", str(seg_run), str(folder), "--out", str(folder), "--quiet"]) == 2

@@ -13,6 +13,9 @@ views are compared with the plain segmentation:
 - **per image**, its *score*: the mean over the views of 1 - (mean F1 over IoU 0.5:0.95 between
   the plain and the view's cells), so both cells found or lost and outlines that move count.
 
+At ``diameter="auto"`` the cells are measured once, on the plain image, and the views are
+segmented at that size: they show the same cells, so only the model's disagreement counts.
+
 The top ``n`` images are written as a folder ready to correct and to train on: ``NAME.ext`` (the
 image), its predicted labels as ``NAME_seg.npy`` (Cellpose GUI) or ``NAME_rois.zip`` (Fiji),
 ``confidence/NAME.tif`` (float32, per pixel the confidence of its cell; 1 on background all
@@ -114,12 +117,12 @@ def rank(
     found = []
     for path in progress_bar(paths, desc="suggest", unit="img", disable=not progress):
         image = prepare_image(segmenter, read_image(path, segmenter.channels), path, diameter)
-        plain = segmenter.segment(image, tile_size, batch_size, diameter)
+        plain, used = segmenter.segment_measured(image, tile_size, batch_size, diameter)
         f1s, maps = [], []
-        for forward, back in VIEWS.values():
+        for forward, back in VIEWS.values():  # at the plain view's (measured) diameter
             seen = np.ascontiguousarray(forward(image))
             view = np.ascontiguousarray(back(segmenter.segment(seen, tile_size, batch_size,
-                                                               diameter)))  # fmt: skip
+                                                               used)))  # fmt: skip
             f1, confidence = agreement(plain, view)
             f1s.append(f1)
             maps.append(confidence)

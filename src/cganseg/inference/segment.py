@@ -140,6 +140,20 @@ class Segmenter:
     ) -> np.ndarray:
         """Instance labels (H, W) for a normalised (C, H, W) image whose cells are ``diameter``
         px across (a number, ``"auto"`` or None: see the class docstring)."""
+        return self.segment_measured(image, tile_size, batch_size, diameter)[0]
+
+    def segment_measured(
+        self,
+        image: np.ndarray,
+        tile_size: int = 512,
+        batch_size: int = 4,
+        diameter: float | str | None = None,
+    ) -> tuple[np.ndarray, float | str | None]:
+        """:meth:`segment`'s labels and the diameter they were segmented at (``"auto"``: the
+        one it measured). Why: a caller that segments the same cells again (``suggest``'s
+        flipped and turned views) reuses the measurement instead of searching the scales
+        once per view, which cost ~4x the network passes and mixed the scale search's own
+        variation into the views' disagreement."""
         if diameter is None:
             diameter = self.default_diameter
         if diameter == "auto" and self.post.cell_diameter and self.post.train_diameter:
@@ -150,10 +164,10 @@ class Segmenter:
             if found > 0 and abs(found / tried - 1) > 0.05:
                 diameter = found
             elif region.shape == image.shape:
-                return labels
+                return labels, tried
             else:
                 diameter = tried
-        return self.segment_at(image, tile_size, batch_size, diameter)
+        return self.segment_at(image, tile_size, batch_size, diameter), diameter
 
     def segment_at(self, image: np.ndarray, tile_size: int, batch_size: int,
                    diameter: float | str | None) -> np.ndarray:  # fmt: skip
